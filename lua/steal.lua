@@ -1,0 +1,26 @@
+-- steal: take a room whose owner's node is dead (its heartbeat key is gone),
+-- without waiting for the room lease to run out. An unowned room is simply
+-- claimed.
+-- KEYS[1] owner key, KEYS[2] epoch key, KEYS[3] heartbeat key of the owner
+-- the caller believes dead (roomlb:node:V)
+-- ARGV[1] that owner's node id V, ARGV[2] new node id, ARGV[3] lease ms,
+-- ARGV[4] epoch ttl ms, ARGV[5] events channel, ARGV[6] room
+-- Returns {1, epoch} when taken; {0, current owner value} when the room is
+-- owned by another node than V now; {-1, current owner value} when V is alive.
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  if owner_node(cur) ~= ARGV[1] then
+    return {0, cur}
+  end
+  if redis.call('EXISTS', KEYS[3]) == 1 then
+    return {-1, cur}
+  end
+end
+local e = next_epoch(KEYS[2], ARGV[4])
+redis.call('SET', KEYS[1], ARGV[2] .. ':' .. num(e), 'PX', ARGV[3])
+if cur then
+  publish(ARGV[5], 'steal', ARGV[6], ARGV[2], e)
+else
+  publish(ARGV[5], 'claim', ARGV[6], ARGV[2], e)
+end
+return {1, e}

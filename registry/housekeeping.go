@@ -1,0 +1,100 @@
+package registry
+
+import (
+	"context"
+	"time"
+
+	"github.com/go-redsync/redsync/v4"
+	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
+)
+
+// DefaultHousekeepingInterval is how often housekeeping runs.
+const DefaultHousekeepingInterval = 5 * time.Second
+
+// Housekeeper runs the registry's singleton chores (pruning dead nodes from
+// the load index) on whichever of many processes holds a redsync lock. The
+// lock is an efficiency lock: two housekeepers running at once would only do
+// the same idempotent work twice, so redsync's guarantees are enough (room
+// ownership, which needs fencing, never goes through it).
+type Housekeeper struct {
+	reg      *Registry
+	mutex    *redsync.Mutex
+	interval time.Duration
+	held     bool
+
+	// OnPrune, when set, is called with the nodes each pass removed.
+	OnPrune func(removed []string)
+}
+
+// NewHousekeeper returns a housekeeper that works every interval (0 means
+// DefaultHousekeepingInterval) while it holds the housekeeping lock.
+func (r *Registry) NewHousekeeper(interval time.Duration) *Housekeeper {
+	if interval <= 0 {
+		interval = DefaultHousekeepingInterval
+	}
+	rs := redsync.New(goredis.NewPool(r.rdb))
+	return &Housekeeper{
+		reg: r,
+		// The lock outlives two intervals, so the holder keeps it by
+		// extending it every pass; a holder that dies loses it within three.
+		mutex: rs.NewMutex(r.lockKey("housekeeping"),
+			redsync.WithExpiry(3*interval),
+			redsync.WithTries(1),
+		),
+		interval: interval,
+	}
+}
+
+// Run works until ctx ends, then gives the lock up and returns nil.
+func (h *Housekeeper) Run(ctx context.Context) error {
+	defer func() {
+		// ctx is done: unlock with a fresh one. Unlocking a lock this
+		// housekeeper does not hold changes nothing (redsync compares values).
+		uctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		h.mutex.UnlockContext(uctx)
+		cancel()
+		h.held = false
+	}()
+	t := time.NewTicker(h.interval)
+	defer t.Stop()
+	for ctx.Err() == nil {
+		h.Pass(ctx)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Pass takes or keeps the lock and, if it holds it, prunes once. It reports
+// whether this housekeeper held the lock. Run calls it; tests may too.
+func (h *Housekeeper) Pass(ctx context.Context) bool {
+	if h.held {
+		if ok, err := h.mutex.ExtendContext(ctx); err != nil || !ok {
+			h.held = false
+		}
+	}
+	if !h.held {
+		err := h.mutex.TryLockContext(ctx)
+		if err != nil {
+			// Most often another housekeeper holds it; a Redis error shows
+			// up in every other part of the process too.
+			h.reg.log.Debug("registry: housekeeping lock not taken", "err", err)
+			return false
+		}
+		h.held = true
+	}
+	removed, err := h.reg.Prune(ctx)
+	if err != nil {
+		h.reg.log.Warn("registry: prune", "err", err)
+		return true
+	}
+	if len(removed) > 0 {
+		h.reg.log.Info("registry: pruned dead nodes", "nodes", removed)
+		if h.OnPrune != nil {
+			h.OnPrune(removed)
+		}
+	}
+	return true
+}

@@ -1,0 +1,180 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/roomlb/roomlb/lua"
+)
+
+// NodeState is a node's place in its life cycle.
+type NodeState string
+
+const (
+	// StateActive nodes take new rooms.
+	StateActive NodeState = "active"
+	// StateDraining nodes take no new rooms and are handing theirs over.
+	StateDraining NodeState = "draining"
+)
+
+// Node is one sidecar+monolith pair as it announces itself.
+type Node struct {
+	ID string
+	// Addr is where routers reach the sidecar's ingress (host:port).
+	Addr    string
+	Region  string
+	State   NodeState
+	Rooms   int
+	Clients int
+	// Load is the placement score: lower is preferred. Sidecars compute it
+	// from rooms and clients relative to Capacity.
+	Load float64
+	// Capacity is the most clients the node accepts; 0 means no limit.
+	Capacity int
+	Version  string
+	// Started is when the sidecar started.
+	Started time.Time
+}
+
+// Heartbeat registers the node or refreshes it; the node counts as alive for
+// ttl. It publishes node_up for a new node and node_<state> on a change of
+// state.
+func (r *Registry) Heartbeat(ctx context.Context, n Node, ttl time.Duration) error {
+	if err := ValidNode(n.ID); err != nil {
+		return err
+	}
+	if n.State == "" {
+		n.State = StateActive
+	}
+	if n.State != StateActive && n.State != StateDraining {
+		return fmt.Errorf("registry: node %s: unknown state %q", n.ID, n.State)
+	}
+	load := strconv.FormatFloat(n.Load, 'f', -1, 64)
+	_, err := lua.Heartbeat.Run(ctx, r.rdb,
+		[]string{r.nodeKey(n.ID), r.nodesKey()},
+		n.ID, ms(ttl), load, r.Channel(), string(n.State),
+		"addr", n.Addr,
+		"region", n.Region,
+		"rooms", n.Rooms,
+		"clients", n.Clients,
+		"capacity", n.Capacity,
+		"version", n.Version,
+		"started", n.Started.UTC().Format(time.RFC3339),
+	).Result()
+	if err != nil {
+		return fmt.Errorf("heartbeat %s: %w", n.ID, err)
+	}
+	return nil
+}
+
+// Deregister removes the node at once (a graceful exit) and publishes
+// node_down.
+func (r *Registry) Deregister(ctx context.Context, id string) error {
+	if err := ValidNode(id); err != nil {
+		return err
+	}
+	if err := lua.Deregister.Run(ctx, r.rdb, []string{r.nodeKey(id), r.nodesKey()}, id, r.Channel()).Err(); err != nil {
+		return fmt.Errorf("deregister %s: %w", id, err)
+	}
+	return nil
+}
+
+// Node reads one live node; ErrNodeGone when its heartbeat has expired.
+func (r *Registry) Node(ctx context.Context, id string) (Node, error) {
+	if err := ValidNode(id); err != nil {
+		return Node{}, err
+	}
+	h, err := r.rdb.HGetAll(ctx, r.nodeKey(id)).Result()
+	if err != nil {
+		return Node{}, fmt.Errorf("node %s: %w", id, err)
+	}
+	if len(h) == 0 {
+		return Node{}, fmt.Errorf("node %s: %w", id, ErrNodeGone)
+	}
+	return parseNode(id, h), nil
+}
+
+// Nodes lists the live nodes, least loaded first. Members of the load index
+// whose heartbeat has expired are left out (housekeeping prunes them).
+func (r *Registry) Nodes(ctx context.Context) ([]Node, error) {
+	ids, err := r.rdb.ZRange(ctx, r.nodesKey(), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("nodes: %w", err)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	cmds := make([]*redis.MapStringStringCmd, len(ids))
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = p.HGetAll(ctx, r.nodeKey(id))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("nodes: %w", err)
+	}
+	out := make([]Node, 0, len(ids))
+	for i, id := range ids {
+		if h := cmds[i].Val(); len(h) > 0 {
+			out = append(out, parseNode(id, h))
+		}
+	}
+	return out, nil
+}
+
+// Alive reports whether the node's heartbeat key exists.
+func (r *Registry) Alive(ctx context.Context, id string) (bool, error) {
+	if err := ValidNode(id); err != nil {
+		return false, err
+	}
+	n, err := r.rdb.Exists(ctx, r.nodeKey(id)).Result()
+	return n == 1, err
+}
+
+// Prune drops the nodes whose heartbeat has expired from the load index and
+// publishes node_down for each; it returns their ids. Housekeeping runs it
+// under a lock so that one sidecar does it at a time; it is safe without.
+func (r *Registry) Prune(ctx context.Context) ([]string, error) {
+	ids, err := r.rdb.ZRange(ctx, r.nodesKey(), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("prune: %w", err)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, 1, 1+len(ids))
+	keys[0] = r.nodesKey()
+	args := make([]any, 1, 1+len(ids))
+	args[0] = r.Channel()
+	for _, id := range ids {
+		keys = append(keys, r.nodeKey(id))
+		args = append(args, id)
+	}
+	removed, err := lua.Prune.Run(ctx, r.rdb, keys, args...).StringSlice()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("prune: %w", err)
+	}
+	return removed, nil
+}
+
+func parseNode(id string, h map[string]string) Node {
+	n := Node{
+		ID:      id,
+		Addr:    h["addr"],
+		Region:  h["region"],
+		State:   NodeState(h["state"]),
+		Version: h["version"],
+	}
+	n.Rooms, _ = strconv.Atoi(h["rooms"])
+	n.Clients, _ = strconv.Atoi(h["clients"])
+	n.Capacity, _ = strconv.Atoi(h["capacity"])
+	n.Load, _ = strconv.ParseFloat(h["load"], 64)
+	n.Started, _ = time.Parse(time.RFC3339, h["started"])
+	return n
+}

@@ -1,0 +1,133 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults for Config.
+const (
+	DefaultPrefix   = "roomlb:"
+	DefaultEpochTTL = 7 * 24 * time.Hour
+	DefaultMetaTTL  = 10 * time.Minute
+)
+
+// Config says where the registry lives in Redis. The zero value works.
+type Config struct {
+	// Prefix starts every key and the events channel; "" means DefaultPrefix.
+	Prefix string
+	// EpochTTL is how long a room's epoch counter outlives its last claim; 0
+	// means DefaultEpochTTL. Epochs stay monotonic after it expires (they are
+	// seeded from the Redis clock); it only bounds memory for rooms that are
+	// never claimed again.
+	EpochTTL time.Duration
+	// MetaTTL is how long room metadata lives after its last write; 0 means
+	// DefaultMetaTTL. Owners rewrite it on every change of the room.
+	MetaTTL time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Registry is the room registry in one Redis deployment. It is safe for
+// concurrent use and holds no state of its own beyond the client.
+type Registry struct {
+	rdb      redis.UniversalClient
+	prefix   string
+	epochTTL time.Duration
+	metaTTL  time.Duration
+	log      *slog.Logger
+}
+
+// New returns a registry over rdb. It does not contact Redis.
+func New(rdb redis.UniversalClient, cfg Config) (*Registry, error) {
+	if rdb == nil {
+		return nil, errors.New("registry: nil redis client")
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	if strings.ContainsAny(cfg.Prefix, "{}*?[] \t\r\n") {
+		return nil, fmt.Errorf("registry: prefix %q: must not contain braces, glob characters or spaces", cfg.Prefix)
+	}
+	if cfg.EpochTTL == 0 {
+		cfg.EpochTTL = DefaultEpochTTL
+	}
+	if cfg.MetaTTL == 0 {
+		cfg.MetaTTL = DefaultMetaTTL
+	}
+	if cfg.EpochTTL < 0 || cfg.MetaTTL < 0 {
+		return nil, errors.New("registry: negative TTL")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Registry{
+		rdb:      rdb,
+		prefix:   cfg.Prefix,
+		epochTTL: cfg.EpochTTL,
+		metaTTL:  cfg.MetaTTL,
+		log:      cfg.Logger,
+	}, nil
+}
+
+// Client is the Redis client the registry uses.
+func (r *Registry) Client() redis.UniversalClient { return r.rdb }
+
+// Prefix is the key prefix in use.
+func (r *Registry) Prefix() string { return r.prefix }
+
+// Keys. A room's keys share the hash tag {room}.
+func (r *Registry) ownerKey(room string) string { return r.prefix + "room:{" + room + "}" }
+func (r *Registry) epochKey(room string) string { return r.prefix + "room:{" + room + "}:epoch" }
+func (r *Registry) metaKey(room string) string  { return r.prefix + "room:{" + room + "}:meta" }
+func (r *Registry) nodeKey(id string) string    { return r.prefix + "node:" + id }
+func (r *Registry) nodesKey() string            { return r.prefix + "nodes" }
+func (r *Registry) lockKey(name string) string  { return r.prefix + "lock:" + name }
+
+// Channel is the pub/sub channel of registry events.
+func (r *Registry) Channel() string { return r.prefix + "events" }
+
+// ms renders a duration as whole milliseconds for PX arguments, at least 1.
+func ms(d time.Duration) string {
+	n := d.Milliseconds()
+	if n < 1 {
+		n = 1
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// reply is a script's array reply.
+type reply []any
+
+func toReply(v any, err error) (reply, error) {
+	if err != nil {
+		return nil, err
+	}
+	a, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("registry: unexpected script reply %T", v)
+	}
+	return a, nil
+}
+
+func (a reply) int(i int) int64 {
+	if i >= len(a) {
+		return 0
+	}
+	n, _ := a[i].(int64)
+	return n
+}
+
+func (a reply) str(i int) string {
+	if i >= len(a) {
+		return ""
+	}
+	s, _ := a[i].(string)
+	return s
+}
