@@ -11,8 +11,12 @@ import (
 // DefaultHousekeepingInterval is how often housekeeping runs.
 const DefaultHousekeepingInterval = 5 * time.Second
 
+// HandoffIdle is how long a taken handoff may stay unacknowledged before
+// housekeeping offers it again.
+const HandoffIdle = 15 * time.Second
+
 // Housekeeper runs the registry's singleton chores (pruning dead nodes from
-// the load index) on whichever of many processes holds a redsync lock. The
+// the load index, offering again the handoffs a dead taker left) on whichever of many processes holds a redsync lock. The
 // lock is an efficiency lock: two housekeepers running at once would only do
 // the same idempotent work twice, so redsync's guarantees are enough (room
 // ownership, which needs fencing, never goes through it).
@@ -84,6 +88,11 @@ func (h *Housekeeper) Pass(ctx context.Context) bool {
 			return false
 		}
 		h.held = true
+	}
+	if n, err := h.reg.RequeueHandoffs(ctx, HandoffIdle); err != nil {
+		h.reg.log.Warn("registry: requeue handoffs", "err", err)
+	} else if n > 0 {
+		h.reg.log.Info("registry: offered stuck handoffs again", "rooms", n)
 	}
 	removed, err := h.reg.Prune(ctx)
 	if err != nil {
