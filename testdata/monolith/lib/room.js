@@ -1,0 +1,399 @@
+"use strict";
+
+const log = require("./log");
+
+// Close codes the monolith uses when it kicks clients (ott-protocol.md §2.2).
+const KickReason = Object.freeze({
+	AWAY: 1001,
+	UNKNOWN: 4000,
+	INVALID_CONNECTION_URL: 4001,
+	ROOM_NOT_FOUND: 4002,
+	ROOM_UNLOADED: 4003,
+	MISSING_TOKEN: 4004,
+	KICKED: 4005,
+});
+
+const Role = Object.freeze({ Owner: -1, UnregisteredUser: 0, RegisteredUser: 1 });
+
+const RequestType = Object.freeze({
+	Join: 0,
+	Leave: 1,
+	Playback: 2,
+	Skip: 3,
+	Seek: 4,
+	Add: 5,
+	Remove: 6,
+	Chat: 11,
+});
+
+// Fields that go into Redis `room:<name>` (ott-protocol.md §6). A change to any of them
+// schedules the debounced state write.
+const STORED_FIELDS = [
+	"name", "title", "description", "isTemporary", "visibility", "queueMode", "currentSource",
+	"queue", "isPlaying", "playbackPosition", "playbackSpeed", "grants", "userRoles", "owner",
+	"_playbackStart", "videoSegments", "autoSkipSegmentCategories", "prevQueue",
+	"restoreQueueBehavior", "enableVoteSkip",
+];
+
+// How long a burst of changes is coalesced before one client-facing `sync` goes out. The real
+// room uses the same 50 ms debounce, which is why a freshly loaded room emits a `sync` ~50 ms
+// after loading.
+const SYNC_DEBOUNCE_MS = 50;
+
+// Permission bits are opaque to a balancer; this fixture does no permission checks at all.
+const DEFAULT_GRANTS = [[-1, 4194303], [0, 4063231], [1, 4063231], [2, 4194303], [3, 4194303], [4, 4194303]];
+
+class BadRequest extends Error {}
+
+class Room {
+	/**
+	 * @param ctx shared context: config, redis, clients (for message routing)
+	 * @param opts stored state (from Redis), stored settings (from the reference database) or
+	 *   creation options (from HTTP)
+	 */
+	constructor(ctx, opts) {
+		this.ctx = ctx;
+		this.name = opts.name;
+		this.title = opts.title ?? "";
+		this.description = opts.description ?? "";
+		this.isTemporary = !!opts.isTemporary;
+		this.visibility = opts.visibility ?? "public";
+		this.queueMode = opts.queueMode ?? "manual";
+		this.currentSource = opts.currentSource ?? null;
+		this.queue = Array.isArray(opts.queue) ? opts.queue : [];
+		this.isPlaying = !!opts.isPlaying;
+		this.playbackPosition = typeof opts.playbackPosition === "number" ? opts.playbackPosition : 0;
+		this.playbackSpeed = opts.playbackSpeed ?? 1;
+		this.grants = opts.grants ?? DEFAULT_GRANTS;
+		this.userRoles = opts.userRoles ?? [[2, []], [3, []], [4, []]];
+		this.owner = opts.owner ?? null;
+		this._playbackStart = opts._playbackStart ?? null;
+		this.videoSegments = opts.videoSegments ?? [];
+		this.autoSkipSegmentCategories = opts.autoSkipSegmentCategories ?? [];
+		this.prevQueue = opts.prevQueue ?? null;
+		this.restoreQueueBehavior = opts.restoreQueueBehavior ?? "prompt";
+		this.enableVoteSkip = !!opts.enableVoteSkip;
+
+		this.loadEpoch = 0;
+		/** clients joined to this room, in join order */
+		this.members = [];
+		this.keepAliveStamp = Date.now();
+
+		this._dirty = new Set();
+		this._syncTimer = null;
+		this._storeTimer = null;
+		this._stopped = false;
+
+		// Like the real room, a new instance starts with every field dirty: that produces the
+		// broadcast `sync` shortly after a load and the first Redis write STATE_DEBOUNCE_MS
+		// after creation.
+		this.changed(STORED_FIELDS);
+	}
+
+	get users() {
+		return this.members.length;
+	}
+
+	get hasOwner() {
+		return this.owner !== null;
+	}
+
+	get realPlaybackPosition() {
+		if (this.isPlaying && this._playbackStart !== null) {
+			return this.playbackPosition + (Date.now() - this._playbackStart) / 1000 * this.playbackSpeed;
+		}
+		return this.playbackPosition;
+	}
+
+	get voteCounts() {
+		return [];
+	}
+
+	/** RoomMetadata as sent in `loaded` and `gossip` (ott-protocol.md §2.2). */
+	metadata() {
+		return {
+			name: this.name,
+			title: this.title,
+			description: this.description,
+			isTemporary: this.isTemporary,
+			visibility: this.visibility,
+			queueMode: this.queueMode,
+			currentSource: this.currentSource,
+			users: this.users,
+		};
+	}
+
+	fullSync() {
+		return {
+			action: "sync",
+			name: this.name,
+			title: this.title,
+			description: this.description,
+			isTemporary: this.isTemporary,
+			visibility: this.visibility,
+			queueMode: this.queueMode,
+			currentSource: this.currentSource,
+			queue: this.queue,
+			isPlaying: this.isPlaying,
+			playbackPosition: this.realPlaybackPosition,
+			playbackSpeed: this.playbackSpeed,
+			grants: this.grants,
+			hasOwner: this.hasOwner,
+			voteCounts: this.voteCounts,
+			videoSegments: this.videoSegments,
+			autoSkipSegmentCategories: this.autoSkipSegmentCategories,
+			prevQueue: this.prevQueue,
+			restoreQueueBehavior: this.restoreQueueBehavior,
+			enableVoteSkip: this.enableVoteSkip,
+			votesToSkip: 0,
+		};
+	}
+
+	serializeState() {
+		const state = {};
+		for (const f of STORED_FIELDS) {
+			state[f] = this[f];
+		}
+		return JSON.stringify(state);
+	}
+
+	userInfo(client) {
+		return {
+			id: client.id,
+			name: client.name,
+			isLoggedIn: client.isLoggedIn,
+			status: client.status,
+			role: client.isLoggedIn ? Role.RegisteredUser : Role.UnregisteredUser,
+		};
+	}
+
+	broadcast(msg) {
+		this.ctx.clients.broadcast(this, msg);
+	}
+
+	unicast(client, msg) {
+		this.ctx.clients.unicast(this, client, msg);
+	}
+
+	publishEvent(request, client, additional = {}) {
+		this.broadcast({ action: "event", request, user: this.userInfo(client), additional });
+	}
+
+	changed(fields) {
+		if (this._stopped) {
+			return;
+		}
+		for (const f of fields) {
+			this._dirty.add(f);
+		}
+		clearTimeout(this._syncTimer);
+		this._syncTimer = setTimeout(() => this.syncDirty(), SYNC_DEBOUNCE_MS);
+		if (fields.some(f => STORED_FIELDS.includes(f))) {
+			// A plain trailing debounce: every change pushes the write back again.
+			clearTimeout(this._storeTimer);
+			this._storeTimer = setTimeout(() => {
+				this._storeTimer = null;
+				this.writeState().catch(e => log.error(`room ${this.name}: state write failed: ${e.message}`));
+			}, this.ctx.config.stateDebounceMs);
+		}
+	}
+
+	syncDirty() {
+		this._syncTimer = null;
+		if (this._dirty.size === 0) {
+			return;
+		}
+		const full = this.fullSync();
+		const msg = { action: "sync" };
+		for (const f of this._dirty) {
+			if (f in full && f !== "action") {
+				msg[f] = full[f];
+			}
+		}
+		this._dirty.clear();
+		this.broadcast(msg);
+	}
+
+	async writeState() {
+		await this.ctx.redis.set(`room:${this.name}`, this.serializeState(), { EX: this.ctx.config.expireAfterS });
+		log.debug(`room ${this.name}: state written`);
+	}
+
+	get hasPendingWrite() {
+		return this._storeTimer !== null;
+	}
+
+	/** Stops all timers. Returns whether a state write was pending (and is now dropped). */
+	stop() {
+		this._stopped = true;
+		clearTimeout(this._syncTimer);
+		const pending = this._storeTimer !== null;
+		clearTimeout(this._storeTimer);
+		this._storeTimer = null;
+		return pending;
+	}
+
+	/** Adds the client and emits the join sequence of ott-protocol.md §3.3 step 4, in order. */
+	join(client) {
+		this.members.push(client);
+		const info = this.userInfo(client);
+		this.unicast(client, this.fullSync());
+		this.publishEvent({ type: RequestType.Join, info }, client);
+		this.broadcast({ action: "sync", playbackPosition: this.realPlaybackPosition });
+		this.broadcast({ action: "user", update: { kind: "update", value: info } });
+		this.unicast(client, { action: "user", update: { kind: "init", value: this.members.map(m => this.userInfo(m)) } });
+		this.unicast(client, { action: "you", info: { id: client.id } });
+	}
+
+	/**
+	 * The leaver is removed before the broadcasts, so a balancer whose only client here was the
+	 * leaver hears nothing (ott-protocol.md §3.4).
+	 */
+	leave(client, { announce = true } = {}) {
+		const i = this.members.indexOf(client);
+		if (i === -1) {
+			return;
+		}
+		const info = this.userInfo(client);
+		this.members.splice(i, 1);
+		if (announce) {
+			this.broadcast({ action: "event", request: { type: RequestType.Leave }, user: info, additional: { user: info } });
+			this.broadcast({ action: "user", update: { kind: "remove", value: client.id } });
+		}
+	}
+
+	userUpdated(client) {
+		this.broadcast({ action: "user", update: { kind: "update", value: this.userInfo(client) } });
+	}
+
+	/** Called once a second by the room manager. */
+	tick(now) {
+		if (this.isPlaying && this.currentSource && typeof this.currentSource.length === "number"
+			&& this.realPlaybackPosition > this.currentSource.length) {
+			this.dequeueNext();
+		}
+	}
+
+	dequeueNext() {
+		const changed = ["currentSource", "queue", "playbackPosition"];
+		if (this.queue.length > 0) {
+			this.currentSource = this.queue.shift();
+		} else {
+			this.currentSource = null;
+			if (this.isPlaying) {
+				this.isPlaying = false;
+				changed.push("isPlaying");
+			}
+		}
+		this.playbackPosition = 0;
+		this._playbackStart = this.isPlaying ? Date.now() : null;
+		this.changed(changed);
+	}
+
+	/**
+	 * A room request from a client (`{"action":"req","request":{...}}`). Malformed but
+	 * well-typed-enough requests are logged and ignored like the real monolith's permission and
+	 * validation failures; anything that throws a TypeError (e.g. a null request) propagates and
+	 * gets the client kicked with 4000.
+	 */
+	request(client, request) {
+		switch (request.type) {
+			case RequestType.Chat: {
+				if (typeof request.text !== "string") {
+					throw new BadRequest("chat text must be a string");
+				}
+				this.broadcast({ action: "chat", from: this.userInfo(client), text: request.text });
+				return;
+			}
+			case RequestType.Playback: {
+				if (typeof request.state !== "boolean") {
+					throw new BadRequest("playback state must be a boolean");
+				}
+				if (request.state === this.isPlaying) {
+					return;
+				}
+				if (request.state) {
+					this._playbackStart = Date.now();
+				} else {
+					this.playbackPosition = this.realPlaybackPosition;
+					this._playbackStart = null;
+				}
+				this.isPlaying = request.state;
+				this.publishEvent(request, client);
+				this.changed(["isPlaying", "playbackPosition", "_playbackStart"]);
+				return;
+			}
+			case RequestType.Seek: {
+				if (typeof request.value !== "number" || !Number.isFinite(request.value)) {
+					throw new BadRequest("seek value must be a number");
+				}
+				const prevPosition = this.realPlaybackPosition;
+				this.playbackPosition = request.value;
+				this._playbackStart = this.isPlaying ? Date.now() : null;
+				this.publishEvent(request, client, { prevPosition });
+				this.changed(["playbackPosition", "_playbackStart"]);
+				return;
+			}
+			case RequestType.Skip: {
+				const video = this.currentSource;
+				this.dequeueNext();
+				this.publishEvent(request, client, { video });
+				return;
+			}
+			case RequestType.Add: {
+				const videos = videosOf(request);
+				for (const v of videos) {
+					if (this.queue.some(q => sameVideo(q, v)) || sameVideo(this.currentSource, v)) {
+						throw new BadRequest(`video ${v.service}:${v.id} already queued`);
+					}
+				}
+				this.queue.push(...videos);
+				this.publishEvent(request, client, { videos });
+				this.changed(["queue"]);
+				if (this.currentSource === null) {
+					this.dequeueNext();
+				}
+				return;
+			}
+			case RequestType.Remove: {
+				const v = request.video;
+				const i = this.queue.findIndex(q => sameVideo(q, v));
+				if (i === -1) {
+					throw new BadRequest("video not found in queue");
+				}
+				const [video] = this.queue.splice(i, 1);
+				this.publishEvent(request, client, { video });
+				this.changed(["queue"]);
+				return;
+			}
+			default:
+				throw new BadRequest(`unsupported request type ${JSON.stringify(request.type)}`);
+		}
+	}
+}
+
+function videosOf(request) {
+	let videos;
+	if (Array.isArray(request.videos)) {
+		videos = request.videos;
+	} else if (request.video) {
+		videos = [request.video];
+	} else if (typeof request.url === "string") {
+		// No info extraction here: a URL becomes an opaque "direct" video.
+		videos = [{ service: "direct", id: request.url }];
+	} else {
+		throw new BadRequest("add needs video, videos or url");
+	}
+	for (const v of videos) {
+		if (!v || typeof v.service !== "string" || typeof v.id !== "string") {
+			throw new BadRequest("video needs string service and id");
+		}
+	}
+	return videos.map(v => ({ ...v }));
+}
+
+function sameVideo(a, b) {
+	return !!a && !!b && a.service === b.service && a.id === b.id;
+}
+
+module.exports = { Room, KickReason, BadRequest, RequestType };
