@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// Handoff is a room a draining node let go of, offered to the other nodes:
-// one of them claims it and loads it on its monolith before the room's
+// Handoff is a room a draining node let go of, offered to one other node:
+// that node claims it and loads it on its monolith before the room's
 // clients come back. It is only a head start: a room that nobody takes is
 // placed by the routers on its next join all the same.
 type Handoff struct {
@@ -23,18 +24,27 @@ type Handoff struct {
 	// From is the node that released it, at Epoch.
 	From  string
 	Epoch int64
+	// Cost is how much of the taker's capacity the room will use (its
+	// clients, at least 1).
+	Cost int
 }
 
+// Each node has its own handoff stream, roomlb:handoff:N, read through a
+// consumer group so that an entry taken but not acknowledged (the node died
+// while taking it) can be found and offered again.
 const handoffGroup = "takers"
 
-// handoffMaxLen caps the stream (approximately); entries are acknowledged
-// and forgotten within seconds, so only a stuck cluster gets near it.
+// handoffMaxLen caps a stream (approximately); entries are acknowledged and
+// deleted within seconds, so only a stuck node gets near it.
 const handoffMaxLen = 100000
 
-func (r *Registry) handoffKey() string { return r.prefix + "handoff" }
+func (r *Registry) handoffKey(node string) string { return r.prefix + "handoff:" + node }
 
-// OfferHandoff puts a released room on the handoff stream.
-func (r *Registry) OfferHandoff(ctx context.Context, h Handoff) error {
+// OfferHandoff offers a released room to node to.
+func (r *Registry) OfferHandoff(ctx context.Context, to string, h Handoff) error {
+	if err := ValidNode(to); err != nil {
+		return err
+	}
 	room, err := RoomKey(h.Room)
 	if err != nil {
 		return err
@@ -43,40 +53,39 @@ func (r *Registry) OfferHandoff(ctx context.Context, h Handoff) error {
 		return err
 	}
 	err = r.rdb.XAdd(ctx, &redis.XAddArgs{
-		Stream: r.handoffKey(),
+		Stream: r.handoffKey(to),
 		MaxLen: handoffMaxLen,
 		Approx: true,
-		Values: []any{"room", room, "name", h.Name, "from", h.From, "epoch", strconv.FormatInt(h.Epoch, 10)},
+		Values: []any{"room", room, "name", h.Name, "from", h.From,
+			"epoch", strconv.FormatInt(h.Epoch, 10), "cost", strconv.Itoa(max(1, h.Cost))},
 	}).Err()
 	if err != nil {
-		return fmt.Errorf("offer handoff %s: %w", room, err)
+		return fmt.Errorf("offer handoff %s to %s: %w", room, to, err)
 	}
 	return nil
 }
 
-// TakeHandoffs reads up to count offered rooms for consumer (a node id),
-// waiting up to block for the first. Every entry goes to one consumer; it
-// stays pending until AckHandoff, and housekeeping offers it again if the
-// consumer dies first. No entry within block gives an empty slice.
-func (r *Registry) TakeHandoffs(ctx context.Context, consumer string, count int, block time.Duration) ([]Handoff, error) {
-	if err := ValidNode(consumer); err != nil {
+// TakeHandoffs reads up to count rooms offered to node, waiting up to block
+// for the first. An entry stays pending until AckHandoff; housekeeping
+// offers it again if it stays pending too long. Nothing within block gives
+// an empty slice.
+func (r *Registry) TakeHandoffs(ctx context.Context, node string, count int, block time.Duration) ([]Handoff, error) {
+	if err := ValidNode(node); err != nil {
 		return nil, err
-	}
-	if count < 1 {
-		count = 1
 	}
 	args := &redis.XReadGroupArgs{
 		Group:    handoffGroup,
-		Consumer: consumer,
-		Streams:  []string{r.handoffKey(), ">"},
-		Count:    int64(count),
+		Consumer: node,
+		Streams:  []string{r.handoffKey(node), ">"},
+		Count:    int64(max(1, count)),
 		Block:    block,
 	}
 	res, err := r.rdb.XReadGroup(ctx, args).Result()
 	if err != nil && redis.HasErrorPrefix(err, "NOGROUP") {
 		// First use, or Redis lost its data: make the group and read again.
-		if err := r.ensureHandoffGroup(ctx); err != nil {
-			return nil, err
+		err = r.rdb.XGroupCreateMkStream(ctx, r.handoffKey(node), handoffGroup, "0").Err()
+		if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
+			return nil, fmt.Errorf("handoff group of %s: %w", node, err)
 		}
 		res, err = r.rdb.XReadGroup(ctx, args).Result()
 	}
@@ -84,7 +93,7 @@ func (r *Registry) TakeHandoffs(ctx context.Context, consumer string, count int,
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("take handoffs: %w", err)
+		return nil, fmt.Errorf("take handoffs of %s: %w", node, err)
 	}
 	var out []Handoff
 	for _, s := range res {
@@ -95,61 +104,112 @@ func (r *Registry) TakeHandoffs(ctx context.Context, consumer string, count int,
 	return out, nil
 }
 
-// AckHandoff marks a taken entry done (claimed, or found owned already).
-func (r *Registry) AckHandoff(ctx context.Context, id string) error {
+// AckHandoff marks an entry node took as done (claimed, or owned already)
+// and deletes it.
+func (r *Registry) AckHandoff(ctx context.Context, node, id string) error {
+	if err := ValidNode(node); err != nil {
+		return err
+	}
 	pipe := r.rdb.TxPipeline()
-	pipe.XAck(ctx, r.handoffKey(), handoffGroup, id)
-	pipe.XDel(ctx, r.handoffKey(), id)
+	pipe.XAck(ctx, r.handoffKey(node), handoffGroup, id)
+	pipe.XDel(ctx, r.handoffKey(node), id)
 	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("ack handoff %s: %w", id, err)
+		return fmt.Errorf("ack handoff %s of %s: %w", id, node, err)
 	}
 	return nil
 }
 
-func (r *Registry) ensureHandoffGroup(ctx context.Context) error {
-	err := r.rdb.XGroupCreateMkStream(ctx, r.handoffKey(), handoffGroup, "0").Err()
-	if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
-		return fmt.Errorf("handoff group: %w", err)
+// MoveHandoffs offers every room still waiting in node's stream (taken or
+// not) to other live nodes instead, by spare capacity, and returns how
+// many. A draining node calls it for itself; housekeeping for dead nodes.
+func (r *Registry) MoveHandoffs(ctx context.Context, node string) (int, error) {
+	if err := ValidNode(node); err != nil {
+		return 0, err
 	}
-	return nil
-}
-
-// RequeueHandoffs offers again every entry that a consumer took more than
-// idle ago without acknowledging it (the taker died), and returns how many.
-// Housekeeping runs it.
-func (r *Registry) RequeueHandoffs(ctx context.Context, idle time.Duration) (int, error) {
+	key := r.handoffKey(node)
+	msgs, err := r.rdb.XRange(ctx, key, "-", "+").Result()
+	if err != nil || len(msgs) == 0 {
+		return 0, err
+	}
+	nodes, err := r.Nodes(ctx)
+	if err != nil {
+		return 0, err
+	}
+	p := NewPicker(nodes, node)
 	n := 0
-	start := "0-0"
-	for {
-		msgs, next, err := r.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
-			Stream:   r.handoffKey(),
-			Group:    handoffGroup,
-			Consumer: "housekeeper",
-			MinIdle:  idle,
-			Start:    start,
-			Count:    100,
+	for _, m := range msgs {
+		h := parseHandoff(m)
+		to, ok := p.Pick(h.Cost)
+		if !ok {
+			return n, fmt.Errorf("move handoffs of %s: no live active node to take them", node)
+		}
+		if err := r.OfferHandoff(ctx, to.ID, h); err != nil {
+			return n, err
+		}
+		if err := r.rdb.XDel(ctx, key, m.ID).Err(); err != nil {
+			return n, fmt.Errorf("move handoffs of %s: %w", node, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// RequeueHandoffs is housekeeping for handoffs: the streams of nodes that
+// are gone are moved to live nodes, and entries a live node took more than
+// idle ago without acknowledging them are offered to it again. It returns
+// how many entries it moved or offered again.
+func (r *Registry) RequeueHandoffs(ctx context.Context, idle time.Duration) (int, error) {
+	var keys []string
+	iter := r.rdb.Scan(ctx, 0, r.prefix+"handoff:*", 1000).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		return 0, fmt.Errorf("requeue handoffs: %w", err)
+	}
+	total := 0
+	for _, key := range keys {
+		node := strings.TrimPrefix(key, r.prefix+"handoff:")
+		if ValidNode(node) != nil {
+			continue
+		}
+		alive, err := r.Alive(ctx, node)
+		if err != nil {
+			return total, err
+		}
+		if !alive {
+			n, err := r.MoveHandoffs(ctx, node)
+			total += n
+			if err != nil {
+				return total, err
+			}
+			if n > 0 || r.rdb.XLen(ctx, key).Val() == 0 {
+				r.rdb.Del(ctx, key)
+			}
+			continue
+		}
+		pending, err := r.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
+			Stream: key, Group: handoffGroup, Idle: idle, Start: "-", End: "+", Count: 1000,
 		}).Result()
 		if err != nil {
-			if redis.HasErrorPrefix(err, "NOGROUP") || errors.Is(err, redis.Nil) {
-				return n, nil
+			if redis.HasErrorPrefix(err, "NOGROUP") {
+				continue
 			}
-			return n, fmt.Errorf("requeue handoffs: %w", err)
+			return total, fmt.Errorf("requeue handoffs of %s: %w", node, err)
 		}
-		for _, m := range msgs {
-			h := parseHandoff(m)
-			if err := r.OfferHandoff(ctx, h); err != nil {
-				return n, err
+		for _, p := range pending {
+			msgs, err := r.rdb.XRange(ctx, key, p.ID, p.ID).Result()
+			if err != nil || len(msgs) == 0 {
+				continue
 			}
-			if err := r.AckHandoff(ctx, m.ID); err != nil {
-				return n, err
+			if err := r.OfferHandoff(ctx, node, parseHandoff(msgs[0])); err != nil {
+				return total, err
 			}
-			n++
+			r.AckHandoff(ctx, node, p.ID)
+			total++
 		}
-		if next == "0-0" || len(msgs) == 0 {
-			return n, nil
-		}
-		start = next
 	}
+	return total, nil
 }
 
 func parseHandoff(m redis.XMessage) Handoff {
@@ -159,5 +219,8 @@ func parseHandoff(m redis.XMessage) Handoff {
 	h.From, _ = m.Values["from"].(string)
 	e, _ := m.Values["epoch"].(string)
 	h.Epoch, _ = strconv.ParseInt(e, 10, 64)
+	c, _ := m.Values["cost"].(string)
+	h.Cost, _ = strconv.Atoi(c)
+	h.Cost = max(1, h.Cost)
 	return h
 }

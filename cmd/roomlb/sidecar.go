@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/roomlb/roomlb/registry"
+	"github.com/roomlb/roomlb/sidecar"
+)
+
+func runSidecar(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("sidecar", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	host, _ := os.Hostname()
+	var (
+		cfg      sidecar.Config
+		redisURL = fs.String("redis-url", "redis://127.0.0.1:6379", "Redis of the registry (and of OpenTogetherTube announcements)")
+		prefix   = fs.String("prefix", registry.DefaultPrefix, "prefix of every registry key in Redis")
+		logLevel = fs.String("log-level", "info", "debug, info, warn or error")
+	)
+	fs.StringVar(&cfg.NodeID, "node-id", host, "this node's id in the registry (in Nomad: the allocation id)")
+	fs.StringVar(&cfg.Listen, "listen", sidecar.DefaultListen, "address routers connect to")
+	fs.StringVar(&cfg.Advertise, "advertise", "", "address routers are told to use (default: the bound --listen address)")
+	fs.StringVar(&cfg.Region, "region", "", "region of this node, for same-region placement")
+	fs.StringVar(&cfg.Monolith, "monolith", "ws://127.0.0.1:3002/", "the monolith's balancer WebSocket URL")
+	fs.StringVar(&cfg.Secret, "secret", "", "shared secret routers must send (empty: anyone may connect; development only)")
+	fs.IntVar(&cfg.Capacity, "capacity", 0, "most clients this node takes (0: no limit)")
+	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", sidecar.DefaultLeaseTTL, "room lease; renewed every third of it")
+	fs.DurationVar(&cfg.HeartbeatTTL, "heartbeat-ttl", sidecar.DefaultHeartbeatTTL, "node heartbeat lifetime; refreshed every third of it")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", sidecar.DefaultDrainTimeout, "bound of a drain on SIGTERM")
+	fs.DurationVar(&cfg.AuthTimeout, "auth-timeout", sidecar.DefaultAuthTimeout, "time a client has to send its auth frame")
+	fs.DurationVar(&cfg.LoadTimeout, "load-timeout", sidecar.DefaultLoadTimeout, "time the monolith has to load a room")
+	fs.DurationVar(&cfg.StateDebounce, "state-debounce", sidecar.DefaultStateDebounce, "the monolith's delay between a room change and its Redis write")
+	fs.DurationVar(&cfg.ShutdownFlush, "shutdown-flush", sidecar.DefaultShutdownFlush, "time the monolith takes to write its rooms after closing the link to shut down")
+	fs.IntVar(&cfg.MaxFrame, "max-frame", sidecar.DefaultMaxFrame, "largest client frame, bytes")
+	fs.IntVar(&cfg.SendQueue, "send-queue", sidecar.DefaultSendQueue, "messages that may wait for a slow client before it is disconnected")
+	fs.DurationVar(&cfg.PingInterval, "ping-interval", sidecar.DefaultPingInterval, "ping period of the monolith link")
+	fs.StringVar(&cfg.AnnounceChannel, "announce-channel", sidecar.DefaultAnnounceChannel, "Redis channel of OpenTogetherTube announcements (- for none)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	opt, err := redis.ParseURL(*redisURL)
+	if err != nil {
+		return fmt.Errorf("--redis-url: %w", err)
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	reg, err := registry.New(rdb, registry.Config{Prefix: *prefix, Logger: log})
+	if err != nil {
+		return err
+	}
+	cfg.Registry = reg
+	cfg.Logger = log
+	s, err := sidecar.New(cfg)
+	if err != nil {
+		return err
+	}
+	log.Info("sidecar: starting", "node", cfg.NodeID, "listen", s.Addr(), "monolith", cfg.Monolith)
+	return s.Run(ctx)
+}

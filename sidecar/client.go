@@ -1,0 +1,312 @@
+package sidecar
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/fasthttp/websocket"
+	"github.com/google/uuid"
+
+	"github.com/roomlb/roomlb/ott"
+)
+
+// Close codes the sidecar uses towards clients. OpenTogetherTube's browser
+// client reconnects on codes below 4000 and gives up on 4000 and above.
+const (
+	closeNormal         = 1000
+	closeProtocol       = 1002
+	closeTooBig         = 1009
+	closeServiceRestart = 1012 // room moved or node shutting down: reconnect
+	closeTryAgain       = 1013 // room could not be loaded in time: reconnect
+)
+
+// writeWait bounds one write to a client.
+const writeWait = 10 * time.Second
+
+// frameBufs recycles the buffers of client frames and link messages.
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// out is one message queued for a client: a broadcast shared by the room's
+// clients, a unicast, or the close frame that ends the connection.
+type out struct {
+	shared *websocket.PreparedMessage
+	data   []byte
+	close  bool
+	code   int
+	text   string
+}
+
+// client is one browser WebSocket joined (or joining) a room.
+type client struct {
+	s    *Sidecar
+	id   string
+	rm   *room
+	conn *websocket.Conn
+	link *link // the link its join went through
+
+	// joined is closed when the join was sent, or the client is closed
+	// before that.
+	joined chan struct{}
+	// kicked: the monolith forgot the client already (kick); send no leave.
+	kicked bool // guarded by Sidecar.mu
+
+	// token is the auth token until the join carries it. Guarded by
+	// Sidecar.mu.
+	token string
+
+	mu      sync.Mutex
+	queue   []out
+	writing bool
+	closing bool // a close frame is queued: nothing more is
+	// writer counts the running writeLoop (0 or 1): fasthttp recycles a
+	// hijacked connection once serveClient returns, so serveClient waits
+	// for it first.
+	writer sync.WaitGroup
+}
+
+// markJoined releases serveClient's wait for the join. Sidecar.mu is held.
+func (c *client) markJoined() {
+	select {
+	case <-c.joined:
+	default:
+		close(c.joined)
+	}
+}
+
+// serveClient runs one client connection, upgraded for rm, to its end.
+func (s *Sidecar) serveClient(conn *websocket.Conn, rm *room) {
+	defer conn.Close()
+	conn.SetReadLimit(int64(s.cfg.MaxFrame))
+
+	token, ok := s.readAuth(conn)
+	if !ok {
+		return
+	}
+	c := &client{s: s, id: uuid.NewString(), rm: rm, conn: conn, joined: make(chan struct{})}
+	defer c.finish()
+	if !s.addClient(c, token) {
+		return
+	}
+	defer s.removeClient(c)
+	select {
+	case <-c.joined:
+	case <-time.After(s.cfg.LoadTimeout + time.Second):
+		// addClient's load timer closes waiting clients; this is a backstop.
+		c.close(closeTryAgain, "room not loaded")
+		return
+	}
+	c.readLoop()
+}
+
+// readAuth reads the client's first frame: {"action":"auth","token":...}
+// within AuthTimeout, answering bad ones as the upstream balancer does
+// (ott-protocol.md §4.2).
+func (s *Sidecar) readAuth(conn *websocket.Conn) (string, bool) {
+	conn.SetReadDeadline(time.Now().Add(s.cfg.AuthTimeout))
+	mt, data, err := conn.ReadMessage()
+	conn.SetReadDeadline(time.Time{})
+	if err != nil {
+		var ne interface{ Timeout() bool }
+		if errors.As(err, &ne) && ne.Timeout() {
+			closeNow(conn, ott.CloseMissingToken, "did not send auth token")
+		} else if errors.Is(err, websocket.ErrReadLimit) {
+			closeNow(conn, closeTooBig, "frame too large")
+		}
+		return "", false
+	}
+	if mt != websocket.TextMessage {
+		return "", false // upstream drops the connection without a close frame
+	}
+	var auth struct {
+		Action *string          `json:"action"`
+		Token  *json.RawMessage `json:"token"`
+	}
+	if err := json.Unmarshal(data, &auth); err != nil || auth.Action == nil {
+		closeNow(conn, closeProtocol, "failed to deserialize message")
+		return "", false
+	}
+	if *auth.Action != "auth" {
+		closeNow(conn, ott.CloseMissingToken, "did not send auth token")
+		return "", false
+	}
+	var token string
+	if auth.Token == nil || json.Unmarshal(*auth.Token, &token) != nil {
+		closeNow(conn, closeProtocol, "failed to deserialize message")
+		return "", false
+	}
+	return token, true
+}
+
+// closeNow writes a close frame on a connection that has no writer yet.
+func closeNow(conn *websocket.Conn, code int, text string) {
+	conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(time.Second))
+}
+
+// readLoop relays the client's frames to the monolith as client_msg until
+// the client goes away.
+func (c *client) readLoop() {
+	s := c.s
+	for {
+		mt, r, err := c.conn.NextReader()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				c.close(closeTooBig, "frame too large")
+			}
+			return
+		}
+		if mt != websocket.TextMessage && mt != websocket.BinaryMessage {
+			continue
+		}
+		bp := frameBufs.Get().(*[]byte)
+		frame, err := readAll((*bp)[:0], r)
+		if err != nil {
+			*bp = frame[:0]
+			frameBufs.Put(bp)
+			if errors.Is(err, websocket.ErrReadLimit) {
+				c.close(closeTooBig, "frame too large")
+			}
+			return
+		}
+		now := s.now()
+		if !c.rm.valid(now) {
+			// The lease ran out (or the room was fenced): serve nothing.
+			*bp = frame[:0]
+			frameBufs.Put(bp)
+			c.s.mu.Lock()
+			s.fence(c.rm, "expired")
+			c.s.mu.Unlock()
+			return
+		}
+		// The monolith takes only JSON objects as payloads (§7 item 14);
+		// anything else is dropped, as the upstream balancer drops non-JSON.
+		if !isJSONObject(frame) {
+			*bp = frame[:0]
+			frameBufs.Put(bp)
+			continue
+		}
+		c.rm.lastChange.Store(now)
+		mp := frameBufs.Get().(*[]byte)
+		msg := ott.ClientMsg{ClientID: c.id, Payload: frame}.Append((*mp)[:0])
+		*bp = frame[:0]
+		frameBufs.Put(bp)
+		*mp = msg
+		c.link.sendPooled(mp)
+	}
+}
+
+// finish stops queueing and waits for the writer: nothing may touch the
+// connection after serveClient returns.
+func (c *client) finish() {
+	c.mu.Lock()
+	c.closing = true
+	c.queue = nil
+	c.mu.Unlock()
+	c.writer.Wait()
+}
+
+// readAll reads r to its end into buf.
+func readAll(buf []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// isJSONObject reports whether b is one valid JSON object.
+func isJSONObject(b []byte) bool {
+	i := 0
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i < len(b) && b[i] == '{' && json.Valid(b)
+}
+
+// send queues data for the client.
+func (c *client) send(data []byte) { c.enqueue(out{data: data}) }
+
+// sendShared queues a broadcast for the client.
+func (c *client) sendShared(pm *websocket.PreparedMessage) { c.enqueue(out{shared: pm}) }
+
+// close queues a close frame after what is already queued; the connection
+// ends when it is written.
+func (c *client) close(code int, text string) {
+	c.enqueue(out{close: true, code: code, text: text})
+}
+
+func (c *client) enqueue(m out) {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	if m.close {
+		c.closing = true
+	} else if len(c.queue) >= c.s.cfg.SendQueue {
+		// A client this far behind gets a fresh start: it reconnects and
+		// receives the whole state again.
+		c.closing = true
+		m = out{close: true, code: closeTryAgain, text: "too slow"}
+	}
+	c.queue = append(c.queue, m)
+	if !c.writing {
+		c.writing = true
+		c.writer.Add(1)
+		go c.writeLoop()
+	}
+	c.mu.Unlock()
+}
+
+// writeLoop writes the queue out and exits when it is empty, so an idle
+// client has no writer goroutine.
+func (c *client) writeLoop() {
+	defer c.writer.Done()
+	var batch []out
+	for {
+		c.mu.Lock()
+		if len(c.queue) == 0 {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		batch, c.queue = c.queue, batch[:0]
+		c.mu.Unlock()
+		for i, m := range batch {
+			c.conn.SetWriteDeadline(time.Now().Add(writeWait))
+			var err error
+			switch {
+			case m.close:
+				err = c.conn.WriteControl(websocket.CloseMessage,
+					websocket.FormatCloseMessage(m.code, m.text), time.Now().Add(time.Second))
+				// The read loop ends when the peer answers or after a second.
+				c.conn.SetReadDeadline(time.Now().Add(time.Second))
+			case m.shared != nil:
+				err = c.conn.WritePreparedMessage(m.shared)
+			default:
+				err = c.conn.WriteMessage(websocket.TextMessage, m.data)
+			}
+			batch[i] = out{}
+			if err != nil {
+				c.conn.Close() // the read loop ends and cleans up
+				c.mu.Lock()
+				c.closing = true
+				c.queue = nil
+				c.writing = false
+				c.mu.Unlock()
+				return
+			}
+		}
+		c.s.metrics.messages.WithLabelValues("delivered").Add(float64(len(batch)))
+	}
+}

@@ -1,0 +1,165 @@
+package sidecar
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/roomlb/roomlb/registry"
+)
+
+// Defaults for Config.
+const (
+	DefaultListen          = "127.0.0.1:7070"
+	DefaultLeaseTTL        = 10 * time.Second
+	DefaultHeartbeatTTL    = 3 * time.Second
+	DefaultDrainTimeout    = 30 * time.Second
+	DefaultAuthTimeout     = 20 * time.Second
+	DefaultLoadTimeout     = 10 * time.Second
+	DefaultStateDebounce   = 5 * time.Second
+	DefaultShutdownFlush   = 2 * time.Second
+	DefaultMaxFrame        = 64 << 10
+	DefaultSendQueue       = 256
+	DefaultPingInterval    = 5 * time.Second
+	DefaultRedialMax       = 5 * time.Second
+	DefaultAnnounceChannel = "announcement"
+)
+
+// Config configures a sidecar. The zero value of every field but NodeID,
+// Monolith and Registry means its default.
+type Config struct {
+	// NodeID names this node in the registry (a Nomad allocation id works).
+	NodeID string
+	// Listen is the ingress address routers connect to.
+	Listen string
+	// Advertise is the address routers are told to use; "" means the bound
+	// Listen address.
+	Advertise string
+	// Region is reported to routers for same-region placement.
+	Region string
+	// Monolith is the monolith's balancer WebSocket URL, e.g.
+	// ws://127.0.0.1:3002/. Its HTTP port comes from the monolith's init.
+	Monolith string
+	// Secret is the shared secret routers send in X-Roomlb-Secret; "" lets
+	// any caller in (only for loopback development).
+	Secret string
+	// Registry is the room registry.
+	Registry *registry.Registry
+	// Capacity is the most clients this node takes; 0 means no limit.
+	Capacity int
+
+	// LeaseTTL is the room lease; leases are renewed every third of it.
+	LeaseTTL time.Duration
+	// HeartbeatTTL is the node heartbeat's lifetime; it is refreshed every
+	// third of it. Routers steal the rooms of a node without a heartbeat.
+	HeartbeatTTL time.Duration
+	// DrainTimeout bounds a drain; rooms not handed over by then are
+	// released as they are.
+	DrainTimeout time.Duration
+	// AuthTimeout is how long a client may take to send its auth frame.
+	AuthTimeout time.Duration
+	// LoadTimeout is how long a join may wait for the monolith to load its
+	// room.
+	LoadTimeout time.Duration
+	// StateDebounce is the monolith's delay between a room change and its
+	// write to Redis (5 s in OpenTogetherTube). A drain waits this long after
+	// a room's last change before it unloads the room, so that the next
+	// owner loads the latest state.
+	StateDebounce time.Duration
+	// ShutdownFlush is how long the monolith takes, after it closed the link
+	// for its own shutdown, to write every room to Redis.
+	ShutdownFlush time.Duration
+	// MaxFrame is the largest client frame accepted, in bytes.
+	MaxFrame int
+	// SendQueue is how many messages may wait for a slow client before it is
+	// disconnected.
+	SendQueue int
+	// PingInterval is how often the monolith link is pinged; a pong missing
+	// for two intervals drops the link.
+	PingInterval time.Duration
+	// AnnounceChannel is the Redis channel of OpenTogetherTube
+	// announcements relayed to this node's clients; "-" turns it off.
+	AnnounceChannel string
+
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	def(&c.LeaseTTL, DefaultLeaseTTL)
+	def(&c.HeartbeatTTL, DefaultHeartbeatTTL)
+	def(&c.DrainTimeout, DefaultDrainTimeout)
+	def(&c.AuthTimeout, DefaultAuthTimeout)
+	def(&c.LoadTimeout, DefaultLoadTimeout)
+	def(&c.StateDebounce, DefaultStateDebounce)
+	def(&c.ShutdownFlush, DefaultShutdownFlush)
+	def(&c.PingInterval, DefaultPingInterval)
+	if c.MaxFrame == 0 {
+		c.MaxFrame = DefaultMaxFrame
+	}
+	if c.SendQueue == 0 {
+		c.SendQueue = DefaultSendQueue
+	}
+	if c.AnnounceChannel == "" {
+		c.AnnounceChannel = DefaultAnnounceChannel
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if err := registry.ValidNode(c.NodeID); err != nil {
+		errs = append(errs, fmt.Errorf("node id: %w", err))
+	}
+	if c.Registry == nil {
+		errs = append(errs, errors.New("no registry"))
+	}
+	if u, err := url.Parse(c.Monolith); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("monolith %q: want the balancer URL, e.g. ws://127.0.0.1:3002/", c.Monolith))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen %q: %v", c.Listen, err))
+	}
+	if c.Advertise != "" {
+		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
+			errs = append(errs, fmt.Errorf("advertise %q: %v", c.Advertise, err))
+		}
+	}
+	if c.Capacity < 0 {
+		errs = append(errs, fmt.Errorf("capacity %d: must not be negative", c.Capacity))
+	}
+	if c.LeaseTTL < 300*time.Millisecond {
+		errs = append(errs, fmt.Errorf("lease ttl %v: at least 300ms", c.LeaseTTL))
+	}
+	if c.HeartbeatTTL < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("heartbeat ttl %v: at least 100ms", c.HeartbeatTTL))
+	}
+	for name, d := range map[string]time.Duration{
+		"drain timeout": c.DrainTimeout, "auth timeout": c.AuthTimeout, "load timeout": c.LoadTimeout,
+		"state debounce": c.StateDebounce, "shutdown flush": c.ShutdownFlush, "ping interval": c.PingInterval,
+	} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s %v: must not be negative", name, d))
+		}
+	}
+	if c.MaxFrame < 1024 {
+		errs = append(errs, fmt.Errorf("max frame %d: at least 1024 bytes", c.MaxFrame))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("sidecar: bad config: %w", errors.Join(errs...))
+	}
+	return nil
+}

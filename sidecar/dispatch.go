@@ -1,0 +1,390 @@
+package sidecar
+
+import (
+	"context"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/roomlb/roomlb/ott"
+	"github.com/roomlb/roomlb/registry"
+)
+
+// linkUp makes l the current link: the node takes placements again.
+func (s *Sidecar) linkUp(l *link) {
+	s.mu.Lock()
+	s.link = l
+	s.mu.Unlock()
+	s.metrics.link.Set(1)
+	s.log.Info("sidecar: monolith link up", "monolith", l.monolithID, "http", l.httpAddr, "balancer_id", l.id)
+}
+
+// linkDown forgets everything the link carried: the monolith has dropped
+// this link's clients, and this node releases every room at once and takes
+// no placements until the link is back. When the monolith closed the link
+// for its own shutdown (1001), it writes every room to Redis in the next
+// moments, so the rooms are released only after ShutdownFlush, held as
+// moving meanwhile, and offered to the other nodes.
+func (s *Sidecar) linkDown(l *link, err error) {
+	shutdown := websocket.IsCloseError(err, websocket.CloseGoingAway)
+	s.mu.Lock()
+	if s.link != l {
+		s.mu.Unlock()
+		return
+	}
+	s.link = nil
+	s.metrics.link.Set(0)
+	for _, c := range s.clients {
+		c.close(closeServiceRestart, "monolith link lost")
+	}
+	rooms := make([]*room, 0, len(s.rooms))
+	for _, rm := range s.rooms {
+		rm.cost = len(rm.clients) + len(rm.waiting)
+		rm.loaded = false // the monolith's rooms are out of reach
+		rm.moving = true
+		rooms = append(rooms, rm)
+	}
+	s.mu.Unlock()
+	s.log.Warn("sidecar: monolith link lost: releasing rooms", "rooms", len(rooms), "monolith_shutdown", shutdown)
+
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		var h *handoffs
+		if shutdown {
+			time.Sleep(s.cfg.ShutdownFlush)
+			ctx, cancel := s.redisCtx(context.Background())
+			h = s.newHandoffs(ctx)
+			cancel()
+		}
+		for _, rm := range rooms {
+			s.mu.Lock()
+			lease, name, gone, cost := rm.lease, rm.name, rm.gone, rm.cost
+			s.removeRoom(rm)
+			s.mu.Unlock()
+			if gone || lease.Epoch == 0 {
+				continue
+			}
+			ctx, cancel := s.redisCtx(context.Background())
+			if err := s.reg.Release(ctx, lease); err != nil {
+				s.log.Debug("sidecar: release", "room", lease.Room, "err", err)
+			} else if h != nil {
+				h.offer(ctx, lease, name, cost)
+			}
+			cancel()
+		}
+	}()
+}
+
+// dispatch handles one message from the monolith.
+func (s *Sidecar) dispatch(l *link, m *ott.M2B) {
+	switch m.Type {
+	case ott.TypeRoomMsg:
+		s.onRoomMsg(&m.RoomMsg)
+	case ott.TypeKick:
+		s.onKick(&m.Kick)
+	case ott.TypeLoaded:
+		s.onLoaded(l, &m.Loaded.Room)
+	case ott.TypeUnloaded:
+		s.onUnloaded(&m.Unloaded)
+	case ott.TypeGossip:
+		s.onGossip(l, &m.Gossip)
+	case ott.TypeInit:
+		// A second init: the monolith restarted its side of the link.
+		s.log.Warn("sidecar: monolith sent init again", "monolith", m.Init.ID)
+	}
+}
+
+// onRoomMsg delivers a room message: to one client, or to every client of
+// the room (the monolith sent one message for all of them).
+func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
+	now := s.now()
+	if m.ClientID != "" {
+		s.mu.Lock()
+		c := s.clients[m.ClientID]
+		if c != nil && c.rm.valid(now) {
+			if c.rm.loader == c && !c.rm.loaded {
+				// The first unicast of a join is its full sync: the room
+				// is loaded even if no loaded came (it was loaded already).
+				s.roomLoaded(c.rm)
+			}
+			c.send(m.Payload)
+		}
+		s.mu.Unlock()
+		return
+	}
+	key, err := registry.RoomKey(m.Room)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rm := s.rooms[key]
+	if rm == nil || !rm.valid(now) || len(rm.clients) == 0 {
+		return
+	}
+	rm.lastChange.Store(now)
+	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, m.Payload)
+	if err != nil {
+		return
+	}
+	for c := range rm.clients {
+		c.sendShared(pm)
+	}
+}
+
+// onKick closes a client the monolith has dropped.
+func (s *Sidecar) onKick(k *ott.Kick) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.clients[k.ClientID]
+	if c == nil {
+		return
+	}
+	c.kicked = true
+	rm := c.rm
+	delete(rm.clients, c)
+	c.close(ott.SanitizeCloseCode(k.Reason), "")
+	if rm.loader != c || rm.loaded {
+		return
+	}
+	// The join that was loading the room failed.
+	rm.loader = nil
+	rm.loadTimer.stop()
+	if k.Reason == ott.CloseRoomNotFound {
+		// The room does not exist: nobody waiting for it can join.
+		for _, w := range rm.waiting {
+			w.close(ott.CloseRoomNotFound, "")
+		}
+		rm.waiting = nil
+		s.releaseRoom(rm)
+		return
+	}
+	// A bad token, say: the next waiting client loads the room.
+	s.startLoad(rm)
+}
+
+// onLoaded records that the monolith holds a room, claiming it first if it
+// loaded it on its own (an HTTP request); a room another node owns is
+// unloaded again.
+func (s *Sidecar) onLoaded(l *link, meta *ott.RoomMetadata) {
+	key, err := registry.RoomKey(meta.Name)
+	if err != nil {
+		s.log.Warn("sidecar: monolith loaded a room with a name roomlb cannot route", "room", meta.Name)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rm := s.rooms[key]
+	if rm == nil {
+		rm = newRoom(key, meta.Name)
+		rm.loaded = true
+		s.rooms[key] = rm
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.finishClaim(context.Background(), rm)
+		}()
+		return
+	}
+	rm.name = meta.Name
+	s.roomLoaded(rm)
+	s.writeMetaLocked(rm, meta)
+}
+
+// roomLoaded marks rm loaded and lets its waiting clients join. s.mu is held.
+func (s *Sidecar) roomLoaded(rm *room) {
+	rm.loaded = true
+	rm.loadSent = false
+	rm.loader = nil
+	rm.loadTimer.stop()
+	waiting := rm.waiting
+	rm.waiting = nil
+	for _, c := range waiting {
+		s.sendJoin(rm, c)
+	}
+	if rm.moving && rm.gone {
+		s.sendUnload(rm)
+	}
+}
+
+// onUnloaded forgets a room the monolith has unloaded (its clients were
+// kicked just before) and gives the lease back.
+func (s *Sidecar) onUnloaded(u *ott.Unloaded) {
+	key, err := registry.RoomKey(u.Name)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rm := s.rooms[key]
+	if rm == nil {
+		return
+	}
+	rm.loaded = false
+	select {
+	case <-rm.unloaded:
+	default:
+		close(rm.unloaded)
+	}
+	if rm.moving {
+		return // the drain releases it after handing it over
+	}
+	s.closeRoomClients(rm, closeServiceRestart, "room unloaded")
+	s.releaseRoom(rm)
+}
+
+// onGossip reconciles the room table with the monolith's full list.
+func (s *Sidecar) onGossip(l *link, g *ott.Gossip) {
+	listed := make(map[string]bool, len(g.Rooms))
+	for i := range g.Rooms {
+		meta := &g.Rooms[i].Room
+		key, err := registry.RoomKey(meta.Name)
+		if err != nil || listed[key] {
+			continue
+		}
+		listed[key] = true
+		s.mu.Lock()
+		rm := s.rooms[key]
+		s.mu.Unlock()
+		if rm == nil || !rm.loaded {
+			s.onLoaded(l, meta)
+		} else {
+			s.mu.Lock()
+			s.writeMetaLocked(rm, meta)
+			s.mu.Unlock()
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for key, rm := range s.rooms {
+		if rm.loaded && !listed[key] && !rm.moving {
+			// Gone from the monolith without an unloaded we saw.
+			rm.loaded = false
+			s.closeRoomClients(rm, closeServiceRestart, "room unloaded")
+			s.releaseRoom(rm)
+		}
+	}
+}
+
+// writeMetaLocked stores the room's metadata in the registry (fenced by
+// its epoch), in the background. s.mu is held.
+func (s *Sidecar) writeMetaLocked(rm *room, meta *ott.RoomMetadata) {
+	if meta == nil || rm.lease.Epoch == 0 {
+		return
+	}
+	m := registry.Meta{Name: meta.Name, Visibility: meta.Visibility, Users: meta.Users, Metadata: append([]byte(nil), meta.Raw...)}
+	lease := rm.lease
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := s.redisCtx(context.Background())
+		defer cancel()
+		if err := s.reg.WriteMeta(ctx, lease, m); err != nil {
+			s.log.Debug("sidecar: write meta", "room", lease.Room, "err", err)
+		}
+	}()
+}
+
+// addClient adds an authenticated client to its room: it joins at once if
+// the room is loaded, loads the room with its join if nobody is loading it,
+// or waits for the load. It reports false if the room is no longer served.
+func (s *Sidecar) addClient(c *client, token string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rm := c.rm
+	if rm.gone || rm.moving || !rm.valid(s.now()) || s.link == nil {
+		c.close(closeServiceRestart, "room moved")
+		return false
+	}
+	c.link = s.link
+	c.token = token
+	s.clients[c.id] = c
+	s.metrics.clients.Set(float64(len(s.clients)))
+	switch {
+	case rm.loaded:
+		s.sendJoin(rm, c)
+	case rm.loader != nil || rm.loadSent:
+		rm.waiting = append(rm.waiting, c)
+	default:
+		rm.waiting = append(rm.waiting, c)
+		s.startLoad(rm)
+	}
+	return true
+}
+
+// startLoad sends the join of the first waiting client, which loads the
+// room: one join per unloaded room, or the monolith loads it twice (§7 item
+// 4). s.mu is held.
+func (s *Sidecar) startLoad(rm *room) {
+	if len(rm.waiting) == 0 {
+		if len(rm.clients) == 0 && !rm.loaded && !rm.loadSent {
+			s.releaseRoom(rm)
+		}
+		return
+	}
+	c := rm.waiting[0]
+	rm.waiting = rm.waiting[1:]
+	rm.loader = c
+	s.sendJoin(rm, c)
+	s.armLoadTimer(rm)
+}
+
+// armLoadTimer gives the monolith LoadTimeout to load rm; then the clients
+// waiting for it are told to come back later.
+func (s *Sidecar) armLoadTimer(rm *room) {
+	rm.loadTimer.stop()
+	rm.loadTimer = &timer{time.AfterFunc(s.cfg.LoadTimeout, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if rm.loaded || rm.gone {
+			return
+		}
+		s.log.Warn("sidecar: room not loaded in time", "room", rm.key)
+		s.closeRoomClients(rm, closeTryAgain, "room not loaded")
+		rm.loadSent = false
+		// The monolith may still load it; loaded then finds the room gone
+		// and claims it again, or unloads it if another node owns it.
+		s.releaseRoom(rm)
+	})}
+}
+
+// sendJoin joins c to rm on the monolith. s.mu is held.
+func (s *Sidecar) sendJoin(rm *room, c *client) {
+	rm.clients[c] = struct{}{}
+	c.link.send(ott.Join{Room: rm.name, Client: c.id, Token: c.token}.Append(nil))
+	c.token = ""
+	rm.lastChange.Store(s.now())
+	c.markJoined()
+}
+
+// removeClient forgets a client whose connection ended, telling the
+// monolith unless it dropped the client itself.
+func (s *Sidecar) removeClient(c *client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.clients[c.id] != c {
+		return
+	}
+	delete(s.clients, c.id)
+	s.metrics.clients.Set(float64(len(s.clients)))
+	rm := c.rm
+	_, joined := rm.clients[c]
+	delete(rm.clients, c)
+	for i, w := range rm.waiting {
+		if w == c {
+			rm.waiting = append(rm.waiting[:i], rm.waiting[i+1:]...)
+			break
+		}
+	}
+	if joined && !c.kicked && c.link == s.link && s.link != nil {
+		s.link.send(ott.Leave{Client: c.id}.Append(nil))
+	}
+	if rm.loader == c && !rm.loaded {
+		// It left while its join was loading the room: the join is out,
+		// so the load goes on; keep waiting for it.
+		rm.loader = nil
+		rm.loadSent = true
+	}
+	c.markJoined()
+}

@@ -1,0 +1,174 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/roomlb/roomlb/registry"
+)
+
+// drainParallel is how many rooms a drain hands over at once.
+const drainParallel = 128
+
+// Drain hands every room of this node to the other nodes and stops the
+// sidecar: the node turns draining (no new placements), then each room
+// closes its clients with a code they reconnect on, waits until the
+// monolith has written the room's last change to Redis, is unloaded, released
+// and offered to the other nodes, which claim it with a new epoch and load
+// it from Redis. Routers hold the room's joins while it moves. Then the node
+// deregisters. Rooms not handed over when ctx ends are released as they are.
+// Run returns after Drain.
+func (s *Sidecar) Drain(ctx context.Context) error {
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		select {
+		case <-s.drained:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	s.draining = true
+	rooms := make([]*room, 0, len(s.rooms))
+	for _, rm := range s.rooms {
+		rooms = append(rooms, rm)
+	}
+	s.mu.Unlock()
+	defer s.drainOnce.Do(func() { close(s.drained) })
+	start := time.Now()
+	s.log.Info("sidecar: draining", "rooms", len(rooms))
+
+	// Tell the routers first, so no new room is placed here.
+	if n, up := s.nodeInfo(); up {
+		hctx, cancel := s.redisCtx(ctx)
+		s.reg.Heartbeat(hctx, n, s.cfg.HeartbeatTTL)
+		cancel()
+	}
+
+	h := s.newHandoffs(ctx)
+	sem := make(chan struct{}, drainParallel)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for _, rm := range rooms {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := s.drainRoom(ctx, rm, h); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+
+	// Rooms that arrived during the drain, or whose handover failed.
+	s.mu.Lock()
+	for _, rm := range s.rooms {
+		s.closeRoomClients(rm, closeServiceRestart, "node draining")
+		s.sendUnload(rm)
+		s.releaseRoom(rm)
+	}
+	s.mu.Unlock()
+
+	dctx, cancel := s.redisCtx(context.Background())
+	// Rooms other drains offered this node meanwhile go on to others.
+	if _, err := s.reg.MoveHandoffs(dctx, s.cfg.NodeID); err != nil {
+		s.log.Warn("sidecar: move handoffs offered to this node", "err", err)
+	}
+	if err := s.reg.Deregister(dctx, s.cfg.NodeID); err != nil {
+		errs = append(errs, fmt.Errorf("deregister: %w", err))
+	}
+	cancel()
+	s.log.Info("sidecar: drained", "rooms", len(rooms), "took", time.Since(start), "errors", len(errs))
+	if ctx.Err() != nil {
+		return fmt.Errorf("sidecar: drain not finished in time: %w", ctx.Err())
+	}
+	return errors.Join(errs...)
+}
+
+// drainRoom hands one room over.
+func (s *Sidecar) drainRoom(ctx context.Context, rm *room, h *handoffs) error {
+	s.mu.Lock()
+	if rm.gone {
+		s.mu.Unlock()
+		return nil
+	}
+	rm.moving = true
+	rm.cost = len(rm.clients) + len(rm.waiting)
+	// Clients reconnect through the routers, which hold them until the
+	// room has its new owner.
+	s.closeRoomClients(rm, closeServiceRestart, "room moving")
+	loading := !rm.loaded && (rm.loader != nil || rm.loadSent)
+	s.mu.Unlock()
+
+	// The monolith writes a room StateDebounce after its last change, and an
+	// unload drops a pending write (ott-protocol.md §3.6): wait for it.
+	if loading {
+		s.waitLoaded(ctx, rm)
+	}
+	quiet := time.Duration(rm.lastChange.Load()+int64(s.cfg.StateDebounce)-s.now()) + 250*time.Millisecond
+	if rm.lastChange.Load() == 0 {
+		quiet = 0
+	}
+	if quiet > 0 {
+		select {
+		case <-time.After(quiet):
+		case <-ctx.Done():
+		}
+	}
+
+	s.mu.Lock()
+	wasLoaded := rm.loaded && s.link != nil
+	s.sendUnload(rm)
+	s.mu.Unlock()
+	if wasLoaded {
+		select {
+		case <-rm.unloaded:
+		case <-time.After(3 * time.Second):
+			s.log.Warn("sidecar: no unloaded from the monolith", "room", rm.key)
+		case <-ctx.Done():
+		}
+	}
+
+	s.mu.Lock()
+	lease, name, cost, valid := rm.lease, rm.name, rm.cost, rm.valid(s.now())
+	s.removeRoom(rm)
+	s.mu.Unlock()
+	if !valid || lease.Epoch == 0 {
+		return nil // fenced meanwhile: the lease is someone else's
+	}
+	rctx, cancel := s.redisCtx(context.Background())
+	defer cancel()
+	if err := s.reg.Release(rctx, lease); err != nil {
+		var oe *registry.OwnerError
+		if errors.As(err, &oe) {
+			return nil
+		}
+		return fmt.Errorf("release %s: %w", lease.Room, err)
+	}
+	h.offer(rctx, lease, name, cost)
+	return nil
+}
+
+// waitLoaded waits until a room whose load is under way is loaded (or the
+// load failed), so that it can be unloaded safely.
+func (s *Sidecar) waitLoaded(ctx context.Context, rm *room) {
+	deadline := time.Now().Add(s.cfg.LoadTimeout)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		s.mu.Lock()
+		done := rm.loaded || rm.gone || (rm.loader == nil && !rm.loadSent)
+		s.mu.Unlock()
+		if done {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,161 @@
+package sidecar
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roomlb/roomlb/internal/nodemonolith"
+	"github.com/roomlb/roomlb/registry"
+)
+
+// monolith is what the drain test needs of a monolith.
+type monolith struct {
+	name         string
+	balancerAddr string
+}
+
+// testDrain drains node a, with 200 rooms and 1,000 clients, onto b and c:
+// every room is claimed elsewhere with a higher epoch and loads the state a
+// last had, no room is on two monoliths at once, a's sidecar exits 0 within
+// its timeout, and b (more spare capacity) takes more rooms than c.
+func testDrain(t *testing.T, reg *registry.Registry, monos [3]monolith, rooms, perRoom int) {
+	obs := newObserver()
+	for _, m := range monos {
+		obs.watch(t, m.name, m.balancerAddr)
+	}
+	a := startSidecar(t, reg, "node-a", monos[0].balancerAddr, nil)
+	b := startSidecar(t, reg, "node-b", monos[1].balancerAddr, func(c *Config) { c.Capacity = 1200 })
+	c := startSidecar(t, reg, "node-c", monos[2].balancerAddr, func(c *Config) { c.Capacity = 600 })
+	_ = c
+	ctx := context.Background()
+
+	token := grant(t, a.Addr())
+	epochs := map[string]int64{}
+	var clients []*wsClient
+	for i := range rooms {
+		name := fmt.Sprintf("Drain-%03d", i)
+		createRoom(t, a.Addr(), name)
+		o, err := reg.Owner(ctx, name)
+		if err != nil || o.Node != "node-a" {
+			t.Fatalf("room %s owner %+v, %v", name, o, err)
+		}
+		epochs[strings.ToLower(name)] = o.Epoch
+		for j := range perRoom {
+			cl, _, err := dial(t, a.Addr(), name, token)
+			if err != nil {
+				t.Fatalf("dial %s: %v", name, err)
+			}
+			cl.next("you", 10*time.Second)
+			if j == 0 {
+				// The room's last change before the drain: seek to a
+				// position only this room has.
+				cl.sendJSON(map[string]any{"action": "req", "request": map[string]any{"type": 4, "value": float64(1000 + i)}})
+			}
+			clients = append(clients, cl)
+		}
+	}
+	// Every seek has reached the monolith (it echoes the new position).
+	for i := 0; i < len(clients); i += perRoom {
+		for {
+			m := clients[i].next("sync", 10*time.Second)
+			if _, ok := m["playbackPosition"]; ok && m["playbackPosition"] == float64(1000+i/perRoom) {
+				break
+			}
+		}
+	}
+
+	start := time.Now()
+	a.cancel() // SIGTERM: drain
+	select {
+	case <-a.done:
+	case <-time.After(a.cfg.DrainTimeout + 5*time.Second):
+		t.Fatal("drained sidecar did not exit")
+	}
+	took := time.Since(start)
+	if err := a.err; err != nil {
+		t.Fatalf("drained sidecar exited with %v, want nil (exit 0)", err)
+	}
+	if took > a.cfg.DrainTimeout {
+		t.Fatalf("drain took %v, more than its timeout %v", took, a.cfg.DrainTimeout)
+	}
+	t.Logf("drained %d rooms with %d clients in %v", rooms, len(clients), took)
+	for _, cl := range clients {
+		if code := cl.closeCode(5 * time.Second); code != closeServiceRestart {
+			t.Fatalf("client closed with %d, want %d (reconnect)", code, closeServiceRestart)
+		}
+	}
+
+	// Every room is owned by b or c, at a higher epoch, loaded there.
+	per := map[string]int{}
+	var missing []string
+	waitFor(t, 10*time.Second, "every room claimed elsewhere", func() bool {
+		missing = missing[:0]
+		for key := range epochs {
+			if o, err := reg.Owner(ctx, key); err != nil || o.Node == "node-a" {
+				missing = append(missing, fmt.Sprintf("%s (%+v, %v)", key, o, err))
+			}
+		}
+		if len(missing) > 0 && len(missing) < 5 {
+			t.Logf("not moved yet: %v", missing)
+			for _, m := range missing {
+				k, _, _ := strings.Cut(m, " ")
+				obs.mu.Lock()
+				t.Logf("trace %s: %v", k, obs.trace[k])
+				obs.mu.Unlock()
+			}
+		}
+		return len(missing) == 0
+	})
+	for key, old := range epochs {
+		o, _ := reg.Owner(ctx, key)
+		if o.Epoch <= old {
+			t.Errorf("room %s moved to %s at epoch %d, not above %d", key, o.Node, o.Epoch, old)
+		}
+		per[o.Node]++
+	}
+	t.Logf("rooms per node after the drain: %v", per)
+	if per["node-b"] <= per["node-c"] {
+		t.Errorf("node-b (capacity 1200) took %d rooms, node-c (capacity 600) %d: want more on b", per["node-b"], per["node-c"])
+	}
+	if alive, _ := reg.Alive(ctx, "node-a"); alive {
+		t.Error("drained node still registered")
+	}
+
+	// A client rejoining each room gets the state a last had.
+	for i := range rooms {
+		name := fmt.Sprintf("drain-%03d", i)
+		o, _ := reg.Owner(ctx, name)
+		addr := b.Addr()
+		if o.Node == "node-c" {
+			addr = c.Addr()
+		}
+		cl, _, err := dial(t, addr, name, token)
+		if err != nil {
+			t.Fatalf("rejoin %s on %s: %v", name, o.Node, err)
+		}
+		sync := cl.next("sync", 10*time.Second)
+		if got := sync["playbackPosition"]; got != float64(1000+i) {
+			stored := reg.Client().Get(ctx, "room:"+fmt.Sprintf("Drain-%03d", i)).Val()
+			t.Logf("stored state of %s: %.300s", name, stored)
+			t.Logf("sync: %v", sync)
+			t.Fatalf("room %s on %s loaded with playbackPosition %v, want %d (the state before the drain)", name, o.Node, got, 1000+i)
+		}
+		cl.conn.Close()
+	}
+	obs.check(t)
+}
+
+var drainRooms = 200
+
+func TestDrainNode(t *testing.T) {
+	reg, srv := newTestRegistry(t)
+	var monos [3]monolith
+	for i, name := range []string{"a", "b", "c"} {
+		p := nodemonolith.Start(t, srv.URL(), "STATE_DEBOUNCE_MS=300")
+		monos[i] = monolith{name: name, balancerAddr: p.BalancerAddr}
+	}
+	testDrain(t, reg, monos, drainRooms, 5)
+}

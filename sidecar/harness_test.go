@@ -1,0 +1,234 @@
+package sidecar
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/roomlb/roomlb/internal/redistest"
+	"github.com/roomlb/roomlb/registry"
+)
+
+const testSecret = "test-secret"
+
+var testLogLevel = slog.LevelDebug
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: testLogLevel}))
+}
+
+// newTestRegistry returns a registry over a fresh redis-server.
+func newTestRegistry(t testing.TB) (*registry.Registry, *redistest.Server) {
+	t.Helper()
+	srv := redistest.New(t)
+	reg, err := registry.New(srv.Client(), registry.Config{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reg, srv
+}
+
+// running is a sidecar running in the test.
+type running struct {
+	*Sidecar
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Run returned
+	err    error         // Run's result
+}
+
+// startSidecar runs a sidecar for the monolith whose balancer port is at
+// balancerAddr; change adjusts its config. It waits until the node is
+// registered, and stops (drains) it when the test ends.
+func startSidecar(t testing.TB, reg *registry.Registry, node, balancerAddr string, change func(*Config)) *running {
+	t.Helper()
+	cfg := Config{
+		NodeID:        node,
+		Listen:        "127.0.0.1:0",
+		Monolith:      "ws://" + balancerAddr + "/",
+		Secret:        testSecret,
+		Registry:      reg,
+		LeaseTTL:      3 * time.Second,
+		HeartbeatTTL:  600 * time.Millisecond,
+		DrainTimeout:  10 * time.Second,
+		StateDebounce: 300 * time.Millisecond,
+		ShutdownFlush: 500 * time.Millisecond,
+		PingInterval:  time.Second,
+		Logger:        testLogger(t).With("sidecar", node),
+	}
+	if change != nil {
+		change(&cfg)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{Sidecar: s, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		r.err = s.Run(ctx)
+		close(r.done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-r.done:
+		case <-time.After(15 * time.Second):
+			t.Errorf("sidecar %s did not stop", node)
+		}
+	})
+	waitFor(t, 5*time.Second, "node "+node+" registered", func() bool {
+		ok, _ := reg.Alive(context.Background(), node)
+		return ok
+	})
+	return r
+}
+
+// waitFor polls cond until it holds or the limit passes.
+func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// call sends an HTTP request to a sidecar as a router would.
+func call(t testing.TB, addr, method, path, body string, hdr ...string) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set(HeaderSecret, testSecret)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, res.Header, string(b)
+}
+
+// grant gets an auth token through the sidecar.
+func grant(t testing.TB, addr string) string {
+	t.Helper()
+	code, _, body := call(t, addr, "GET", "/api/auth/grant", "")
+	var g struct{ Token string }
+	if code != 200 || json.Unmarshal([]byte(body), &g) != nil || g.Token == "" {
+		t.Fatalf("grant: %d %s", code, body)
+	}
+	return g.Token
+}
+
+// createRoom creates a temporary room through the sidecar.
+func createRoom(t testing.TB, addr, name string) {
+	t.Helper()
+	code, _, body := call(t, addr, "POST", "/api/room/create", fmt.Sprintf(`{"name":%q,"isTemporary":true}`, name))
+	if code != 200 && code != 201 {
+		t.Fatalf("create %s: %d %s", name, code, body)
+	}
+}
+
+// wsClient is a browser-like client of one room.
+type wsClient struct {
+	t    testing.TB
+	conn *websocket.Conn
+	msgs chan map[string]any
+	raw  chan []byte
+	// closed carries the close code once the connection ended.
+	closed chan int
+	once   sync.Once
+}
+
+// dial connects a client to room at a sidecar and sends its auth frame.
+func dial(t testing.TB, addr, room, token string) (*wsClient, *http.Response, error) {
+	t.Helper()
+	h := http.Header{}
+	h.Set(HeaderSecret, testSecret)
+	conn, res, err := websocket.DefaultDialer.Dial("ws://"+addr+"/api/room/"+room, h)
+	if err != nil {
+		return nil, res, err
+	}
+	c := &wsClient{t: t, conn: conn, msgs: make(chan map[string]any, 1024), raw: make(chan []byte, 1024), closed: make(chan int, 1)}
+	t.Cleanup(func() { conn.Close() })
+	go c.read()
+	if token != "" {
+		c.sendJSON(map[string]any{"action": "auth", "token": token})
+	}
+	return c, res, nil
+}
+
+func (c *wsClient) read() {
+	for {
+		_, data, err := c.conn.ReadMessage()
+		if err != nil {
+			code := 1006
+			if ce, ok := err.(*websocket.CloseError); ok {
+				code = ce.Code
+			}
+			c.closed <- code
+			close(c.msgs)
+			return
+		}
+		var m map[string]any
+		json.Unmarshal(data, &m)
+		c.raw <- data
+		c.msgs <- m
+	}
+}
+
+func (c *wsClient) sendJSON(v any) {
+	b, _ := json.Marshal(v)
+	if err := c.conn.WriteMessage(websocket.TextMessage, b); err != nil {
+		c.t.Errorf("client write: %v", err)
+	}
+}
+
+// next returns the next message whose action is want, skipping others.
+func (c *wsClient) next(want string, limit time.Duration) map[string]any {
+	c.t.Helper()
+	deadline := time.After(limit)
+	for {
+		select {
+		case m, ok := <-c.msgs:
+			if !ok {
+				c.t.Fatalf("connection closed while waiting for %q", want)
+			}
+			if m["action"] == want {
+				return m
+			}
+		case <-deadline:
+			c.t.Fatalf("no %q message within %v", want, limit)
+		}
+	}
+}
+
+// closeCode waits for the connection to end and returns its close code.
+func (c *wsClient) closeCode(limit time.Duration) int {
+	c.t.Helper()
+	select {
+	case code := <-c.closed:
+		return code
+	case <-time.After(limit):
+		c.t.Fatalf("connection still open after %v", limit)
+		return 0
+	}
+}

@@ -1,0 +1,362 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fasthttp/websocket"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/roomlb/roomlb/registry"
+)
+
+// Headers between routers and sidecars.
+const (
+	HeaderSecret   = "X-Roomlb-Secret"
+	HeaderEpoch    = "X-Roomlb-Epoch"
+	HeaderPlace    = "X-Roomlb-Place"
+	HeaderOwner    = "X-Roomlb-Owner"
+	HeaderMoving   = "X-Roomlb-Moving"
+	HeaderDraining = "X-Roomlb-Draining"
+	HeaderNode     = "X-Roomlb-Node"
+)
+
+func (s *Sidecar) newServer() *fasthttp.Server {
+	metrics := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	up := &websocket.FastHTTPUpgrader{
+		ReadBufferSize:  1024,
+		WriteBufferSize: 1024,
+		WriteBufferPool: &wsBufferPool,
+		// Routers check origins against their allow-list; the sidecar is
+		// only reachable by routers holding the secret.
+		CheckOrigin: func(*fasthttp.RequestCtx) bool { return true },
+	}
+	return &fasthttp.Server{
+		Handler: func(ctx *fasthttp.RequestCtx) {
+			switch string(ctx.Path()) {
+			case "/healthz":
+				s.serveHealth(ctx, false)
+			case "/readyz":
+				s.serveHealth(ctx, true)
+			case "/metrics":
+				metrics(ctx)
+			default:
+				s.serveIngress(ctx, up)
+			}
+		},
+		Name:                          "roomlb-sidecar",
+		ReadTimeout:                   30 * time.Second,
+		IdleTimeout:                   2 * time.Minute,
+		ReadBufferSize:                8192,
+		DisableHeaderNamesNormalizing: false,
+		NoDefaultServerHeader:         true,
+		StreamRequestBody:             false,
+		MaxRequestBodySize:            8 << 20,
+		CloseOnShutdown:               true,
+		Logger:                        quietLogger{},
+	}
+}
+
+// wsBufferPool shares write buffers between client connections, so an idle
+// client holds none.
+var wsBufferPool = syncBufferPool{}
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(string, ...any) {}
+
+// serveHealth answers /healthz (link and Redis) and /readyz (the same, and
+// not draining).
+func (s *Sidecar) serveHealth(ctx *fasthttp.RequestCtx, ready bool) {
+	s.mu.Lock()
+	linkUp, draining := s.link != nil, s.draining
+	s.mu.Unlock()
+	var problems []string
+	if !linkUp {
+		problems = append(problems, "monolith link down")
+	}
+	if !s.redisOK.Load() {
+		problems = append(problems, "redis unreachable")
+	}
+	if ready && draining {
+		problems = append(problems, "draining")
+	}
+	ctx.SetContentType("text/plain; charset=utf-8")
+	if len(problems) > 0 {
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+		ctx.SetBodyString(strings.Join(problems, "; ") + "\n")
+		return
+	}
+	ctx.SetBodyString("ok\n")
+}
+
+// serveIngress serves a request a router forwarded.
+func (s *Sidecar) serveIngress(ctx *fasthttp.RequestCtx, up *websocket.FastHTTPUpgrader) {
+	if s.cfg.Secret != "" && subtle.ConstantTimeCompare(ctx.Request.Header.Peek(HeaderSecret), []byte(s.cfg.Secret)) != 1 {
+		s.refuse(ctx, "secret", fasthttp.StatusForbidden, "roomlb: missing or wrong "+HeaderSecret+"\n")
+		return
+	}
+	ctx.Response.Header.Set(HeaderNode, s.cfg.NodeID)
+	if string(ctx.Path()) == "/admin/drain" && ctx.IsPost() {
+		go s.Drain(context.Background())
+		ctx.SetStatusCode(fasthttp.StatusAccepted)
+		ctx.SetBodyString("draining\n")
+		return
+	}
+	name, isRoom := RoomFromPath(ctx.Path())
+	switch {
+	case isRoom && name == "generate" && ctx.IsPost():
+		s.serveGenerate(ctx)
+	case isRoom && name == "create" && ctx.IsPost():
+		s.serveCreate(ctx)
+	case isRoom && name != "list" && name != "generate" && name != "create":
+		s.serveRoom(ctx, up, name)
+	default:
+		s.proxy(ctx)
+	}
+}
+
+// RoomFromPath returns the room of a client path: /api/room/<name>,
+// /api/room/<name>/ or /api/room/<name>/<anything> (ott-protocol.md §4.1).
+// The name is not validated.
+func RoomFromPath(path []byte) (string, bool) {
+	const prefix = "/api/room/"
+	if !bytes.HasPrefix(path, []byte(prefix)) {
+		return "", false
+	}
+	rest := path[len(prefix):]
+	if i := bytes.IndexByte(rest, '/'); i >= 0 {
+		rest = rest[:i]
+	}
+	if len(rest) == 0 {
+		return "", false
+	}
+	return string(rest), true
+}
+
+// serveRoom admits a request for one room and serves it: a WebSocket
+// client, or HTTP passed to the monolith.
+func (s *Sidecar) serveRoom(ctx *fasthttp.RequestCtx, up *websocket.FastHTTPUpgrader, name string) {
+	key, err := registry.RoomKey(name)
+	if err != nil {
+		s.refuse(ctx, "bad_room", fasthttp.StatusBadRequest, err.Error()+"\n")
+		return
+	}
+	rm, ok := s.admit(ctx, key, name)
+	if !ok {
+		return
+	}
+	if websocket.FastHTTPIsWebSocketUpgrade(ctx) {
+		s.conns.Add(1)
+		err := up.Upgrade(ctx, func(conn *websocket.Conn) {
+			defer s.conns.Done()
+			s.serveClient(conn, rm)
+		})
+		if err != nil {
+			s.conns.Done()
+		}
+		return
+	}
+	rm.lastChange.Store(s.now())
+	s.proxy(ctx)
+}
+
+// admit makes sure this node owns the room, claiming it if nobody does,
+// and answers the router when it cannot serve it.
+func (s *Sidecar) admit(ctx *fasthttp.RequestCtx, key, name string) (*room, bool) {
+	s.mu.Lock()
+	linkUp, draining := s.link != nil, s.draining
+	existing := s.rooms[key]
+	full := s.cfg.Capacity > 0 && len(s.clients) >= s.cfg.Capacity
+	s.mu.Unlock()
+	if existing != nil {
+		s.mu.Lock()
+		moving := existing.moving
+		s.mu.Unlock()
+		if moving {
+			s.refuseMoving(ctx)
+			return nil, false
+		}
+	}
+	if !linkUp || (existing == nil && (draining || full)) {
+		reason := "draining"
+		if !linkUp {
+			reason = "link_down"
+		} else if full {
+			reason = "full"
+		}
+		ctx.Response.Header.Set(HeaderDraining, "1")
+		ctx.Response.Header.Set("Retry-After", "1")
+		s.refuse(ctx, reason, fasthttp.StatusServiceUnavailable, "roomlb: node takes no rooms now ("+reason+")\n")
+		return nil, false
+	}
+	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	rm, err := s.claimRoom(cctx, key, name)
+	cancel()
+	var oe *registry.OwnerError
+	switch {
+	case errors.As(err, &oe):
+		if oe.Owner.Node != "" {
+			ctx.Response.Header.Set(HeaderOwner, oe.Owner.Node+":"+strconv.FormatInt(oe.Owner.Epoch, 10))
+		}
+		s.refuse(ctx, "owned", fasthttp.StatusMisdirectedRequest, "roomlb: "+oe.Error()+"\n")
+		return nil, false
+	case err != nil:
+		ctx.Response.Header.Set("Retry-After", "1")
+		s.refuse(ctx, "redis", fasthttp.StatusServiceUnavailable, "roomlb: cannot claim the room: "+err.Error()+"\n")
+		return nil, false
+	}
+	if e, err := strconv.ParseInt(string(ctx.Request.Header.Peek(HeaderEpoch)), 10, 64); err == nil && e > rm.lease.Epoch {
+		// The router has seen a newer claim than ours: our lease is stale.
+		s.refuse(ctx, "stale", fasthttp.StatusMisdirectedRequest, "roomlb: this node's claim is older than the router's\n")
+		return nil, false
+	}
+	s.mu.Lock()
+	moving := rm.moving
+	s.mu.Unlock()
+	if moving {
+		s.refuseMoving(ctx)
+		return nil, false
+	}
+	return rm, true
+}
+
+func (s *Sidecar) refuseMoving(ctx *fasthttp.RequestCtx) {
+	ctx.Response.Header.Set(HeaderMoving, "1")
+	ctx.Response.Header.Set("Retry-After", "1")
+	s.refuse(ctx, "moving", fasthttp.StatusServiceUnavailable, "roomlb: room is moving to another node\n")
+}
+
+func (s *Sidecar) refuse(ctx *fasthttp.RequestCtx, reason string, status int, body string) {
+	s.metrics.refusals.WithLabelValues(reason).Inc()
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("text/plain; charset=utf-8")
+	ctx.SetBodyString(body)
+}
+
+// proxy passes the request to the monolith's HTTP API.
+func (s *Sidecar) proxy(ctx *fasthttp.RequestCtx) {
+	s.mu.Lock()
+	l := s.link
+	s.mu.Unlock()
+	if l == nil {
+		ctx.Response.Header.Set(HeaderDraining, "1")
+		ctx.Response.Header.Set("Retry-After", "1")
+		s.refuse(ctx, "link_down", fasthttp.StatusServiceUnavailable, "roomlb: monolith unavailable\n")
+		return
+	}
+	req := &ctx.Request
+	for _, h := range []string{HeaderSecret, HeaderEpoch, HeaderPlace, "Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Upgrade"} {
+		req.Header.Del(h)
+	}
+	node := ctx.Response.Header.Peek(HeaderNode)
+	node = append([]byte(nil), node...)
+	if err := l.http.DoTimeout(req, &ctx.Response, 30*time.Second); err != nil {
+		ctx.Response.Reset()
+		ctx.SetStatusCode(fasthttp.StatusBadGateway)
+		ctx.SetBodyString("roomlb: monolith: " + err.Error() + "\n")
+	}
+	ctx.Response.Header.SetBytesV(HeaderNode, node)
+}
+
+// serveCreate claims the named room before the monolith creates it, so the
+// creator's first join lands here and no other node creates it too.
+func (s *Sidecar) serveCreate(ctx *fasthttp.RequestCtx) {
+	var body struct {
+		Name string `json:"name"`
+	}
+	key := ""
+	if json.Unmarshal(ctx.PostBody(), &body) == nil {
+		key, _ = registry.RoomKey(body.Name)
+	}
+	if key == "" {
+		s.proxy(ctx) // the monolith explains what is wrong with it
+		return
+	}
+	rm, ok := s.admit(ctx, key, body.Name)
+	if !ok {
+		if ctx.Response.StatusCode() == fasthttp.StatusMisdirectedRequest {
+			// Owned elsewhere: the name is taken, as the monolith would say.
+			ctx.Response.Header.Del(HeaderOwner)
+			ctx.SetStatusCode(fasthttp.StatusBadRequest)
+			ctx.SetContentType("application/json")
+			ctx.SetBodyString(`{"success":false,"error":{"name":"RoomNameTakenException","message":"Room name is already taken"}}`)
+		}
+		return
+	}
+	s.proxy(ctx)
+	if ctx.Response.StatusCode() >= 300 {
+		s.mu.Lock()
+		if !rm.loaded && len(rm.clients) == 0 && rm.loader == nil {
+			s.releaseRoom(rm)
+		}
+		s.mu.Unlock()
+		return
+	}
+	s.awaitLoaded(rm)
+}
+
+// serveGenerate passes a generate to the monolith and answers only when the
+// new room is claimed in the registry.
+func (s *Sidecar) serveGenerate(ctx *fasthttp.RequestCtx) {
+	s.mu.Lock()
+	ok := s.link != nil && !s.draining
+	s.mu.Unlock()
+	if !ok {
+		ctx.Response.Header.Set(HeaderDraining, "1")
+		ctx.Response.Header.Set("Retry-After", "1")
+		s.refuse(ctx, "draining", fasthttp.StatusServiceUnavailable, "roomlb: node takes no rooms now\n")
+		return
+	}
+	s.proxy(ctx)
+	if ctx.Response.StatusCode() >= 300 {
+		return
+	}
+	var body struct {
+		Room string `json:"room"`
+	}
+	json.Unmarshal(ctx.Response.Body(), &body)
+	key, err := registry.RoomKey(body.Room)
+	if err != nil {
+		return
+	}
+	deadline := time.Now().Add(s.cfg.LoadTimeout)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		rm := s.rooms[key]
+		s.mu.Unlock()
+		if rm != nil {
+			<-rm.claimed
+			if rm.claimErr != nil {
+				break
+			}
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	ctx.Response.Reset()
+	ctx.Response.Header.Set("Retry-After", "1")
+	s.refuse(ctx, "generate", fasthttp.StatusServiceUnavailable, "roomlb: the generated room could not be claimed\n")
+}
+
+// awaitLoaded waits, bounded, until the monolith reports rm loaded.
+func (s *Sidecar) awaitLoaded(rm *room) {
+	deadline := time.Now().Add(s.cfg.LoadTimeout)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		loaded := rm.loaded || rm.gone
+		s.mu.Unlock()
+		if loaded {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}

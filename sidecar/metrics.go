@@ -1,0 +1,56 @@
+package sidecar
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the sidecar's Prometheus metrics, on its own registry.
+type metrics struct {
+	reg *prometheus.Registry
+
+	rooms        prometheus.Gauge
+	clients      prometheus.Gauge
+	link         prometheus.Gauge
+	claims       *prometheus.CounterVec
+	renewSeconds prometheus.Histogram
+	leasesLost   *prometheus.CounterVec
+	handoffs     *prometheus.CounterVec
+	messages     *prometheus.CounterVec
+	refusals     *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		rooms: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "roomlb_sidecar_rooms", Help: "Rooms this node owns.",
+		}),
+		clients: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "roomlb_sidecar_clients", Help: "Client WebSockets connected to this node.",
+		}),
+		link: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "roomlb_sidecar_monolith_link_up", Help: "1 while the monolith link is up and initialised.",
+		}),
+		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomlb_sidecar_claims_total", Help: "Room claims by result: won, owned (another node has it), error.",
+		}, []string{"result"}),
+		renewSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "roomlb_sidecar_renew_seconds", Help: "Time of one batch renewal of every lease.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
+		leasesLost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomlb_sidecar_leases_lost_total", Help: "Rooms this node stopped serving because its lease was lost (taken, gone) or could not be renewed in time (expired).",
+		}, []string{"reason"}),
+		handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomlb_sidecar_handoffs_total", Help: "Rooms handed over by a drain (out) and taken from other nodes' drains (in).",
+		}, []string{"direction"}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomlb_sidecar_messages_total", Help: "Messages on the monolith link (in: from the monolith, out: to it) and to clients (delivered).",
+		}, []string{"direction"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomlb_sidecar_refusals_total", Help: "Requests refused at the ingress, by reason.",
+		}, []string{"reason"}),
+	}
+	m.reg.MustRegister(m.rooms, m.clients, m.link, m.claims, m.renewSeconds, m.leasesLost, m.handoffs, m.messages, m.refusals)
+	return m
+}

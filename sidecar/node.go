@@ -1,0 +1,215 @@
+package sidecar
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/roomlb/roomlb/ott"
+	"github.com/roomlb/roomlb/registry"
+)
+
+// heartbeatLoop announces the node every third of the heartbeat TTL while
+// the monolith link is up, and takes it out of the registry while it is
+// down, so routers place nothing here.
+func (s *Sidecar) heartbeatLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.HeartbeatTTL / 3)
+	defer t.Stop()
+	registered := false
+	for {
+		n, up := s.nodeInfo()
+		hctx, cancel := s.redisCtx(ctx)
+		var err error
+		switch {
+		case up:
+			err = s.reg.Heartbeat(hctx, n, s.cfg.HeartbeatTTL)
+			registered = err == nil
+		case registered:
+			err = s.reg.Deregister(hctx, s.cfg.NodeID)
+			registered = err != nil
+		default:
+			err = s.reg.Client().Ping(hctx).Err()
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		s.redisOK.Store(err == nil)
+		if err != nil {
+			s.log.Warn("sidecar: heartbeat", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// nodeInfo is what the heartbeat says; up is false while the link is down.
+func (s *Sidecar) nodeInfo() (registry.Node, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := registry.Node{
+		ID:       s.cfg.NodeID,
+		Addr:     s.cfg.Advertise,
+		Region:   s.cfg.Region,
+		State:    registry.StateActive,
+		Rooms:    len(s.rooms),
+		Clients:  len(s.clients),
+		Capacity: s.cfg.Capacity,
+		Version:  Version,
+		Started:  s.started,
+	}
+	if s.draining {
+		n.State = registry.StateDraining
+	}
+	n.Load = load(n.Clients, n.Rooms, n.Capacity)
+	return n, s.link != nil
+}
+
+// load is the placement score: the share of capacity in use, counting a
+// room as one client (an empty loaded room still costs the monolith), as
+// registry.Node.Spare does.
+func load(clients, rooms, capacity int) float64 {
+	if capacity <= 0 {
+		capacity = registry.DefaultCapacity
+	}
+	return float64(clients+rooms) / float64(capacity)
+}
+
+// handoffLoop takes the rooms draining nodes offer this node, claims them
+// and has the monolith load them from their state in Redis before their
+// clients come back.
+func (s *Sidecar) handoffLoop(ctx context.Context) {
+	for ctx.Err() == nil {
+		s.mu.Lock()
+		ok := s.link != nil && !s.draining
+		s.mu.Unlock()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			continue
+		}
+		hs, err := s.reg.TakeHandoffs(ctx, s.cfg.NodeID, 64, time.Second)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Debug("sidecar: take handoffs", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+			continue
+		}
+		for _, h := range hs {
+			s.mu.Lock()
+			draining := s.draining
+			s.mu.Unlock()
+			if draining {
+				break // left pending: the drain moves them on
+			}
+			s.takeHandoff(ctx, h)
+		}
+	}
+}
+
+// takeHandoff claims one offered room and loads it on the monolith.
+func (s *Sidecar) takeHandoff(ctx context.Context, h registry.Handoff) {
+	defer func() {
+		actx, cancel := s.redisCtx(context.Background())
+		s.reg.AckHandoff(actx, s.cfg.NodeID, h.ID)
+		cancel()
+	}()
+	cctx, cancel := s.redisCtx(ctx)
+	rm, err := s.claimRoom(cctx, h.Room, h.Name)
+	cancel()
+	if err != nil {
+		// Taken by a router's placement already, or Redis trouble.
+		s.log.Debug("sidecar: handoff not taken", "room", h.Room, "err", err)
+		return
+	}
+	s.metrics.handoffs.WithLabelValues("in").Inc()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rm.loaded || rm.loader != nil || rm.loadSent || s.link == nil {
+		return
+	}
+	rm.name = h.Name
+	rm.loadSent = true
+	s.link.send(ott.Load{Room: h.Name}.Append(nil))
+	s.armLoadTimer(rm)
+}
+
+// handoffs offers released rooms to the other nodes by spare capacity.
+type handoffs struct {
+	s  *Sidecar
+	mu sync.Mutex
+	p  *registry.Picker
+}
+
+// newHandoffs reads the live nodes to offer rooms to.
+func (s *Sidecar) newHandoffs(ctx context.Context) *handoffs {
+	nodes, err := s.reg.Nodes(ctx)
+	if err != nil {
+		s.log.Warn("sidecar: no nodes to hand rooms to", "err", err)
+	}
+	return &handoffs{s: s, p: registry.NewPicker(nodes, s.cfg.NodeID)}
+}
+
+// offer offers a released room, which had cost clients, to the node with
+// the most spare capacity.
+func (h *handoffs) offer(ctx context.Context, l registry.Lease, name string, cost int) {
+	h.mu.Lock()
+	to, ok := h.p.Pick(cost)
+	h.mu.Unlock()
+	if !ok {
+		return // no other node: the room waits in Redis for its next join
+	}
+	err := h.s.reg.OfferHandoff(ctx, to.ID, registry.Handoff{Room: l.Room, Name: name, From: l.Node, Epoch: l.Epoch, Cost: cost})
+	if err != nil {
+		h.s.log.Warn("sidecar: offer handoff", "room", l.Room, "to", to.ID, "err", err)
+		return
+	}
+	h.s.metrics.handoffs.WithLabelValues("out").Inc()
+}
+
+// announceLoop relays OpenTogetherTube announcements (published on Redis)
+// to this node's clients: the monolith does not relay them to balancer
+// clients itself (ott-protocol.md §3.7).
+func (s *Sidecar) announceLoop(ctx context.Context) {
+	if s.cfg.AnnounceChannel == "-" {
+		return
+	}
+	ps := s.reg.Client().Subscribe(ctx, s.cfg.AnnounceChannel)
+	defer ps.Close()
+	stop := context.AfterFunc(ctx, func() { ps.Close() })
+	defer stop()
+	ch := ps.Channel()
+	for msg := range ch {
+		payload := []byte(msg.Payload)
+		if !isJSONObject(payload) {
+			s.log.Warn("sidecar: announcement is not a JSON object", "payload", truncate(payload, 200))
+			continue
+		}
+		pm, err := websocket.NewPreparedMessage(websocket.TextMessage, payload)
+		if err != nil {
+			continue
+		}
+		s.mu.Lock()
+		for _, c := range s.clients {
+			c.sendShared(pm)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// housekeepingLoop takes part in the registry's singleton housekeeping.
+func (s *Sidecar) housekeepingLoop(ctx context.Context) {
+	s.reg.NewHousekeeper(0).Run(ctx)
+}

@@ -1,0 +1,237 @@
+package sidecar
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/roomlb/roomlb/ott"
+	"github.com/roomlb/roomlb/registry"
+)
+
+// room is one room this node owns or is claiming. Its fields are guarded by
+// Sidecar.mu, except the atomics, which the hot path reads without it.
+type room struct {
+	key  string
+	name string // canonical casing once the monolith reported it
+
+	lease registry.Lease
+	// claimed is closed when the claim has an outcome; claimErr says which.
+	claimed  chan struct{}
+	claimErr error
+	// until is the lease clock time (Sidecar.now) after which this node must
+	// not serve the room; 0 before the claim and after the room is fenced.
+	until atomic.Int64
+	// lastChange is the lease clock time of the last client request or
+	// broadcast: the monolith writes the room to Redis StateDebounce later.
+	lastChange atomic.Int64
+
+	// loaded: the monolith has reported the room loaded (loaded or gossip)
+	// and not unloaded since. Only then may unload be sent (§3.6).
+	loaded bool
+	// loader is the client whose join is loading the room; others wait.
+	loader    *client
+	waiting   []*client
+	loadTimer *timer
+	// loadSent: a load (handoff) was sent and loaded has not come yet.
+	loadSent bool
+
+	clients map[*client]struct{} // joined
+
+	// moving: a drain is handing the room over; new clients are held.
+	moving bool
+	// cost is how many clients the room had when it started moving.
+	cost int
+	// unloaded is closed by the monolith's unloaded (drains wait on it).
+	unloaded chan struct{}
+	// gone: removed from the table; late events for it are ignored.
+	gone bool
+}
+
+// timer wraps time.Timer so that room code can stop it when it is nil.
+type timer struct{ t *time.Timer }
+
+func (t *timer) stop() {
+	if t != nil {
+		t.t.Stop()
+	}
+}
+
+func newRoom(key, name string) *room {
+	return &room{
+		key:      key,
+		name:     name,
+		claimed:  make(chan struct{}),
+		clients:  make(map[*client]struct{}),
+		unloaded: make(chan struct{}),
+	}
+}
+
+// valid reports whether the lease may be used now.
+func (r *room) valid(now int64) bool {
+	u := r.until.Load()
+	return u != 0 && now < u
+}
+
+// claimRoom returns the room owned by this node, claiming it in Redis if
+// nobody owns it. It waits for a claim another request started. The error
+// is a *registry.OwnerError when another node owns the room.
+func (s *Sidecar) claimRoom(ctx context.Context, key, name string) (*room, error) {
+	for {
+		s.mu.Lock()
+		rm := s.rooms[key]
+		if rm == nil {
+			break // the lock is held: claim below
+		}
+		s.mu.Unlock()
+		select {
+		case <-rm.claimed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		s.mu.Lock()
+		switch {
+		case rm.gone:
+			s.mu.Unlock()
+			continue // fenced or released meanwhile: look again
+		case rm.claimErr != nil:
+			err := rm.claimErr
+			s.mu.Unlock()
+			return nil, err
+		}
+		s.mu.Unlock()
+		return rm, nil
+	}
+	// s.mu is held and key is not in the table.
+	rm := newRoom(key, name)
+	s.rooms[key] = rm
+	s.mu.Unlock()
+	return rm, s.finishClaim(ctx, rm)
+}
+
+// finishClaim claims rm (already in the table) in Redis and records the
+// outcome; a failed claim leaves the table.
+func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
+	sent := time.Now()
+	cctx, cancel := s.redisCtx(ctx)
+	lease, err := s.reg.Claim(cctx, rm.key, s.cfg.NodeID, s.cfg.LeaseTTL)
+	cancel()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case err == nil:
+		s.metrics.claims.WithLabelValues("won").Inc()
+	case isRedisDown(err):
+		s.metrics.claims.WithLabelValues("error").Inc()
+	default:
+		s.metrics.claims.WithLabelValues("owned").Inc()
+	}
+	if err != nil {
+		rm.claimErr = err
+		s.removeRoom(rm)
+		close(rm.claimed)
+		if rm.loaded {
+			// The monolith loaded it on its own (HTTP) but it is not ours.
+			s.sendUnload(rm)
+		}
+		return err
+	}
+	rm.lease = lease
+	rm.until.Store(s.at(sent) + s.leaseMargin())
+	close(rm.claimed)
+	s.metrics.rooms.Set(float64(len(s.rooms)))
+	if rm.loaded {
+		s.writeMetaLocked(rm, nil)
+	}
+	return nil
+}
+
+// leaseMargin is how long after a renewal was sent the lease may be used:
+// the lease, less a tenth of it for the unload and closes to take effect
+// before Redis expires the key.
+func (s *Sidecar) leaseMargin() int64 {
+	return int64(s.cfg.LeaseTTL - s.cfg.LeaseTTL/10)
+}
+
+// removeRoom drops rm from the table. s.mu is held.
+func (s *Sidecar) removeRoom(rm *room) {
+	if rm.gone {
+		return
+	}
+	rm.gone = true
+	rm.until.Store(0)
+	rm.loadTimer.stop()
+	if s.rooms[rm.key] == rm {
+		delete(s.rooms, rm.key)
+	}
+	s.metrics.rooms.Set(float64(len(s.rooms)))
+}
+
+// sendUnload asks the monolith to unload rm, but only when the monolith has
+// said it holds it: an unload of a room it does not hold kills the real
+// monolith. s.mu is held.
+func (s *Sidecar) sendUnload(rm *room) {
+	if !rm.loaded || s.link == nil {
+		return
+	}
+	rm.loaded = false
+	s.link.send(ott.Unload{Room: rm.name}.Append(nil))
+}
+
+// fence stops serving rm at once: its clients are closed with a code they
+// reconnect on (the routers take them to the new owner) and the monolith
+// unloads it. s.mu is held.
+func (s *Sidecar) fence(rm *room, reason string) {
+	if rm.gone {
+		return
+	}
+	s.log.Warn("sidecar: room fenced", "room", rm.key, "epoch", rm.lease.Epoch, "reason", reason)
+	s.metrics.leasesLost.WithLabelValues(reason).Inc()
+	s.closeRoomClients(rm, closeServiceRestart, "room moved")
+	s.sendUnload(rm)
+	if reason == "expired" {
+		// Not renewed in time, but maybe still ours in Redis: give it
+		// back so that another node need not wait for it to expire.
+		s.releaseRoom(rm)
+	} else {
+		s.removeRoom(rm)
+	}
+}
+
+// closeRoomClients closes every joined and waiting client of rm. s.mu is held.
+func (s *Sidecar) closeRoomClients(rm *room, code int, reason string) {
+	for c := range rm.clients {
+		c.close(code, reason)
+	}
+	for _, c := range rm.waiting {
+		c.close(code, reason)
+	}
+	if rm.loader != nil {
+		rm.loader.close(code, reason)
+	}
+	rm.waiting = nil
+	rm.loader = nil
+}
+
+// releaseRoom drops rm and gives its lease back in the background. s.mu is
+// held.
+func (s *Sidecar) releaseRoom(rm *room) {
+	if rm.gone {
+		return
+	}
+	s.removeRoom(rm)
+	if rm.lease.Epoch == 0 {
+		return
+	}
+	s.log.Debug("sidecar: releasing room", "room", rm.key, "epoch", rm.lease.Epoch, "loaded", rm.loaded, "clients", len(rm.clients))
+	lease := rm.lease
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := s.redisCtx(context.Background())
+		defer cancel()
+		if err := s.reg.Release(ctx, lease); err != nil {
+			s.log.Debug("sidecar: release", "room", lease.Room, "err", err)
+		}
+	}()
+}

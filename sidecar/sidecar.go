@@ -1,0 +1,156 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/valyala/fasthttp"
+
+	"github.com/roomlb/roomlb/registry"
+)
+
+// Version is reported in the node's heartbeat.
+var Version = "dev"
+
+// Sidecar serves one monolith. New builds it, Run runs it until its context
+// ends (which drains it) or Drain finishes.
+type Sidecar struct {
+	cfg     Config
+	reg     *registry.Registry
+	log     *slog.Logger
+	metrics *metrics
+	base    time.Time // origin of the monotonic clock of leases
+	started time.Time
+
+	ln     net.Listener
+	server *fasthttp.Server
+
+	mu       sync.Mutex
+	rooms    map[string]*room   // by key (lower-case name)
+	clients  map[string]*client // by client id
+	link     *link              // nil while the monolith link is down
+	draining bool
+	// drained is closed when a drain has finished.
+	drained   chan struct{}
+	drainOnce sync.Once
+	// redisOK is the outcome of the last heartbeat.
+	redisOK atomic.Bool
+
+	wg sync.WaitGroup // every goroutine the sidecar starts
+	// conns tracks hijacked client connections; Close closes them.
+	conns sync.WaitGroup
+}
+
+// New checks cfg and returns a sidecar. It binds the ingress listener, so
+// Addr is known before Run.
+func New(cfg Config) (*Sidecar, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("sidecar: listen: %w", err)
+	}
+	if cfg.Advertise == "" {
+		cfg.Advertise = ln.Addr().String()
+	}
+	s := &Sidecar{
+		cfg:     cfg,
+		reg:     cfg.Registry,
+		log:     cfg.Logger.With("node", cfg.NodeID),
+		metrics: newMetrics(),
+		base:    time.Now(),
+		started: time.Now(),
+		ln:      ln,
+		rooms:   make(map[string]*room),
+		clients: make(map[string]*client),
+		drained: make(chan struct{}),
+	}
+	s.server = s.newServer()
+	return s, nil
+}
+
+// Addr is the ingress address.
+func (s *Sidecar) Addr() string { return s.ln.Addr().String() }
+
+// now is the lease clock: monotonic nanoseconds since New.
+func (s *Sidecar) now() int64 { return int64(time.Since(s.base)) }
+
+// at converts a wall time taken in this process to the lease clock
+// (monotonic: time.Time keeps the monotonic reading).
+func (s *Sidecar) at(t time.Time) int64 { return int64(t.Sub(s.base)) }
+
+// Run serves until ctx ends or a drain (Drain, the admin endpoint) has
+// finished. When ctx ends first it drains, bounded by DrainTimeout. It
+// returns nil after a complete drain.
+func (s *Sidecar) Run(ctx context.Context) error {
+	loops, stop := context.WithCancel(context.Background())
+	defer stop()
+	serveErr := make(chan error, 1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		serveErr <- s.server.Serve(s.ln)
+	}()
+	for _, loop := range []func(context.Context){s.linkLoop, s.renewLoop, s.fenceLoop, s.heartbeatLoop, s.handoffLoop, s.announceLoop, s.housekeepingLoop} {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			loop(loops)
+		}()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+		dctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
+		err = s.Drain(dctx)
+		cancel()
+	case <-s.drained:
+	case err = <-serveErr:
+		err = fmt.Errorf("sidecar: serve: %w", err)
+	}
+	stop()
+	s.shutdown()
+	s.wg.Wait()
+	return err
+}
+
+// shutdown stops the ingress, closes every client and the link.
+func (s *Sidecar) shutdown() {
+	s.server.Shutdown()
+	s.mu.Lock()
+	for _, c := range s.clients {
+		c.close(closeServiceRestart, "node shutting down")
+	}
+	l := s.link
+	s.mu.Unlock()
+	if l != nil {
+		l.close()
+	}
+	done := make(chan struct{})
+	go func() { s.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		s.log.Warn("sidecar: client connections still open after shutdown")
+	}
+}
+
+// redisCtx bounds one registry call made from a background loop.
+func (s *Sidecar) redisCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, 2*time.Second)
+}
+
+// isRedisDown tells errors of an unreachable Redis from refusals.
+func isRedisDown(err error) bool {
+	var oe *registry.OwnerError
+	return err != nil && !errors.As(err, &oe) && !errors.Is(err, redis.Nil)
+}
