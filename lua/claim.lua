@@ -1,14 +1,17 @@
 -- claim: take an unowned room.
 -- KEYS[1] owner key   roomlb:room:{r}        "node:epoch", PX lease
 -- KEYS[2] epoch key   roomlb:room:{r}:epoch  last epoch handed out
+-- KEYS[3] meta key    roomlb:room:{r}:meta   its "name" is the canonical casing
 -- ARGV[1] node id, ARGV[2] lease ms, ARGV[3] epoch ttl ms,
 -- ARGV[4] events channel ('' for none), ARGV[5] room
--- Returns {1, epoch} when claimed, {0, owner value, pttl ms} when owned.
+-- Returns {1, epoch, name} when claimed, {0, owner value, pttl ms, name}
+-- when owned; name is the room's canonical casing as last recorded, or ''.
+local name = redis.call('HGET', KEYS[3], 'name') or ''
 local cur = redis.call('GET', KEYS[1])
 if cur then
-  return {0, cur, redis.call('PTTL', KEYS[1])}
+  return {0, cur, redis.call('PTTL', KEYS[1]), name}
 end
 local e = next_epoch(KEYS[2], ARGV[3])
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. num(e), 'PX', ARGV[2])
 publish(ARGV[4], 'claim', ARGV[5], ARGV[1], e)
-return {1, e}
+return {1, e, name}

@@ -29,7 +29,9 @@ var (
 type OwnerError struct {
 	Room  string
 	Owner Owner
-	Err   error
+	// Name is the room's canonical casing when known (set by Claim).
+	Name string
+	Err  error
 }
 
 func (e *OwnerError) Error() string {

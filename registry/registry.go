@@ -15,7 +15,7 @@ import (
 const (
 	DefaultPrefix   = "roomlb:"
 	DefaultEpochTTL = 7 * 24 * time.Hour
-	DefaultMetaTTL  = 10 * time.Minute
+	DefaultMetaTTL  = 24 * time.Hour
 )
 
 // Config says where the registry lives in Redis. The zero value works.
@@ -28,7 +28,9 @@ type Config struct {
 	// never claimed again.
 	EpochTTL time.Duration
 	// MetaTTL is how long room metadata lives after its last write; 0 means
-	// DefaultMetaTTL. Owners rewrite it on every change of the room.
+	// DefaultMetaTTL. Owners rewrite it on every change of the room; it
+	// outlives the owner so that the next one learns the room's canonical
+	// casing (OpenTogetherTube keeps room state in Redis for 2 hours).
 	MetaTTL time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger

@@ -380,11 +380,22 @@ func TestFencedWrite(t *testing.T) {
 	if err := r.Release(ctx, moved); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.WriteMeta(ctx, moved, newMeta); !errors.Is(err, ErrStaleEpoch) {
+	if err := r.WriteMeta(ctx, moved, Meta{Name: "Cinema", Users: 42}); !errors.Is(err, ErrStaleEpoch) {
 		t.Fatalf("write after release = %v, want ErrStaleEpoch", err)
 	}
-	if _, ok, _ := r.Meta(ctx, "cinema"); ok {
-		t.Fatal("meta survived the release")
+	// The metadata outlives the owner: the next claim learns the canonical
+	// casing from it.
+	next, err := r.Claim(ctx, "CINEMA", "node-c", time.Minute)
+	if err != nil || next.Name != "Cinema" {
+		t.Fatalf("claim after release = %+v, %v; want the canonical name Cinema", next, err)
+	}
+	_, err = r.Claim(ctx, "cinema", "node-d", time.Minute)
+	var oe *OwnerError
+	if !errors.As(err, &oe) || oe.Name != "Cinema" || oe.Owner.Node != "node-c" {
+		t.Fatalf("claim of an owned room = %v, want owned by node-c naming Cinema", err)
+	}
+	if got, _, _ := r.Meta(ctx, "cinema"); got.Users != 1 {
+		t.Fatalf("meta users = %d after a refused write, want 1", got.Users)
 	}
 }
 

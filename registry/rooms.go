@@ -40,6 +40,10 @@ type Lease struct {
 	Room  string
 	Node  string
 	Epoch int64
+	// Name is the room's canonical casing as an owner last recorded it in
+	// the metadata, "" when unknown (set by Claim). OpenTogetherTube keeps a
+	// room's state under its exact casing, so a new owner must load it by it.
+	Name string
 }
 
 func (l Lease) epoch() string { return strconv.FormatInt(l.Epoch, 10) }
@@ -56,9 +60,10 @@ func (l Lease) check() error {
 
 // Claim takes room for node with a lease of ttl, if nobody owns it. On
 // success the lease carries a new epoch, above every earlier one of the
-// room. If the room is owned, the error is an *OwnerError (ErrOwned) naming
-// the owner and its epoch, even when the owner is node itself: a node that
-// lost track of its own claim must release it, not adopt it.
+// room, and the canonical name. If the room is owned, the error is an
+// *OwnerError (ErrOwned) naming the owner, its epoch and the canonical name,
+// even when the owner is node itself (a router stole or moved the room to
+// it): the caller decides whether it may adopt that lease.
 func (r *Registry) Claim(ctx context.Context, room, node string, ttl time.Duration) (Lease, error) {
 	room, err := RoomKey(room)
 	if err != nil {
@@ -68,20 +73,20 @@ func (r *Registry) Claim(ctx context.Context, room, node string, ttl time.Durati
 		return Lease{}, err
 	}
 	a, err := toReply(lua.Claim.Run(ctx, r.rdb,
-		[]string{r.ownerKey(room), r.epochKey(room)},
+		[]string{r.ownerKey(room), r.epochKey(room), r.metaKey(room)},
 		node, ms(ttl), ms(r.epochTTL), r.Channel(), room).Result())
 	if err != nil {
 		return Lease{}, fmt.Errorf("claim %s: %w", room, err)
 	}
 	if a.int(0) == 1 {
-		return Lease{Room: room, Node: node, Epoch: a.int(1)}, nil
+		return Lease{Room: room, Node: node, Epoch: a.int(1), Name: a.str(2)}, nil
 	}
 	o, err := parseOwner(a.str(1))
 	if err != nil {
 		return Lease{}, fmt.Errorf("claim %s: %w", room, err)
 	}
 	o.TTL = time.Duration(a.int(2)) * time.Millisecond
-	return Lease{}, &OwnerError{Room: room, Owner: o, Err: ErrOwned}
+	return Lease{}, &OwnerError{Room: room, Name: a.str(3), Owner: o, Err: ErrOwned}
 }
 
 // Release gives the room up. Only the owner at the lease's epoch can; for
@@ -91,7 +96,7 @@ func (r *Registry) Release(ctx context.Context, l Lease) error {
 		return err
 	}
 	a, err := toReply(lua.Release.Run(ctx, r.rdb,
-		[]string{r.ownerKey(l.Room), r.metaKey(l.Room)},
+		[]string{r.ownerKey(l.Room)},
 		l.Node, l.epoch(), r.Channel(), l.Room).Result())
 	if err != nil {
 		return fmt.Errorf("release %s: %w", l.Room, err)

@@ -197,12 +197,12 @@ func (c *client) readLoop() {
 	}
 }
 
-// finish stops queueing and waits for the writer: nothing may touch the
-// connection after serveClient returns.
+// finish stops queueing and waits for the writer to write what is queued
+// (a close frame, say; each write is bounded by writeWait): nothing may
+// touch the connection after serveClient returns.
 func (c *client) finish() {
 	c.mu.Lock()
 	c.closing = true
-	c.queue = nil
 	c.mu.Unlock()
 	c.writer.Wait()
 }

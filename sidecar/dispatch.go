@@ -179,6 +179,7 @@ func (s *Sidecar) onLoaded(l *link, meta *ott.RoomMetadata) {
 	if rm == nil {
 		rm = newRoom(key, meta.Name)
 		rm.loaded = true
+		rm.meta = meta
 		s.rooms[key] = rm
 		s.wg.Add(1)
 		go func() {
@@ -270,7 +271,11 @@ func (s *Sidecar) onGossip(l *link, g *ott.Gossip) {
 // writeMetaLocked stores the room's metadata in the registry (fenced by
 // its epoch), in the background. s.mu is held.
 func (s *Sidecar) writeMetaLocked(rm *room, meta *ott.RoomMetadata) {
-	if meta == nil || rm.lease.Epoch == 0 {
+	if meta == nil {
+		return
+	}
+	if rm.lease.Epoch == 0 {
+		rm.meta = meta // written when the claim succeeds
 		return
 	}
 	m := registry.Meta{Name: meta.Name, Visibility: meta.Visibility, Users: meta.Users, Metadata: append([]byte(nil), meta.Raw...)}

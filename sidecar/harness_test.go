@@ -196,10 +196,15 @@ func (c *wsClient) read() {
 }
 
 func (c *wsClient) sendJSON(v any) {
-	b, _ := json.Marshal(v)
-	if err := c.conn.WriteMessage(websocket.TextMessage, b); err != nil {
+	if err := c.trySendJSON(v); err != nil {
 		c.t.Errorf("client write: %v", err)
 	}
+}
+
+// trySendJSON sends v, for clients that may have been closed meanwhile.
+func (c *wsClient) trySendJSON(v any) error {
+	b, _ := json.Marshal(v)
+	return c.conn.WriteMessage(websocket.TextMessage, b)
 }
 
 // next returns the next message whose action is want, skipping others.

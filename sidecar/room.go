@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +43,9 @@ type room struct {
 	moving bool
 	// cost is how many clients the room had when it started moving.
 	cost int
+	// meta is the monolith's metadata of a room it loaded on its own, kept
+	// until the claim succeeds and it can be written.
+	meta *ott.RoomMetadata
 	// unloaded is closed by the monolith's unloaded (drains wait on it).
 	unloaded chan struct{}
 	// gone: removed from the table; late events for it are ignored.
@@ -110,12 +114,22 @@ func (s *Sidecar) claimRoom(ctx context.Context, key, name string) (*room, error
 }
 
 // finishClaim claims rm (already in the table) in Redis and records the
-// outcome; a failed claim leaves the table.
+// outcome; a failed claim leaves the table. A room the registry already
+// gives to this node (a router stole it for this node, or an operator moved
+// it here) is adopted: its epoch was handed out for this node and nobody
+// has served it at that epoch.
 func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 	sent := time.Now()
 	cctx, cancel := s.redisCtx(ctx)
 	lease, err := s.reg.Claim(cctx, rm.key, s.cfg.NodeID, s.cfg.LeaseTTL)
 	cancel()
+	validFor := s.leaseMargin()
+	var oe *registry.OwnerError
+	if errors.As(err, &oe) && oe.Owner.Node == s.cfg.NodeID && oe.Owner.TTL > 0 {
+		lease = registry.Lease{Room: rm.key, Node: s.cfg.NodeID, Epoch: oe.Owner.Epoch, Name: oe.Name}
+		validFor = int64(oe.Owner.TTL - s.cfg.LeaseTTL/10)
+		err = nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -137,12 +151,18 @@ func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 		return err
 	}
 	rm.lease = lease
-	rm.until.Store(s.at(sent) + s.leaseMargin())
-	close(rm.claimed)
-	s.metrics.rooms.Set(float64(len(s.rooms)))
-	if rm.loaded {
-		s.writeMetaLocked(rm, nil)
+	if lease.Name != "" && !rm.loaded {
+		// The canonical casing the last owner recorded: the monolith finds
+		// the room's state in Redis only under it (ott-protocol.md §7).
+		rm.name = lease.Name
 	}
+	rm.until.Store(s.at(sent) + validFor)
+	close(rm.claimed)
+	if rm.meta != nil {
+		s.writeMetaLocked(rm, rm.meta)
+		rm.meta = nil
+	}
+	s.metrics.rooms.Set(float64(len(s.rooms)))
 	return nil
 }
 

@@ -1,0 +1,220 @@
+package sidecar
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/roomlb/roomlb/internal/nodemonolith"
+	"github.com/roomlb/roomlb/registry"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// roomlbBinary builds cmd/roomlb once per test run.
+func roomlbBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "roomlb-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "roomlb")
+		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/roomlb").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// sidecarProcess runs `roomlb sidecar` as its own process, so that it can
+// be paused and killed.
+type sidecarProcess struct {
+	cmd  *exec.Cmd
+	addr string
+	done chan struct{}
+	err  error
+}
+
+func startSidecarProcess(t testing.TB, redisURL, node, balancerAddr string, args ...string) *sidecarProcess {
+	t.Helper()
+	cmd := exec.Command(roomlbBinary(t), append([]string{"sidecar",
+		"--node-id", node, "--listen", "127.0.0.1:0", "--monolith", "ws://" + balancerAddr + "/",
+		"--secret", testSecret, "--redis-url", redisURL, "--log-level", "debug"}, args...)...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &sidecarProcess{cmd: cmd, done: make(chan struct{})}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			t.Logf("%s: %s", node, line)
+			if i := strings.Index(line, " listen="); i >= 0 && strings.Contains(line, "sidecar: starting") {
+				f := strings.Fields(line[i+len(" listen="):])
+				addr <- f[0]
+			}
+		}
+	}()
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGCONT)
+		cmd.Process.Kill()
+		<-p.done
+	})
+	select {
+	case p.addr = <-addr:
+	case <-time.After(10 * time.Second):
+		t.Fatal("sidecar process did not start")
+	}
+	return p
+}
+
+// TestPausedOwnerFences pauses a sidecar (SIGSTOP) past its lease while
+// another node takes its room: once resumed it serves nothing for the room
+// and unloads it from its monolith.
+func TestPausedOwnerFences(t *testing.T) {
+	reg, srv := newTestRegistry(t)
+	monoA := nodemonolith.Start(t, srv.URL(), "STATE_DEBOUNCE_MS=300")
+	monoB := nodemonolith.Start(t, srv.URL(), "STATE_DEBOUNCE_MS=300")
+	obs := newObserver()
+	obs.watch(t, "a", monoA.BalancerAddr)
+	a := startSidecarProcess(t, srv.URL(), "node-a", monoA.BalancerAddr, "--lease-ttl", "1s", "--heartbeat-ttl", "600ms")
+	b := startSidecar(t, reg, "node-b", monoB.BalancerAddr, nil)
+	ctx := context.Background()
+	waitFor(t, 5*time.Second, "node-a registered", func() bool { ok, _ := reg.Alive(ctx, "node-a"); return ok })
+
+	createRoom(t, a.addr, "Paused")
+	token := grant(t, a.addr)
+	cl, _, err := dial(t, a.addr, "paused", token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.next("you", 5*time.Second)
+	before, _ := reg.Owner(ctx, "paused")
+
+	a.cmd.Process.Signal(syscall.SIGSTOP)
+	waitFor(t, 5*time.Second, "the paused node's lease to expire", func() bool {
+		_, err := reg.Owner(ctx, "paused")
+		return err != nil
+	})
+	// The room moves to node-b while node-a sleeps.
+	cb, _, err := dial(t, b.Addr(), "paused", token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb.next("you", 5*time.Second)
+	after, _ := reg.Owner(ctx, "paused")
+	if after.Node != "node-b" || after.Epoch <= before.Epoch {
+		t.Fatalf("room owned by %+v after the pause, want node-b above epoch %d", after, before.Epoch)
+	}
+	// A request that reaches node-a while it is paused waits in its socket.
+	cl.sendJSON(map[string]any{"action": "req", "request": map[string]any{"type": 11, "text": "from the past"}})
+	time.Sleep(100 * time.Millisecond)
+	a.cmd.Process.Signal(syscall.SIGCONT)
+
+	// node-a closes its client without having served the request...
+	deadline := time.After(5 * time.Second)
+	for closed := false; !closed; {
+		select {
+		case m, ok := <-cl.msgs:
+			if !ok {
+				closed = true
+				break
+			}
+			if m["action"] == "chat" {
+				t.Fatalf("the resumed node served its old room: %v", m)
+			}
+		case <-deadline:
+			t.Fatal("the resumed node did not close its client of the moved room")
+		}
+	}
+	if code := <-cl.closed; code != closeServiceRestart {
+		t.Errorf("client of the fenced room closed with %d, want %d", code, closeServiceRestart)
+	}
+	// ...unloads the room from its monolith...
+	waitFor(t, 5*time.Second, "monolith a to unload the room", func() bool {
+		obs.mu.Lock()
+		defer obs.mu.Unlock()
+		return len(obs.where["paused"]) == 0 && len(obs.trace["paused"]) >= 2
+	})
+	// ...and sends newcomers to the new owner.
+	code, hdr, _ := call(t, a.addr, "GET", "/api/room/paused", "")
+	if code != 421 || !strings.HasPrefix(hdr.Get(HeaderOwner), "node-b:") {
+		t.Fatalf("request to the old owner: %d owner %q, want 421 naming node-b", code, hdr.Get(HeaderOwner))
+	}
+	// The chat never reached node-b's room either.
+	select {
+	case m := <-cb.msgs:
+		if m["action"] == "chat" {
+			t.Fatalf("the stale request reached the new owner: %v", m)
+		}
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// TestMonolithKilledReleasesRooms: when the monolith dies, the sidecar
+// releases every room at once.
+func TestMonolithKilledReleasesRooms(t *testing.T) {
+	reg, srv := newTestRegistry(t)
+	mono := nodemonolith.Start(t, srv.URL())
+	sc := startSidecar(t, reg, "node-a", mono.BalancerAddr, nil)
+	ctx := context.Background()
+	const n = 50
+	for i := range n {
+		createRoom(t, sc.Addr(), fmt.Sprintf("doomed-%02d", i))
+	}
+	killed := time.Now()
+	mono.Signal(syscall.SIGKILL)
+	var took time.Duration
+	waitFor(t, 5*time.Second, "every room released", func() bool {
+		rooms, err := reg.Rooms(ctx)
+		if err != nil || len(rooms) > 0 {
+			return false
+		}
+		took = time.Since(killed)
+		return true
+	})
+	t.Logf("%d rooms released %v after the monolith was killed", n, took)
+	if took > time.Second {
+		t.Errorf("rooms released after %v, want within 1s", took)
+	}
+	// The node takes no placements without its monolith.
+	code, hdr, _ := call(t, sc.Addr(), "GET", "/api/room/doomed-00", "")
+	if code != 503 || hdr.Get(HeaderDraining) != "1" {
+		t.Fatalf("request with the monolith down: %d, want 503 with %s", code, HeaderDraining)
+	}
+	waitFor(t, 5*time.Second, "node deregistered", func() bool {
+		alive, _ := reg.Alive(ctx, "node-a")
+		return !alive
+	})
+	if code, _, _ := call(t, sc.Addr(), "GET", "/readyz", ""); code != 503 {
+		t.Errorf("/readyz with the monolith down = %d, want 503", code)
+	}
+	_ = registry.StateActive
+}

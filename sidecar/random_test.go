@@ -1,0 +1,124 @@
+package sidecar
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/roomlb/roomlb/internal/nodemonolith"
+	"github.com/roomlb/roomlb/registry"
+)
+
+// TestRandomNeverCrashesNode drives joins, leaves, requests, bad frames,
+// lease losses, moves and drains at random against two Node reference
+// monoliths: nothing the sidecars send may crash them (an unload of a room
+// a monolith does not hold kills it, ott-protocol.md §3.6).
+func TestRandomNeverCrashesNode(t *testing.T) {
+	reg, srv := newTestRegistry(t)
+	monos := []*nodemonolith.Process{
+		nodemonolith.Start(t, srv.URL(), "STATE_DEBOUNCE_MS=200"),
+		nodemonolith.Start(t, srv.URL(), "STATE_DEBOUNCE_MS=200"),
+	}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rnd := rand.New(rand.NewPCG(seed, 1))
+	ctx := context.Background()
+	fast := func(c *Config) {
+		c.LeaseTTL = time.Second
+		c.LoadTimeout = 2 * time.Second
+		c.DrainTimeout = 5 * time.Second
+	}
+	gen := 0
+	sidecars := make([]*running, len(monos))
+	start := func(i int) {
+		gen++
+		sidecars[i] = startSidecar(t, reg, fmt.Sprintf("node-%d-%d", i, gen), monos[i].BalancerAddr, fast)
+	}
+	for i := range monos {
+		start(i)
+	}
+	token := grant(t, sidecars[0].Addr())
+	rooms := []string{"Alpha", "beta", "Gamma", "delta", "epsilon", "Zeta", "nope-1", "nope-2"}
+	for _, r := range rooms[:6] {
+		createRoom(t, sidecars[rnd.IntN(2)].Addr(), r)
+	}
+	var clients []*wsClient
+	ops := map[string]int{}
+	deadline := time.Now().Add(8 * time.Second)
+	for time.Now().Before(deadline) {
+		op := rnd.IntN(100)
+		s := sidecars[rnd.IntN(len(sidecars))]
+		room := rooms[rnd.IntN(len(rooms))]
+		if rnd.IntN(2) == 0 {
+			room = strings.ToUpper(room)
+		}
+		var cl *wsClient
+		if len(clients) > 0 {
+			cl = clients[rnd.IntN(len(clients))]
+		}
+		switch {
+		case op < 35:
+			ops["join"]++
+			c, _, err := dial(t, s.Addr(), room, token)
+			if err == nil {
+				clients = append(clients, c)
+			}
+		case op < 50 && cl != nil:
+			ops["leave"]++
+			cl.conn.Close()
+		case op < 65 && cl != nil:
+			ops["chat"]++
+			cl.trySendJSON(map[string]any{"action": "req", "request": map[string]any{"type": 11, "text": "hi"}})
+		case op < 70 && cl != nil:
+			ops["seek"]++
+			cl.trySendJSON(map[string]any{"action": "req", "request": map[string]any{"type": 4, "value": rnd.Float64() * 100}})
+		case op < 73 && cl != nil:
+			ops["kickme"]++
+			cl.trySendJSON(map[string]any{"action": "kickme", "reason": rnd.IntN(70000)})
+		case op < 76 && cl != nil:
+			ops["bad frame"]++
+			bad := [][]byte{[]byte("not json"), []byte(`[1,2]`), []byte(`null`), []byte(`{"action":`), make([]byte, 70<<10)}
+			cl.conn.WriteMessage(websocket.TextMessage, bad[rnd.IntN(len(bad))])
+		case op < 82:
+			ops["http"]++
+			call(t, s.Addr(), "GET", "/api/room/"+room, "")
+		case op < 88:
+			// The lease vanishes from Redis (a failover that lost it): the
+			// owner finds out at its next renewal and fences the room.
+			ops["lease loss"]++
+			reg.Client().Del(ctx, "roomlb:room:{"+strings.ToLower(room)+"}")
+		case op < 93:
+			// An operator moves the room to the other node.
+			ops["move"]++
+			if o, err := reg.Owner(ctx, room); err == nil {
+				other := sidecars[0].cfg.NodeID
+				if o.Node == other {
+					other = sidecars[1].cfg.NodeID
+				}
+				reg.Transfer(ctx, registry.Lease{Room: strings.ToLower(room), Node: o.Node, Epoch: o.Epoch}, other, time.Second)
+			}
+		case op < 95:
+			ops["drain"]++
+			i := rnd.IntN(len(sidecars))
+			sidecars[i].cancel()
+			<-sidecars[i].done
+			start(i)
+		default:
+			ops["idle"]++
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(time.Duration(rnd.IntN(10)) * time.Millisecond)
+	}
+	t.Logf("ops: %v", ops)
+	time.Sleep(1500 * time.Millisecond) // let fences and unloads land
+	for i, m := range monos {
+		if exited, err := m.Wait(0); exited {
+			t.Fatalf("monolith %d exited (%v): the sidecar crashed it (seed %d)", i, err, seed)
+		}
+	}
+}
