@@ -86,7 +86,7 @@ func typeOf(name []byte) Type {
 	return 0
 }
 
-// B2M types in a direction check.
+// isB2M and isM2B tell whether a type exists in that direction.
 func (t Type) isB2M() bool {
 	return t == TypeInit || (t >= TypeLoad && t <= TypeClientMsg)
 }

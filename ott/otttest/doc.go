@@ -1,0 +1,84 @@
+// Package otttest is a fake OpenTogetherTube monolith for fast tests of
+// whatever speaks the balancer side of shared/ott-protocol.md (the sidecar).
+// It behaves like the real Node monolith as that document describes it,
+// pitfalls included, and like the Node reference in testdata/monolith, and
+// it lets tests look inside (message counters, rooms, room state, a hook).
+//
+// A Monolith listens on two loopback ports: HTTP (HTTPAddr) and the
+// balancer WebSocket link (BalancerAddr, any path). It keeps its state in a
+// real Redis exactly as the real one does (ott-protocol.md §6): room:<name>
+// (state JSON, debounced SET ... EX), auth:<token> (sessions),
+// roommanager:load_epoch (INCR per load), room-sync:<name> (only deleted).
+//
+// # The database
+//
+// The real monolith's SQL Rooms table (permanent rooms) is the Redis hash
+// refdb:rooms, as in the Node reference: field = lowercased room name, value
+// = the room's settings JSON,
+//
+//	{"name":"MovieNight","title":"","description":"","visibility":"public","queueMode":"manual"}
+//
+// POST /api/room/create writes permanent rooms there; a test can HSET a room
+// there to have a "database" room that no monolith has loaded.
+//
+// # Faithful
+//
+//   - Handshake (§1.3): init sent on accept with the HTTP port; everything
+//     before the balancer's init dropped; close 1002 "Balancer did not send
+//     init message" after InitTimeout; a full gossip to the balancer right
+//     after its first init; a later init only replaces the id. Gossip to all
+//     every GossipInterval. No pings. A plain GET gets 426.
+//   - Validation (§2.1, via ott.DecodeB2M): invalid, unknown or non-JSON
+//     messages are logged and dropped.
+//   - Room lookup (§3.1): memory (case-insensitive), Redis room:<name>
+//     (exact case), refdb:rooms (lowercased), else not found. Every load,
+//     whatever caused it (load, join, HTTP), INCRs the epoch and sends loaded
+//     to every initialised balancer. No lock: lookups run in goroutines
+//     (plus LoadDelay), so two overlapping loads of one unloaded room make two
+//     instances; both loaded report the first instance's epoch, gossip lists
+//     both, unload removes the first (§7 item 4).
+//   - join (§3.3): token check (4004), room lookup (4002), canonical name,
+//     the six messages in order; no name or duplicate-id check. leave
+//     (§3.4): any link may leave any client; unknown ids only log; the leaver
+//     is removed before the broadcasts. A closing link makes its clients
+//     leave.
+//   - client_msg (§3.5): req 11 chat, 2 playback, 3 skip, 4 seek, 5 add,
+//     6 remove (other requests and malformed ones are logged and ignored);
+//     status; kickme (reason echoed unvalidated, any JSON value, default
+//     4000); notify usernameChanged; auth ignored; a null payload or a req
+//     without request gets kick 4000; an array is an unknown action. No
+//     permission checks. A client's messages are handled in order, after its
+//     join finished.
+//   - Broadcasts: one room_msg per balancer id with a member in the room,
+//     sent on the first link with that id (§7 item 6). A room emits a sync
+//     of its changed fields 50 ms after a change and after loading.
+//   - State (§6): every change debounces SET room:<name> EX RoomExpire by
+//     StateDebounce (a trailing debounce: each change pushes it back); a room
+//     starts dirty, so its first write comes StateDebounce after its load.
+//   - unload (§3.6): kick 1001 per member, then unloaded Commanded to all;
+//     room:<name> kept, the pending write dropped. unload of a room that is
+//     not loaded "crashes" the fake: every connection and listener closes at
+//     once and it stops working (Crashed reports it).
+//   - Keepalive (§3.7): every KeepaliveInterval; the stamp is refreshed (with
+//     EXPIRE room:<name>) at most every UnloadAfter/2 while the room has
+//     users; a room idle longer than UnloadAfter is unloaded Keepalive (kick
+//     4003, refused while users are present), its pending write flushed and
+//     room:<name>, room-sync:<name> deleted.
+//   - Shutdown (§1.5): every link closed 1001 "Server shutting down" (no
+//     kick, no unloaded); after ShutdownDelay every room unloaded Shutdown
+//     with its state written to Redis.
+//
+// # Simplified (the spec is silent or it does not matter to a balancer)
+//
+//   - Binds 127.0.0.1 only; init.port is the bound HTTP port.
+//   - No direct browser WebSockets on the HTTP port (so no direct clients and
+//     no announcements), no SQL, no users table (a logged-in session's name
+//     is its "username", else "user<id>"), no prevQueue saving, no admin API
+//     (no Admin unloads), no rate limits, no video lookups (add with a url
+//     queues {"service":"direct","id":url}), no automatic advance at the end
+//     of a video.
+//   - Unload kicks do not broadcast leave events to the remaining clients.
+//   - HTTP: GET /api/status, GET /api/auth/grant, POST /api/room/create,
+//     POST /api/room/generate, GET /api/room/list, GET /api/room/<name>;
+//     anything else is 404. Errors are {"success":false,"error":{"name":...}}.
+package otttest
