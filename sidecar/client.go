@@ -52,6 +52,10 @@ type client struct {
 	joined chan struct{}
 	// kicked: the monolith forgot the client already (kick); send no leave.
 	kicked bool // guarded by Sidecar.mu
+	// synced: the monolith has sent the client its first message (the full
+	// sync of its join). Broadcasts reach it only from then on: the ones
+	// before were about a room it had not joined yet on the monolith.
+	synced bool // guarded by Sidecar.mu
 
 	// token is the auth token until the join carries it. Guarded by
 	// Sidecar.mu.

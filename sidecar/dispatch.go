@@ -108,6 +108,7 @@ func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
 				// is loaded even if no loaded came (it was loaded already).
 				s.roomLoaded(c.rm)
 			}
+			c.synced = true
 			c.send(m.Payload)
 		}
 		s.mu.Unlock()
@@ -129,7 +130,9 @@ func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
 		return
 	}
 	for c := range rm.clients {
-		c.sendShared(pm)
+		if c.synced {
+			c.sendShared(pm)
+		}
 	}
 }
 

@@ -14,16 +14,38 @@ import (
 	"github.com/roomlb/roomlb/registry"
 )
 
+// randomMonolith is a monolith under the random test.
+type randomMonolith struct {
+	BalancerAddr string
+	crashed      func() bool
+}
+
 // TestRandomNeverCrashesNode drives joins, leaves, requests, bad frames,
 // lease losses, moves and drains at random against two Node reference
 // monoliths: nothing the sidecars send may crash them (an unload of a room
 // a monolith does not hold kills it, ott-protocol.md §3.6).
 func TestRandomNeverCrashesNode(t *testing.T) {
 	reg, srv := newTestRegistry(t)
-	monos := []*nodemonolith.Process{
-		nodemonolith.Start(t, srv.URL(), "STATE_DEBOUNCE_MS=200"),
-		nodemonolith.Start(t, srv.URL(), "STATE_DEBOUNCE_MS=200"),
+	var monos []randomMonolith
+	for range 2 {
+		p := nodemonolith.Start(t, srv.URL(), "STATE_DEBOUNCE_MS=200")
+		monos = append(monos, randomMonolith{p.BalancerAddr, func() bool { exited, _ := p.Wait(0); return exited }})
 	}
+	testRandom(t, reg, monos)
+}
+
+// TestRandomNeverCrashesFake is the same against the Go fake monolith.
+func TestRandomNeverCrashesFake(t *testing.T) {
+	reg, srv := newTestRegistry(t)
+	var monos []randomMonolith
+	for range 2 {
+		m := startFake(t, srv)
+		monos = append(monos, randomMonolith{m.BalancerAddr(), m.Crashed})
+	}
+	testRandom(t, reg, monos)
+}
+
+func testRandom(t *testing.T, reg *registry.Registry, monos []randomMonolith) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rnd := rand.New(rand.NewPCG(seed, 1))
@@ -117,8 +139,8 @@ func TestRandomNeverCrashesNode(t *testing.T) {
 	t.Logf("ops: %v", ops)
 	time.Sleep(1500 * time.Millisecond) // let fences and unloads land
 	for i, m := range monos {
-		if exited, err := m.Wait(0); exited {
-			t.Fatalf("monolith %d exited (%v): the sidecar crashed it (seed %d)", i, err, seed)
+		if m.crashed() {
+			t.Fatalf("monolith %d crashed: the sidecars sent it something it dies of (seed %d)", i, seed)
 		}
 	}
 }
