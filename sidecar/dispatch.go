@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -45,7 +46,9 @@ func (s *Sidecar) linkDown(l *link, err error) {
 		rooms = append(rooms, rm)
 	}
 	s.mu.Unlock()
-	s.log.Warn("sidecar: monolith link lost: releasing rooms", "rooms", len(rooms), "monolith_shutdown", shutdown)
+	if len(rooms) > 0 || !errors.Is(err, errLinkClosed) {
+		s.log.Warn("sidecar: monolith link lost: releasing rooms", "rooms", len(rooms), "monolith_shutdown", shutdown, "err", err)
+	}
 
 	s.wg.Add(1)
 	go func() {

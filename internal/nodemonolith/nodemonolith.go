@@ -1,11 +1,13 @@
 // Package nodemonolith starts the Node reference monolith of
-// testdata/monolith for end-to-end tests: a real OpenTogetherTube-like
-// process speaking the balancer protocol on loopback.
+// testdata/monolith: a real OpenTogetherTube-like process speaking the
+// balancer protocol on loopback, for end-to-end tests and `roomlb dev`.
 package nodemonolith
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,35 +19,38 @@ import (
 	"time"
 )
 
-// Dir is the reference monolith's folder.
+// Dir is the reference monolith's folder in this checkout.
 func Dir() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..", "testdata", "monolith")
 }
 
-var installOnce sync.Once
-var installErr error
+var (
+	installMu sync.Mutex
+	installed = map[string]bool{}
+)
 
-// Install runs `npm ci` in Dir once per process when node_modules is
-// missing, and fails the test with a clear message when Node is not there.
-func Install(tb testing.TB) {
-	tb.Helper()
+// Install checks that Node is there and runs `npm ci` in dir when its
+// node_modules is missing (once per process).
+func Install(dir string, log io.Writer) error {
 	if _, err := exec.LookPath("node"); err != nil {
-		tb.Fatal("nodemonolith: node is not on PATH: install Node 20 (the reference monolith needs it)")
+		return errors.New("node is not on PATH: install Node 20 (the reference monolith needs it)")
 	}
-	installOnce.Do(func() {
-		if _, err := os.Stat(filepath.Join(Dir(), "node_modules")); err == nil {
-			return
-		}
+	installMu.Lock()
+	defer installMu.Unlock()
+	if installed[dir] {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules")); err != nil {
+		fmt.Fprintf(log, "installing the reference monolith's packages (npm ci in %s)\n", dir)
 		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund", "--loglevel=error")
-		cmd.Dir = Dir()
+		cmd.Dir = dir
 		if out, err := cmd.CombinedOutput(); err != nil {
-			installErr = fmt.Errorf("npm ci in %s: %v\n%s", Dir(), err, out)
+			return fmt.Errorf("npm ci in %s: %v\n%s", dir, err, out)
 		}
-	})
-	if installErr != nil {
-		tb.Fatal(installErr)
 	}
+	installed[dir] = true
+	return nil
 }
 
 // Process is a running reference monolith.
@@ -59,24 +64,43 @@ type Process struct {
 	err  error
 }
 
-// Start starts a monolith with balancing enabled on ephemeral loopback
-// ports against redisURL; env adds or overrides variables (KEY=value). It is
-// killed when the test ends, if still running.
-func Start(tb testing.TB, redisURL string, env ...string) *Process {
-	tb.Helper()
-	Install(tb)
+// Options says how to launch a monolith.
+type Options struct {
+	// Dir is the monolith's folder; "" means Dir().
+	Dir      string
+	RedisURL string
+	// Env adds or overrides variables (KEY=value).
+	Env []string
+	// Log receives the monolith's stderr; nil discards it.
+	Log io.Writer
+}
+
+// Launch starts a monolith with balancing enabled on ephemeral loopback
+// ports and waits until it is ready. The process is killed if this process
+// dies (Linux parent-death signal), so none is left behind.
+func Launch(o Options) (*Process, error) {
+	if o.Dir == "" {
+		o.Dir = Dir()
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	if err := Install(o.Dir, o.Log); err != nil {
+		return nil, err
+	}
 	cmd := exec.Command("node", "server.js")
-	cmd.Dir = Dir()
+	cmd.Dir = o.Dir
 	cmd.Env = append(os.Environ(),
-		"REDIS_URL="+redisURL, "BALANCING_ENABLED=true", "PORT=0", "BALANCING_PORT=0", "LOG_LEVEL=warn")
-	cmd.Env = append(cmd.Env, env...)
-	cmd.Stderr = &logWriter{tb: tb}
+		"REDIS_URL="+o.RedisURL, "BALANCING_ENABLED=true", "PORT=0", "BALANCING_PORT=0", "LOG_LEVEL=warn")
+	cmd.Env = append(cmd.Env, o.Env...)
+	cmd.Stderr = o.Log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		tb.Fatalf("nodemonolith: start: %v", err)
+		return nil, fmt.Errorf("start the reference monolith: %w", err)
 	}
 	p := &Process{cmd: cmd, done: make(chan struct{})}
 	ready := make(chan error, 1)
@@ -102,30 +126,57 @@ func Start(tb testing.TB, redisURL string, env ...string) *Process {
 			}
 		}
 		if !sent {
-			ready <- fmt.Errorf("exited before it was ready")
+			ready <- errors.New("the reference monolith exited before it was ready")
 		}
 	}()
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
 	}()
-	tb.Cleanup(func() {
-		cmd.Process.Kill()
-		<-p.done
-	})
 	select {
 	case err := <-ready:
 		if err != nil {
-			tb.Fatalf("nodemonolith: %v", err)
+			p.Kill()
+			return nil, err
 		}
 	case <-time.After(15 * time.Second):
-		tb.Fatal("nodemonolith: not ready within 15s")
+		p.Kill()
+		return nil, errors.New("the reference monolith was not ready within 15s")
 	}
+	return p, nil
+}
+
+// Start is Launch for tests: the monolith logs to the test log and is
+// killed when the test ends.
+func Start(tb testing.TB, redisURL string, env ...string) *Process {
+	tb.Helper()
+	p, err := Launch(Options{RedisURL: redisURL, Env: env, Log: &logWriter{tb: tb}})
+	if err != nil {
+		tb.Fatalf("nodemonolith: %v", err)
+	}
+	tb.Cleanup(p.Kill)
 	return p
 }
 
 // Signal sends sig to the process.
 func (p *Process) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Kill kills the process and waits for it.
+func (p *Process) Kill() {
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Stop asks the monolith to shut down (SIGTERM: it writes its rooms to
+// Redis) and kills it if it has not exited within limit.
+func (p *Process) Stop(limit time.Duration) error {
+	p.Signal(syscall.SIGTERM)
+	if exited, err := p.Wait(limit); exited {
+		return err
+	}
+	p.Kill()
+	return fmt.Errorf("monolith did not exit within %v of SIGTERM", limit)
+}
 
 // Wait waits up to limit for the process to exit and returns its exit error
 // (nil for exit 0).

@@ -1,6 +1,7 @@
 package nodemonolith
 
 import (
+	"io"
 	"net/http"
 	"os/exec"
 	"syscall"
@@ -13,7 +14,9 @@ import (
 // TestNodeSuite runs the reference monolith's own tests (node --test), so
 // that the README's one test command covers them too.
 func TestNodeSuite(t *testing.T) {
-	Install(t)
+	if err := Install(Dir(), io.Discard); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command("npm", "test", "--silent")
 	cmd.Dir = Dir()
 	out, err := cmd.CombinedOutput()

@@ -6,6 +6,8 @@ const log = require("./log");
 const { randomUsername } = require("./names");
 const { RoomNotFound, RoomNameTaken } = require("./roommanager");
 
+const INDEX_HTML = require("node:fs").readFileSync(require("node:path").join(__dirname, "..", "public", "index.html"));
+
 const SESSION_TTL_S = 14 * 24 * 3600;
 const MAX_BODY = 1 << 20;
 const NAME_RE = /^[a-z0-9_-]+$/i;
@@ -116,6 +118,12 @@ function createApi(ctx) {
 
 		if (path === "/api/status" && m === "GET") {
 			return sendJson(res, 200, { status: "ok" });
+		}
+		if ((path === "/" || path === "/index.html") && m === "GET") {
+			// The real monolith serves its web client; this one serves a small
+			// page to try a room by hand (roomlb dev).
+			res.writeHead(200, { "Content-Type": "text/html; charset=utf-8" });
+			return res.end(INDEX_HTML);
 		}
 		if (path === "/api/auth/grant" && m === "GET") {
 			const token = crypto.randomBytes(512).toString("base64");

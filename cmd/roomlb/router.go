@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/roomlb/roomlb/registry"
+	"github.com/roomlb/roomlb/router"
+)
+
+// listFlag is a comma-separated list flag.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	*l = nil
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+func runRouter(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("router", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		cfg      router.Config
+		redisURL = fs.String("redis-url", "redis://127.0.0.1:6379", "Redis of the registry")
+		prefix   = fs.String("prefix", registry.DefaultPrefix, "prefix of every registry key in Redis")
+		logLevel = fs.String("log-level", "info", "debug, info, warn or error")
+		trusted  listFlag
+		origins  listFlag
+	)
+	fs.StringVar(&cfg.Addr, "listen", router.DefaultAddr, "address clients connect to")
+	fs.StringVar(&cfg.AdminAddr, "admin-listen", router.DefaultAdminAddr, "address of /healthz, /readyz and /metrics (- for none)")
+	fs.StringVar(&cfg.Secret, "secret", "", "shared secret sent to sidecars (required)")
+	fs.StringVar(&cfg.Region, "region", "", "this router's region: placement prefers nodes in it")
+	fs.Var(&trusted, "trusted-proxies", "comma-separated CIDRs of proxies whose X-Forwarded-For/-Proto are kept")
+	fs.Var(&origins, "allowed-origins", "comma-separated Origins allowed to open WebSockets (empty: all)")
+	fs.DurationVar(&cfg.HoldTimeout, "hold-timeout", router.DefaultHoldTimeout, "how long a join is held while its room moves or no node can take it")
+	fs.IntVar(&cfg.MaxWaiting, "max-waiting", router.DefaultMaxWaiting, "requests that may wait for a node at once")
+	fs.DurationVar(&cfg.WSIdleTimeout, "ws-idle-timeout", 0, "close relayed WebSockets idle this long (0: never)")
+	fs.DurationVar(&cfg.ReadTimeout, "read-timeout", router.DefaultReadTimeout, "bound on reading a request's header and body")
+	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", router.DefaultWriteTimeout, "bound on writing a response")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", router.DefaultIdleTimeout, "keep-alive idle timeout")
+	fs.IntVar(&cfg.MaxHeaderBytes, "max-header-bytes", router.DefaultMaxHeaderBytes, "largest request line and headers")
+	fs.IntVar(&cfg.MaxBodyBytes, "max-body-bytes", router.DefaultMaxBodyBytes, "largest request body")
+	fs.IntVar(&cfg.MaxConns, "max-conns", router.DefaultMaxConns, "most concurrent client connections")
+	fs.DurationVar(&cfg.DialTimeout, "dial-timeout", router.DefaultDialTimeout, "bound on connecting to a sidecar")
+	fs.DurationVar(&cfg.UpstreamTimeout, "upstream-timeout", router.DefaultUpstreamTimeout, "bound on a sidecar's answer")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", router.DefaultShutdownTimeout, "bound of a graceful shutdown")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg.TrustedProxies, cfg.AllowedOrigins = trusted, origins
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	opt, err := redis.ParseURL(*redisURL)
+	if err != nil {
+		return fmt.Errorf("--redis-url: %w", err)
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	reg, err := registry.New(rdb, registry.Config{Prefix: *prefix, Logger: log})
+	if err != nil {
+		return err
+	}
+	cfg.Registry = reg
+	cfg.Logger = log
+	r, err := router.New(cfg)
+	if err != nil {
+		return err
+	}
+	log.Info("router: starting", "listen", cfg.Addr, "admin", cfg.AdminAddr)
+	return r.Run(ctx)
+}

@@ -1,0 +1,269 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/roomlb/roomlb/registry"
+)
+
+// Defaults for Config.
+const (
+	DefaultAddr            = ":8080"
+	DefaultAdminAddr       = ":9080"
+	DefaultHoldTimeout     = 5 * time.Second
+	DefaultMaxWaiting      = 1000
+	DefaultReadTimeout     = 10 * time.Second
+	DefaultWriteTimeout    = 60 * time.Second
+	DefaultIdleTimeout     = 60 * time.Second
+	DefaultMaxHeaderBytes  = 16 << 10
+	DefaultMaxBodyBytes    = 1 << 20
+	DefaultMaxConns        = 100_000
+	DefaultDialTimeout     = 2 * time.Second
+	DefaultUpstreamTimeout = 60 * time.Second
+	DefaultNodeRefresh     = time.Second
+	DefaultListCacheTTL    = time.Second
+	DefaultCacheSize       = 1 << 18
+	DefaultStealLease      = 15 * time.Second
+	DefaultShutdownTimeout = 10 * time.Second
+	DefaultRedisTimeout    = time.Second
+)
+
+// Config configures a Router. Registry and Secret are required; every other
+// field has a working zero value.
+type Config struct {
+	// Registry is the room registry the router reads owners and nodes from.
+	Registry *registry.Registry
+	// Secret is sent to sidecars in X-Roomlb-Secret; they refuse requests
+	// without it. Required.
+	Secret string
+
+	// Addr is the client listener used by Run; "" means DefaultAddr.
+	Addr string
+	// AdminAddr is the listener for /healthz, /readyz and /metrics used by
+	// Run; "" means DefaultAdminAddr, "-" means none.
+	AdminAddr string
+	// Region is this router's region: placement prefers nodes in it. ""
+	// means no preference.
+	Region string
+
+	// TrustedProxies are the CIDRs (or single addresses) of proxies in front
+	// of the router whose X-Forwarded-For and X-Forwarded-Proto are kept.
+	// From any other peer those headers are replaced. Empty trusts nobody.
+	TrustedProxies []string
+	// AllowedOrigins lists the Origin values ("https://example.com") allowed
+	// to open WebSockets; others get 403. Empty allows every origin.
+	// Requests without an Origin header (non-browser clients) are allowed.
+	AllowedOrigins []string
+
+	// HoldTimeout bounds how long a request is held while its room moves
+	// between nodes or while no node can take it; 0 means
+	// DefaultHoldTimeout.
+	HoldTimeout time.Duration
+	// MaxWaiting is how many requests may wait for a node at once when none
+	// is available; beyond it they get 503 at once. 0 means
+	// DefaultMaxWaiting; negative means none wait.
+	MaxWaiting int
+	// WSIdleTimeout closes a relayed WebSocket after this long without a
+	// byte in either direction (measured to within a factor of two). 0 means
+	// never.
+	WSIdleTimeout time.Duration
+
+	// ReadTimeout bounds reading a request's header and body, from the
+	// first byte (slow clients); 0 means DefaultReadTimeout.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing a response to a client; 0 means
+	// DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// IdleTimeout closes keep-alive connections idle this long; 0 means
+	// DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's line and headers (larger ones get
+	// 431); 0 means DefaultMaxHeaderBytes.
+	MaxHeaderBytes int
+	// MaxBodyBytes bounds a request body (larger ones get 413); bodies are
+	// read whole so that a request can be retried on another node. 0 means
+	// DefaultMaxBodyBytes.
+	MaxBodyBytes int
+	// MaxConns bounds concurrent client connections, and separately the
+	// relayed WebSockets; 0 means DefaultMaxConns.
+	MaxConns int
+
+	// DialTimeout bounds connecting to a sidecar; 0 means
+	// DefaultDialTimeout.
+	DialTimeout time.Duration
+	// UpstreamTimeout bounds a sidecar's answer, body included, and a
+	// WebSocket handshake with it; 0 means DefaultUpstreamTimeout.
+	UpstreamTimeout time.Duration
+	// RedisTimeout bounds one registry operation on the request path; 0
+	// means DefaultRedisTimeout.
+	RedisTimeout time.Duration
+
+	// NodeRefresh is how often the node list is re-read (node events
+	// trigger a re-read too); 0 means DefaultNodeRefresh.
+	NodeRefresh time.Duration
+	// ListCacheTTL is how long an /api/room/list answer is reused; 0 means
+	// DefaultListCacheTTL.
+	ListCacheTTL time.Duration
+	// CacheSize bounds the owner cache (rooms); 0 means DefaultCacheSize.
+	CacheSize int
+	// StealLease is the lease given to the node that takes a dead node's
+	// room; its sidecar renews it. 0 means DefaultStealLease.
+	StealLease time.Duration
+	// ShutdownTimeout bounds the graceful shutdown Run does when its context
+	// ends; 0 means DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// settings is a checked Config with defaults filled in.
+type settings struct {
+	Config
+	trusted []netip.Prefix
+	origins map[string]bool
+}
+
+func (c Config) check() (*settings, error) {
+	if c.Registry == nil {
+		return nil, errors.New("router: Config.Registry is required")
+	}
+	if c.Secret == "" {
+		return nil, errors.New("router: Config.Secret is required (sidecars refuse requests without it)")
+	}
+	for i := 0; i < len(c.Secret); i++ {
+		if b := c.Secret[i]; b < 0x21 || b > 0x7e {
+			return nil, fmt.Errorf("router: Config.Secret: byte %d is not a visible ASCII character (it travels in a header)", i)
+		}
+	}
+	def := func(p *time.Duration, name string, d time.Duration) error {
+		if *p < 0 {
+			return fmt.Errorf("router: Config.%s is negative (%v)", name, *p)
+		}
+		if *p == 0 {
+			*p = d
+		}
+		return nil
+	}
+	for _, f := range []struct {
+		p    *time.Duration
+		name string
+		d    time.Duration
+	}{
+		{&c.HoldTimeout, "HoldTimeout", DefaultHoldTimeout},
+		{&c.ReadTimeout, "ReadTimeout", DefaultReadTimeout},
+		{&c.WriteTimeout, "WriteTimeout", DefaultWriteTimeout},
+		{&c.IdleTimeout, "IdleTimeout", DefaultIdleTimeout},
+		{&c.DialTimeout, "DialTimeout", DefaultDialTimeout},
+		{&c.UpstreamTimeout, "UpstreamTimeout", DefaultUpstreamTimeout},
+		{&c.RedisTimeout, "RedisTimeout", DefaultRedisTimeout},
+		{&c.NodeRefresh, "NodeRefresh", DefaultNodeRefresh},
+		{&c.ListCacheTTL, "ListCacheTTL", DefaultListCacheTTL},
+		{&c.StealLease, "StealLease", DefaultStealLease},
+		{&c.ShutdownTimeout, "ShutdownTimeout", DefaultShutdownTimeout},
+	} {
+		if err := def(f.p, f.name, f.d); err != nil {
+			return nil, err
+		}
+	}
+	if c.WSIdleTimeout < 0 {
+		return nil, fmt.Errorf("router: Config.WSIdleTimeout is negative (%v)", c.WSIdleTimeout)
+	}
+	for _, f := range []struct {
+		p    *int
+		name string
+		d    int
+		min  int
+	}{
+		{&c.MaxHeaderBytes, "MaxHeaderBytes", DefaultMaxHeaderBytes, 1024},
+		{&c.MaxBodyBytes, "MaxBodyBytes", DefaultMaxBodyBytes, 1},
+		{&c.MaxConns, "MaxConns", DefaultMaxConns, 1},
+		{&c.CacheSize, "CacheSize", DefaultCacheSize, 1},
+	} {
+		if *f.p == 0 {
+			*f.p = f.d
+		}
+		if *f.p < f.min {
+			return nil, fmt.Errorf("router: Config.%s is %d, want at least %d", f.name, *f.p, f.min)
+		}
+	}
+	switch {
+	case c.MaxWaiting == 0:
+		c.MaxWaiting = DefaultMaxWaiting
+	case c.MaxWaiting < 0:
+		c.MaxWaiting = 0
+	}
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
+	if c.AdminAddr == "" {
+		c.AdminAddr = DefaultAdminAddr
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+
+	s := &settings{Config: c}
+	for _, p := range c.TrustedProxies {
+		pfx, err := parsePrefix(p)
+		if err != nil {
+			return nil, fmt.Errorf("router: Config.TrustedProxies: %w", err)
+		}
+		s.trusted = append(s.trusted, pfx)
+	}
+	if len(c.AllowedOrigins) > 0 {
+		s.origins = make(map[string]bool, len(c.AllowedOrigins))
+		for _, o := range c.AllowedOrigins {
+			norm, err := normalizeOrigin(o)
+			if err != nil {
+				return nil, fmt.Errorf("router: Config.AllowedOrigins: %w", err)
+			}
+			s.origins[norm] = true
+		}
+	}
+	return s, nil
+}
+
+// parsePrefix accepts a CIDR or a single address.
+func parsePrefix(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR: %w", s, err)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is neither a CIDR nor an address: %w", s, err)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// normalizeOrigin checks an allowed origin and returns it in the form
+// browsers send: lower-case scheme://host[:port], without a default port.
+func normalizeOrigin(o string) (string, error) {
+	u, err := url.Parse(strings.TrimSpace(o))
+	if err != nil {
+		return "", fmt.Errorf("origin %q: %w", o, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") ||
+		u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return "", fmt.Errorf("origin %q: want scheme://host[:port], as browsers send in Origin", o)
+	}
+	host := strings.ToLower(u.Host)
+	if u.Scheme == "http" {
+		host = strings.TrimSuffix(host, ":80")
+	} else {
+		host = strings.TrimSuffix(host, ":443")
+	}
+	return u.Scheme + "://" + host, nil
+}

@@ -1,0 +1,282 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/roomlb/roomlb/registry"
+)
+
+// node is a live node as this router last read it, with the client that
+// talks to its sidecar.
+type node struct {
+	registry.Node
+	client *fasthttp.HostClient
+}
+
+// full reports whether the node takes no more clients.
+func (n *node) full() bool { return n.Capacity > 0 && n.Clients >= n.Capacity }
+
+// nodeSet is one reading of the live nodes. It is never modified; a refresh
+// replaces it and closes changed.
+type nodeSet struct {
+	list    []*node
+	byID    map[string]*node
+	changed chan struct{}
+}
+
+func emptyNodeSet() *nodeSet {
+	return &nodeSet{byID: map[string]*node{}, changed: make(chan struct{})}
+}
+
+// pickKind says which nodes a pick may return.
+type pickKind uint8
+
+const (
+	// pickRoom: active nodes below capacity, for placing a room.
+	pickRoom pickKind = iota
+	// pickAny: active nodes, or draining ones when no node is active, for
+	// requests about no room.
+	pickAny
+)
+
+// pick chooses a node by the power of two random choices among the
+// eligible ones, preferring region: two are drawn at random and the less
+// loaded wins. Nodes in exclude are skipped. It returns nil when no node is
+// eligible. It does not allocate.
+func (s *nodeSet) pick(kind pickKind, region string, exclude []string) *node {
+	if n := s.pickFrom(kind, region, exclude, false); n != nil || kind != pickAny {
+		return n
+	}
+	return s.pickFrom(kind, region, exclude, true)
+}
+
+func (s *nodeSet) pickFrom(kind pickKind, region string, exclude []string, draining bool) *node {
+	eligible := func(n *node) bool {
+		if n.State != registry.StateActive && !(draining && n.State == registry.StateDraining) {
+			return false
+		}
+		if kind == pickRoom && n.full() {
+			return false
+		}
+		return n.Addr != "" && !slices.Contains(exclude, n.ID)
+	}
+	all, local := 0, 0
+	for _, n := range s.list {
+		if eligible(n) {
+			all++
+			if region != "" && n.Region == region {
+				local++
+			}
+		}
+	}
+	if all == 0 {
+		return nil
+	}
+	inPool := eligible
+	count := all
+	if local > 0 {
+		count = local
+		inPool = func(n *node) bool { return eligible(n) && n.Region == region }
+	}
+	i := rand.IntN(count)
+	j := i
+	if count > 1 {
+		j = rand.IntN(count - 1)
+		if j >= i {
+			j++
+		}
+	}
+	var a, b *node
+	k := 0
+	for _, n := range s.list {
+		if !inPool(n) {
+			continue
+		}
+		if k == i {
+			a = n
+		}
+		if k == j {
+			b = n
+		}
+		k++
+	}
+	if b.Load < a.Load || (b.Load == a.Load && b.Clients < a.Clients) {
+		return b
+	}
+	return a
+}
+
+// nodes keeps the router's view of the live nodes and one HTTP client per
+// sidecar address.
+type nodes struct {
+	r   *Router
+	cur atomic.Pointer[nodeSet]
+
+	mu      sync.Mutex
+	clients map[string]*fasthttp.HostClient // by address
+
+	kick chan struct{} // asks the refresher to refresh now
+}
+
+func newNodes(r *Router) *nodes {
+	n := &nodes{r: r, clients: map[string]*fasthttp.HostClient{}, kick: make(chan struct{}, 1)}
+	n.cur.Store(emptyNodeSet())
+	return n
+}
+
+func (ns *nodes) load() *nodeSet { return ns.cur.Load() }
+
+// refreshSoon asks for a refresh without waiting for it.
+func (ns *nodes) refreshSoon() {
+	select {
+	case ns.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run refreshes every interval and when kicked, until ctx ends.
+func (ns *nodes) run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-ns.kick:
+		}
+		err := ns.refresh(ctx)
+		switch {
+		case err != nil && !failing && ctx.Err() == nil:
+			ns.r.log.Warn("router: reading nodes; keeping the last list", logErr, err)
+			failing = true
+		case err == nil && failing:
+			ns.r.log.Info("router: reading nodes again")
+			failing = false
+		}
+	}
+}
+
+// refresh reads the live nodes and installs them.
+func (ns *nodes) refresh(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, ns.r.cfg.RedisTimeout)
+	defer cancel()
+	list, err := ns.r.reg.Nodes(ctx)
+	if err != nil {
+		return err
+	}
+	set := &nodeSet{
+		list:    make([]*node, 0, len(list)),
+		byID:    make(map[string]*node, len(list)),
+		changed: make(chan struct{}),
+	}
+	live := make(map[string]bool, len(list))
+	for _, rn := range list {
+		n := &node{Node: rn}
+		if rn.Addr != "" {
+			n.client = ns.client(rn.Addr)
+			live[rn.Addr] = true
+		}
+		set.list = append(set.list, n)
+		set.byID[rn.ID] = n
+	}
+	ns.mu.Lock()
+	for addr, c := range ns.clients {
+		if !live[addr] {
+			c.CloseIdleConnections()
+			delete(ns.clients, addr)
+		}
+	}
+	ns.mu.Unlock()
+	old := ns.cur.Swap(set)
+	close(old.changed)
+	ns.r.metrics.nodes.Set(float64(len(set.list)))
+	return nil
+}
+
+// lookup finds node id: in the current set, else in Redis (a node that came
+// up since the last refresh). It returns registry.ErrNodeGone for a node
+// without heartbeat.
+func (ns *nodes) lookup(ctx context.Context, id string) (*node, error) {
+	if n, ok := ns.load().byID[id]; ok {
+		return n, nil
+	}
+	rn, err := ns.r.reg.Node(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	ns.refreshSoon()
+	n := &node{Node: rn}
+	if rn.Addr != "" {
+		n.client = ns.client(rn.Addr)
+	}
+	return n, nil
+}
+
+// client returns the HTTP client of the sidecar at addr.
+func (ns *nodes) client(addr string) *fasthttp.HostClient {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	if c, ok := ns.clients[addr]; ok {
+		return c
+	}
+	cfg := ns.r.cfg
+	dialer := &net.Dialer{Timeout: cfg.DialTimeout}
+	c := &fasthttp.HostClient{
+		Addr: addr,
+		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
+			c, err := dialer.Dial("tcp", addr)
+			if err != nil {
+				return nil, &dialError{err: err}
+			}
+			return c, nil
+		},
+		NoDefaultUserAgentHeader: true,
+		DisablePathNormalizing:   true,
+		StreamResponseBody:       true,
+		ReadTimeout:              cfg.UpstreamTimeout,
+		WriteTimeout:             cfg.UpstreamTimeout,
+		MaxIdleConnDuration:      30 * time.Second,
+		MaxConns:                 cfg.MaxConns,
+		// One more try, for idempotent requests, only when a pooled
+		// keep-alive connection turned out closed; never after a timeout.
+		MaxIdemponentCallAttempts: 2,
+		RetryIfErr: func(req *fasthttp.Request, _ int, err error) (bool, bool) {
+			idempotent := req.Header.IsGet() || req.Header.IsHead() || req.Header.IsPut()
+			closed := errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed) ||
+				errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+			return false, idempotent && closed
+		},
+		ReadBufferSize:  cfg.MaxHeaderBytes,
+		WriteBufferSize: cfg.MaxHeaderBytes,
+	}
+	ns.clients[addr] = c
+	return c
+}
+
+func (ns *nodes) closeIdle() {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	for _, c := range ns.clients {
+		c.CloseIdleConnections()
+	}
+}
+
+// dialError marks a failure to connect to a sidecar, as opposed to a failure
+// after the request was (maybe) sent.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return "connect to sidecar: " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }

@@ -1,0 +1,109 @@
+package router
+
+import (
+	"bytes"
+
+	"github.com/roomlb/roomlb/registry"
+)
+
+// route is what a request path asks for.
+type route uint8
+
+const (
+	routeOther   route = iota // anything else: any live active node
+	routeRoom                 // /api/room/<name>[/...]: the room's owner
+	routePlace                // /api/room/generate, /api/room/create: a placed node
+	routeList                 // /api/room/list: answered from the registry
+	routeStatus               // /api/status: answered by the router
+	routeBadRoom              // /api/room/<not a room name>: 400
+	numRoutes
+)
+
+var routeNames = [numRoutes]string{"other", "room", "place", "list", "status", "bad_room"}
+
+func (r route) String() string { return routeNames[r] }
+
+const (
+	roomPrefix = "/api/room/"
+	statusPath = "/api/status"
+)
+
+// roomKey is a room name in key form (lower case), held without allocating.
+type roomKey struct {
+	n   uint8
+	buf [registry.MaxRoomLen]byte
+}
+
+func (k *roomKey) bytes() []byte { return k.buf[:k.n] }
+
+// set validates name by registry.RoomKey's rule (1 to MaxRoomLen bytes of
+// ASCII letters, digits, '_' and '-') and stores its lower-case form. It
+// reports whether name is valid. FuzzParsePath checks that it agrees with
+// registry.RoomKey on every input; it exists because RoomKey takes and
+// returns a string, which would cost an allocation per request.
+func (k *roomKey) set(name []byte) bool {
+	if len(name) == 0 || len(name) > registry.MaxRoomLen {
+		return false
+	}
+	for i, c := range name {
+		switch {
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '_', c == '-':
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		default:
+			return false
+		}
+		k.buf[i] = c
+	}
+	k.n = uint8(len(name))
+	return true
+}
+
+// parsePath classifies a request path as sent by the client (not
+// percent-decoded, not normalized: the sidecar sees the same bytes). The
+// prefixes match ASCII case-insensitively, as the monolith's own routes do;
+// the special room segments list, generate and create match exactly, as
+// OpenTogetherTube reserves them (so "List" is an ordinary room). For
+// routeRoom it fills key. It does not allocate.
+func parsePath(path []byte, key *roomKey) route {
+	if hasPrefixFold(path, roomPrefix) {
+		seg := path[len(roomPrefix):]
+		if i := bytes.IndexByte(seg, '/'); i >= 0 {
+			seg = seg[:i]
+		}
+		switch string(seg) {
+		case "list":
+			return routeList
+		case "generate", "create":
+			return routePlace
+		}
+		if !key.set(seg) {
+			return routeBadRoom
+		}
+		return routeRoom
+	}
+	if len(path) == len(statusPath) || (len(path) == len(statusPath)+1 && path[len(statusPath)] == '/') {
+		if hasPrefixFold(path, statusPath) {
+			return routeStatus
+		}
+	}
+	return routeOther
+}
+
+// hasPrefixFold reports whether b starts with prefix, ignoring ASCII case;
+// prefix must be lower case.
+func hasPrefixFold(b []byte, prefix string) bool {
+	if len(b) < len(prefix) {
+		return false
+	}
+	for i := 0; i < len(prefix); i++ {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != prefix[i] {
+			return false
+		}
+	}
+	return true
+}

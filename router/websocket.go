@@ -1,0 +1,178 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"net"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// upgrade is a sidecar's accepted WebSocket handshake waiting for the
+// client's connection to be hijacked.
+type upgrade struct {
+	conn net.Conn      // to the sidecar
+	br   *bufio.Reader // holds what the sidecar sent right after its 101
+	head []byte        // the 101 for the client
+	// timer closes conn if the hijack never happens (the client's
+	// connection failed before fasthttp handed it over).
+	timer *time.Timer
+}
+
+// isUpgrade reports whether the client asks for a WebSocket.
+func isUpgrade(h *fasthttp.RequestHeader) bool {
+	found := false
+	connectionTokens(h.Peek("Upgrade"), func(tok []byte) {
+		if equalFold(tok, "websocket") {
+			found = true
+		}
+	})
+	return found
+}
+
+// checkUpgrade validates a WebSocket handshake (RFC 6455 section 4.2.1) and
+// its Origin; on failure the answer is in ctx.
+func (c *call) checkUpgrade() (outcome, bool) {
+	ctx := c.ctx
+	h := &ctx.Request.Header
+	if !h.IsGet() || !h.ConnectionUpgrade() {
+		return c.fail(fasthttp.StatusBadRequest, "a WebSocket handshake is a GET with Connection: Upgrade"), false
+	}
+	if v := h.Peek("Sec-WebSocket-Version"); string(v) != "13" {
+		o := c.fail(fasthttp.StatusUpgradeRequired, "unsupported WebSocket version; want 13")
+		ctx.Response.Header.Set("Sec-WebSocket-Version", "13")
+		return o, false
+	}
+	var key [18]byte
+	if v := h.Peek("Sec-WebSocket-Key"); len(v) != 24 {
+		return c.fail(fasthttp.StatusBadRequest, "bad Sec-WebSocket-Key"), false
+	} else if n, err := base64.StdEncoding.Decode(key[:], v); err != nil || n != 16 {
+		return c.fail(fasthttp.StatusBadRequest, "bad Sec-WebSocket-Key"), false
+	}
+	if !c.r.originAllowed(h.Peek("Origin")) {
+		return c.fail(fasthttp.StatusForbidden, "origin not allowed"), false
+	}
+	return 0, true
+}
+
+// originAllowed checks an Origin header against Config.AllowedOrigins.
+func (r *Router) originAllowed(origin []byte) bool {
+	if r.cfg.origins == nil || len(origin) == 0 {
+		return true
+	}
+	var buf [256]byte
+	if len(origin) > len(buf) {
+		return false
+	}
+	for i, ch := range origin {
+		if 'A' <= ch && ch <= 'Z' {
+			ch += 'a' - 'A'
+		}
+		buf[i] = ch
+	}
+	return r.cfg.origins[string(buf[:len(origin)])]
+}
+
+// tryWS opens the WebSocket handshake with t's sidecar: a 101 leaves the
+// connection in c.up; a refusal of the contract is judged; any other answer
+// is relayed to the client.
+func (c *call) tryWS(t target) (verdict, hint) {
+	conn, err := c.r.dialer.Dial("tcp", t.node.Addr)
+	if err != nil {
+		return unreachable, hint{}
+	}
+	conn.SetDeadline(time.Now().Add(c.r.cfg.UpstreamTimeout))
+	c.s.head = c.appendHandshake(c.s.head[:0], t)
+	if _, err := conn.Write(c.s.head); err != nil {
+		conn.Close()
+		return upstreamError(err), hint{}
+	}
+	br := bufio.NewReaderSize(conn, 4096)
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+	if err := readResponse(br, resp); err != nil {
+		conn.Close()
+		return upstreamError(err), hint{}
+	}
+	if resp.StatusCode() == fasthttp.StatusSwitchingProtocols {
+		conn.SetDeadline(time.Time{})
+		c.up = &upgrade{conn: conn, br: br, head: appendSwitching(nil, &resp.Header)}
+		return served, hint{}
+	}
+	conn.Close()
+	if v, h := c.judge(resp.StatusCode(), &resp.Header); v != served {
+		return v, h
+	}
+	dst := &c.ctx.Response
+	resp.Header.CopyTo(&dst.Header)
+	dst.Header.SetNoDefaultContentType(true)
+	stripResponse(&dst.Header, &c.s)
+	dst.SetBody(resp.Body())
+	return served, hint{}
+}
+
+// appendHandshake appends the handshake request for t's sidecar: the
+// client's request line and end-to-end headers, the forwarding headers and
+// the contract's.
+func (c *call) appendHandshake(b []byte, t target) []byte {
+	h := &c.ctx.Request.Header
+	uri := c.ctx.URI()
+	b = append(b, "GET "...)
+	b = append(b, uri.PathOriginal()...)
+	if q := uri.QueryString(); len(q) > 0 {
+		b = append(b, '?')
+		b = append(b, q...)
+	}
+	b = append(b, " HTTP/1.1\r\n"...)
+	c.s.buf = append(c.s.buf[:0], h.Peek("Connection")...)
+	conn := c.s.buf
+	for k, v := range h.All() {
+		if dropHeader(k) || namedIn(conn, k) || equalFold(k, "x-forwarded-for") ||
+			equalFold(k, "x-forwarded-proto") || equalFold(k, "content-length") {
+			continue
+		}
+		b = append(b, k...)
+		b = append(b, ": "...)
+		b = append(b, v...)
+		b = append(b, "\r\n"...)
+	}
+	if len(c.xff) > 0 {
+		b = append(b, headerXFF+": "...)
+		b = append(b, c.xff...)
+		b = append(b, "\r\n"...)
+	}
+	b = append(b, headerXFP+": "...)
+	b = append(b, c.xfp...)
+	b = append(b, "\r\n"...)
+	b = c.r.appendRouterHeaders(b, t)
+	return append(b, "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"...)
+}
+
+// appendSwitching appends the 101 for the client: the sidecar's headers
+// without hop-by-hop and internal ones.
+func appendSwitching(b []byte, h *fasthttp.ResponseHeader) []byte {
+	b = append(b, "HTTP/1.1 101 Switching Protocols\r\n"...)
+	conn := bytes.Clone(h.Peek("Connection"))
+	for k, v := range h.All() {
+		if dropHeader(k) || namedIn(conn, k) || equalFold(k, "content-length") || equalFold(k, "content-type") {
+			continue
+		}
+		b = append(b, k...)
+		b = append(b, ": "...)
+		b = append(b, v...)
+		b = append(b, "\r\n"...)
+	}
+	return append(b, "Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n"...)
+}
+
+// hijack hands the client's connection to a relay once fasthttp lets go of
+// it.
+func (c *call) hijack() {
+	up := c.up
+	r := c.r
+	up.timer = time.AfterFunc(r.cfg.UpstreamTimeout, func() { up.conn.Close() })
+	c.ctx.HijackSetNoResponse(true)
+	c.ctx.Hijack(func(client net.Conn) { r.relay(client, up) })
+}
