@@ -7,6 +7,8 @@ import (
 	"strconv"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/roomlb/roomlb/ott"
 )
 
 // The headers of the router-sidecar contract.
@@ -42,7 +44,7 @@ var hopByHop = [...]string{"connection", "keep-alive", "te", "trailer", "transfe
 // dropHeader reports whether a client's or a sidecar's header must not be
 // passed on: hop-by-hop (Proxy-* included) or internal.
 func dropHeader(key []byte) bool {
-	if hasPrefixFold(key, internalPrefix) || hasPrefixFold(key, "proxy-") {
+	if ott.HasPrefixFold(key, internalPrefix) || ott.HasPrefixFold(key, "proxy-") {
 		return true
 	}
 	for _, h := range hopByHop {
@@ -56,7 +58,7 @@ func dropHeader(key []byte) bool {
 // equalFold reports whether b equals s ignoring ASCII case; s must be lower
 // case.
 func equalFold(b []byte, s string) bool {
-	return len(b) == len(s) && hasPrefixFold(b, s)
+	return len(b) == len(s) && ott.HasPrefixFold(b, s)
 }
 
 // namedIn reports whether key is one of the tokens of a Connection value.

@@ -1,8 +1,7 @@
 package router
 
 import (
-	"bytes"
-
+	"github.com/roomlb/roomlb/ott"
 	"github.com/roomlb/roomlb/registry"
 )
 
@@ -23,10 +22,7 @@ var routeNames = [numRoutes]string{"other", "room", "place", "list", "status", "
 
 func (r route) String() string { return routeNames[r] }
 
-const (
-	roomPrefix = "/api/room/"
-	statusPath = "/api/status"
-)
+const statusPath = "/api/status"
 
 // roomKey is a room name in key form (lower case), held without allocating.
 type roomKey struct {
@@ -66,11 +62,7 @@ func (k *roomKey) set(name []byte) bool {
 // OpenTogetherTube reserves them (so "List" is an ordinary room). For
 // routeRoom it fills key. It does not allocate.
 func parsePath(path []byte, key *roomKey) route {
-	if hasPrefixFold(path, roomPrefix) {
-		seg := path[len(roomPrefix):]
-		if i := bytes.IndexByte(seg, '/'); i >= 0 {
-			seg = seg[:i]
-		}
+	if seg, ok := ott.RoomSegment(path); ok {
 		switch string(seg) {
 		case "list":
 			return routeList
@@ -83,27 +75,9 @@ func parsePath(path []byte, key *roomKey) route {
 		return routeRoom
 	}
 	if len(path) == len(statusPath) || (len(path) == len(statusPath)+1 && path[len(statusPath)] == '/') {
-		if hasPrefixFold(path, statusPath) {
+		if ott.HasPrefixFold(path, statusPath) {
 			return routeStatus
 		}
 	}
 	return routeOther
-}
-
-// hasPrefixFold reports whether b starts with prefix, ignoring ASCII case;
-// prefix must be lower case.
-func hasPrefixFold(b []byte, prefix string) bool {
-	if len(b) < len(prefix) {
-		return false
-	}
-	for i := 0; i < len(prefix); i++ {
-		c := b[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != prefix[i] {
-			return false
-		}
-	}
-	return true
 }

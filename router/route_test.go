@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/roomlb/roomlb/ott"
 	"github.com/roomlb/roomlb/registry"
 )
 
@@ -85,16 +86,16 @@ func FuzzParsePath(f *testing.F) {
 	f.Fuzz(func(t *testing.T, path []byte) {
 		var k roomKey
 		got := parsePath(path, &k)
-		if !hasPrefixFold(path, roomPrefix) {
+		if !ott.HasPrefixFold(path, ott.RoomPrefix) {
 			if got != routeOther && got != routeStatus {
-				t.Fatalf("parsePath(%q) = %v for a path outside %s", path, got, roomPrefix)
+				t.Fatalf("parsePath(%q) = %v for a path outside %s", path, got, ott.RoomPrefix)
 			}
 			if got == routeStatus && !strings.EqualFold(strings.TrimSuffix(string(path), "/"), statusPath) {
 				t.Fatalf("parsePath(%q) = status", path)
 			}
 			return
 		}
-		seg, _, _ := bytes.Cut(path[len(roomPrefix):], []byte("/"))
+		seg, _, _ := bytes.Cut(path[len(ott.RoomPrefix):], []byte("/"))
 		switch string(seg) {
 		case "list":
 			if got != routeList {

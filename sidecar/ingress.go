@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -15,6 +14,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
+	"github.com/roomlb/roomlb/ott"
 	"github.com/roomlb/roomlb/registry"
 )
 
@@ -111,7 +111,7 @@ func (s *Sidecar) serveIngress(ctx *fasthttp.RequestCtx, up *websocket.FastHTTPU
 		ctx.SetBodyString("draining\n")
 		return
 	}
-	name, isRoom := RoomFromPath(ctx.Path())
+	name, isRoom := roomFromPath(ctx.Path())
 	switch {
 	case isRoom && name == "generate" && ctx.IsPost():
 		s.serveGenerate(ctx)
@@ -124,22 +124,11 @@ func (s *Sidecar) serveIngress(ctx *fasthttp.RequestCtx, up *websocket.FastHTTPU
 	}
 }
 
-// RoomFromPath returns the room of a client path: /api/room/<name>,
-// /api/room/<name>/ or /api/room/<name>/<anything> (ott-protocol.md §4.1).
-// The name is not validated.
-func RoomFromPath(path []byte) (string, bool) {
-	const prefix = "/api/room/"
-	if !bytes.HasPrefix(path, []byte(prefix)) {
-		return "", false
-	}
-	rest := path[len(prefix):]
-	if i := bytes.IndexByte(rest, '/'); i >= 0 {
-		rest = rest[:i]
-	}
-	if len(rest) == 0 {
-		return "", false
-	}
-	return string(rest), true
+// roomFromPath returns the room segment of a client path, as the router
+// reads it (ott.RoomSegment).
+func roomFromPath(path []byte) (string, bool) {
+	seg, ok := ott.RoomSegment(path)
+	return string(seg), ok
 }
 
 // serveRoom admits a request for one room and serves it: a WebSocket
