@@ -417,6 +417,7 @@ func (c *call) tryHTTP(t target) (verdict, hint) {
 	resp.Header.CopyTo(&dst.Header)
 	dst.Header.SetNoDefaultContentType(true)
 	stripResponse(&dst.Header, &c.s)
+	dst.Header.Set(HeaderNode, t.node.ID)
 	if resp.BodyStream() != nil && !c.ctx.IsHead() {
 		dst.SetBodyStream(&upstreamBody{resp: resp}, resp.Header.ContentLength())
 		return served, hint{}

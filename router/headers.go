@@ -27,13 +27,16 @@ const (
 	HeaderMoving = "X-Roomlb-Moving"
 	// HeaderDraining on a sidecar's 503: the node takes no placements.
 	HeaderDraining = "X-Roomlb-Draining"
+	// HeaderNode names, on responses to clients, the node that served the
+	// request (the router sets it; it is informational).
+	HeaderNode = "X-Roomlb-Node"
 
 	headerXFF = "X-Forwarded-For"
 	headerXFP = "X-Forwarded-Proto"
 )
 
 // internalPrefix starts every header of the contract: clients may not send
-// them and never see them.
+// them and see none of the sidecars' (only the router's own HeaderNode).
 const internalPrefix = "x-roomlb-"
 
 // hopByHop are the headers that describe one connection, not the message

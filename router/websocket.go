@@ -98,7 +98,7 @@ func (c *call) tryWS(t target) (verdict, hint) {
 	}
 	if resp.StatusCode() == fasthttp.StatusSwitchingProtocols {
 		conn.SetDeadline(time.Time{})
-		c.up = &upgrade{conn: conn, br: br, head: appendSwitching(nil, &resp.Header)}
+		c.up = &upgrade{conn: conn, br: br, head: appendSwitching(nil, &resp.Header, t.node.ID)}
 		return served, hint{}
 	}
 	conn.Close()
@@ -151,8 +151,8 @@ func (c *call) appendHandshake(b []byte, t target) []byte {
 }
 
 // appendSwitching appends the 101 for the client: the sidecar's headers
-// without hop-by-hop and internal ones.
-func appendSwitching(b []byte, h *fasthttp.ResponseHeader) []byte {
+// without hop-by-hop and internal ones, and the node that serves it.
+func appendSwitching(b []byte, h *fasthttp.ResponseHeader, node string) []byte {
 	b = append(b, "HTTP/1.1 101 Switching Protocols\r\n"...)
 	conn := bytes.Clone(h.Peek("Connection"))
 	for k, v := range h.All() {
@@ -164,7 +164,9 @@ func appendSwitching(b []byte, h *fasthttp.ResponseHeader) []byte {
 		b = append(b, v...)
 		b = append(b, "\r\n"...)
 	}
-	return append(b, "Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n"...)
+	b = append(b, HeaderNode+": "...)
+	b = append(b, node...)
+	return append(b, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"...)
 }
 
 // hijack hands the client's connection to a relay once fasthttp lets go of

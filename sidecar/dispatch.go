@@ -35,6 +35,10 @@ func (s *Sidecar) linkDown(l *link, err error) {
 	}
 	s.link = nil
 	s.metrics.link.Set(0)
+	if s.isKilled() {
+		s.mu.Unlock()
+		return // a crash releases nothing
+	}
 	for _, c := range s.clients {
 		c.close(closeServiceRestart, "monolith link lost")
 	}

@@ -40,6 +40,9 @@ type Sidecar struct {
 	// drained is closed when a drain has finished.
 	drained   chan struct{}
 	drainOnce sync.Once
+	// killed is closed by Kill: stop at once, as if the process died.
+	killed   chan struct{}
+	killOnce sync.Once
 	// redisOK is the outcome of the last heartbeat.
 	redisOK atomic.Bool
 
@@ -73,6 +76,7 @@ func New(cfg Config) (*Sidecar, error) {
 		rooms:   make(map[string]*room),
 		clients: make(map[string]*client),
 		drained: make(chan struct{}),
+		killed:  make(chan struct{}),
 	}
 	s.server = s.newServer()
 	return s, nil
@@ -114,6 +118,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		err = s.Drain(dctx)
 		cancel()
 	case <-s.drained:
+	case <-s.killed:
 	case err = <-serveErr:
 		err = fmt.Errorf("sidecar: serve: %w", err)
 	}
@@ -121,6 +126,22 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	s.shutdown()
 	s.wg.Wait()
 	return err
+}
+
+// Kill stops the sidecar at once, as a crash would (for fault tests): no
+// drain, no release, no deregistration; its leases and heartbeat run out in
+// Redis. Run returns nil.
+func (s *Sidecar) Kill() {
+	s.killOnce.Do(func() { close(s.killed) })
+}
+
+func (s *Sidecar) isKilled() bool {
+	select {
+	case <-s.killed:
+		return true
+	default:
+		return false
+	}
 }
 
 // shutdown stops the ingress, closes every client and the link.

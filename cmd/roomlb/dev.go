@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,17 +12,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/roomlb/roomlb/internal/cluster"
 	"github.com/roomlb/roomlb/internal/nodemonolith"
-	"github.com/roomlb/roomlb/registry"
-	"github.com/roomlb/roomlb/router"
-	"github.com/roomlb/roomlb/sidecar"
 )
 
 // runDev starts a whole cluster on loopback: Redis, reference monoliths,
@@ -69,10 +64,7 @@ type devCluster struct {
 	redisCmd  *exec.Cmd
 	embedded  *miniredis.Miniredis
 	stopClock chan struct{}
-	rdb       *redis.Client
-	monoliths []*nodemonolith.Process
-	cancel    []context.CancelFunc // sidecars then routers
-	wg        sync.WaitGroup
+	cluster   *cluster.Cluster
 	tmp       string
 }
 
@@ -88,88 +80,25 @@ func (d *devCluster) start(ctx context.Context, redisURL, monoDir string, nodes,
 	} else {
 		fmt.Fprintf(d.stdout, "redis: %s (given)\n", redisURL)
 	}
-	opt, err := redis.ParseURL(redisURL)
-	if err != nil {
-		return fmt.Errorf("redis url: %w", err)
-	}
-	d.rdb = redis.NewClient(opt)
-	reg, err := registry.New(d.rdb, registry.Config{Logger: d.log})
+	d.cluster, err = cluster.Start(ctx, cluster.Options{
+		RedisURL:    redisURL,
+		Nodes:       nodes,
+		Routers:     routers,
+		MonolithDir: monoDir,
+		Log:         d.log,
+		MonolithLog: d.stderr,
+	})
 	if err != nil {
 		return err
 	}
-	secret := randomHex(16)
-
-	var lines []string
-	for i := range nodes {
-		p, err := nodemonolith.Launch(nodemonolith.Options{Dir: monoDir, RedisURL: redisURL, Log: d.stderr})
-		if err != nil {
-			return err
-		}
-		d.monoliths = append(d.monoliths, p)
-		id := fmt.Sprintf("dev-node-%d", i+1)
-		s, err := sidecar.New(sidecar.Config{
-			NodeID:   id,
-			Listen:   "127.0.0.1:0",
-			Monolith: "ws://" + p.BalancerAddr + "/",
-			Secret:   secret,
-			Registry: reg,
-			Logger:   d.log.With("node", id),
-		})
-		if err != nil {
-			return err
-		}
-		d.run(func(ctx context.Context) error { return s.Run(ctx) })
-		lines = append(lines,
-			fmt.Sprintf("sidecar: http://%s (node %s)", s.Addr(), id),
-			fmt.Sprintf("monolith: http://%s (balancer ws://%s, node %s)", p.HTTPAddr, p.BalancerAddr, id))
+	for _, r := range d.cluster.Routers {
+		fmt.Fprintf(d.stdout, "router: http://%s (admin http://%s)\n", r.Addr, r.AdminAddr)
 	}
-	var routerLines []string
-	for i := range routers {
-		r, err := router.New(router.Config{Registry: reg, Secret: secret, Logger: d.log.With("router", i+1)})
-		if err != nil {
-			return err
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		admin, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			ln.Close()
-			return err
-		}
-		d.run(func(ctx context.Context) error { return r.Serve(ctx, ln, admin) })
-		routerLines = append(routerLines, fmt.Sprintf("router: http://%s (admin http://%s)", ln.Addr(), admin.Addr()))
-	}
-	// Wait until every node is registered, so the first request finds one.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		live, err := reg.Nodes(ctx)
-		if err == nil && len(live) == nodes {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("dev: %d of %d nodes registered after 10s (%v)", len(live), nodes, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	for _, l := range append(routerLines, lines...) {
-		fmt.Fprintln(d.stdout, l)
+	for _, n := range d.cluster.Nodes {
+		fmt.Fprintf(d.stdout, "sidecar: http://%s (node %s)\n", n.SidecarAddr, n.ID)
+		fmt.Fprintf(d.stdout, "monolith: http://%s (balancer ws://%s, node %s)\n", n.HTTPAddr, n.BalancerAddr, n.ID)
 	}
 	return nil
-}
-
-// run runs f until stop cancels it.
-func (d *devCluster) run(f func(context.Context) error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	d.cancel = append(d.cancel, cancel)
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		if err := f(ctx); err != nil {
-			d.log.Error("dev: component stopped", "err", err)
-		}
-	}()
 }
 
 // startRedis starts redis-server from PATH, or an embedded Redis when
@@ -235,23 +164,8 @@ func embeddedClock(m *miniredis.Miniredis, stop chan struct{}) {
 
 // stop drains the sidecars, stops the routers, the monoliths and Redis.
 func (d *devCluster) stop() {
-	for _, cancel := range d.cancel {
-		cancel()
-	}
-	d.wg.Wait()
-	var stopped sync.WaitGroup
-	for _, p := range d.monoliths {
-		stopped.Add(1)
-		go func() {
-			defer stopped.Done()
-			if err := p.Stop(5 * time.Second); err != nil {
-				d.log.Warn("dev: monolith", "err", err)
-			}
-		}()
-	}
-	stopped.Wait()
-	if d.rdb != nil {
-		d.rdb.Close()
+	if d.cluster != nil {
+		d.cluster.Stop()
 	}
 	if d.redisCmd != nil {
 		d.redisCmd.Process.Signal(syscall.SIGTERM)
@@ -273,10 +187,4 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }
