@@ -1,0 +1,163 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/roomlb/roomlb/internal/cluster"
+	"github.com/roomlb/roomlb/internal/redistest"
+	"github.com/roomlb/roomlb/ott/otttest"
+	"github.com/roomlb/roomlb/sidecar"
+)
+
+// start runs a cluster of fake monoliths with fast timers for tests.
+func start(t testing.TB, nodes, routers int, change func(*cluster.Options)) (*cluster.Cluster, *redistest.Server) {
+	t.Helper()
+	srv := redistest.New(t)
+	o := cluster.Options{
+		RedisURL: srv.URL(),
+		Nodes:    nodes,
+		Routers:  routers,
+		Monolith: cluster.FakeMonolith,
+		FakeConfig: func(c *otttest.Config) {
+			c.StateDebounce = 200 * time.Millisecond
+		},
+		Sidecar: func(i int, c *sidecar.Config) {
+			c.LeaseTTL = 3 * time.Second
+			c.HeartbeatTTL = 600 * time.Millisecond
+			c.StateDebounce = 200 * time.Millisecond
+		},
+		Log: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	if change != nil {
+		change(&o)
+	}
+	c, err := cluster.Start(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	return c, srv
+}
+
+// do sends an HTTP request to a router as a browser would.
+func do(t testing.TB, addr, method, path, body string, hdr ...string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res, string(b)
+}
+
+func grant(t testing.TB, addr string) string {
+	t.Helper()
+	res, body := do(t, addr, "GET", "/api/auth/grant", "")
+	var g struct{ Token string }
+	if res.StatusCode != 200 || json.Unmarshal([]byte(body), &g) != nil || g.Token == "" {
+		t.Fatalf("grant: %d %s", res.StatusCode, body)
+	}
+	return g.Token
+}
+
+// client is a browser-like WebSocket client of one room.
+type client struct {
+	t      testing.TB
+	conn   *websocket.Conn
+	node   string // X-Roomlb-Node of the handshake
+	msgs   chan map[string]any
+	closed chan int
+}
+
+// join connects to room through a router and authenticates.
+func join(t testing.TB, addr, room, token string, hdr ...string) (*client, error) {
+	h := http.Header{}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		h.Set(hdr[i], hdr[i+1])
+	}
+	conn, res, err := websocket.DefaultDialer.Dial("ws://"+addr+"/api/room/"+room, h)
+	if err != nil {
+		if res != nil {
+			return nil, fmt.Errorf("%w (HTTP %d)", err, res.StatusCode)
+		}
+		return nil, err
+	}
+	c := &client{t: t, conn: conn, node: res.Header.Get("X-Roomlb-Node"), msgs: make(chan map[string]any, 1024), closed: make(chan int, 1)}
+	t.Cleanup(func() { conn.Close() })
+	go func() {
+		for {
+			_, data, err := conn.ReadMessage()
+			if err != nil {
+				code := 1006
+				if ce, ok := err.(*websocket.CloseError); ok {
+					code = ce.Code
+				}
+				c.closed <- code
+				close(c.msgs)
+				return
+			}
+			var m map[string]any
+			json.Unmarshal(data, &m)
+			c.msgs <- m
+		}
+	}()
+	b, _ := json.Marshal(map[string]any{"action": "auth", "token": token})
+	return c, conn.WriteMessage(websocket.TextMessage, b)
+}
+
+func (c *client) send(v any) error {
+	b, _ := json.Marshal(v)
+	return c.conn.WriteMessage(websocket.TextMessage, b)
+}
+
+func (c *client) chat(text string) error {
+	return c.send(map[string]any{"action": "req", "request": map[string]any{"type": 11, "text": text}})
+}
+
+// next returns the next message whose action is want.
+func (c *client) next(want string, limit time.Duration) (map[string]any, error) {
+	deadline := time.After(limit)
+	for {
+		select {
+		case m, ok := <-c.msgs:
+			if !ok {
+				return nil, fmt.Errorf("closed (%d) while waiting for %q", <-c.closed, want)
+			}
+			if m["action"] == want {
+				return m, nil
+			}
+		case <-deadline:
+			return nil, fmt.Errorf("no %q within %v", want, limit)
+		}
+	}
+}
+
+func (c *client) mustNext(want string) map[string]any {
+	c.t.Helper()
+	m, err := c.next(want, 5*time.Second)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return m
+}
