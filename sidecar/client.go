@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -61,6 +62,11 @@ type client struct {
 	// Sidecar.mu.
 	token string
 
+	// closed is set when a close frame is queued (read without the locks).
+	closed atomic.Bool
+	// done is closed with closed, to wake a client waiting for its join.
+	done chan struct{}
+
 	mu      sync.Mutex
 	queue   []out
 	writing bool
@@ -87,16 +93,20 @@ func (s *Sidecar) serveClient(conn *websocket.Conn, rm *room) {
 
 	token, ok := s.readAuth(conn)
 	if !ok {
+		s.releaseIfIdle(rm)
 		return
 	}
-	c := &client{s: s, id: uuid.NewString(), rm: rm, conn: conn, joined: make(chan struct{})}
+	c := &client{s: s, id: uuid.NewString(), rm: rm, conn: conn, joined: make(chan struct{}), done: make(chan struct{})}
 	defer c.finish()
 	if !s.addClient(c, token) {
+		s.releaseIfIdle(rm)
 		return
 	}
 	defer s.removeClient(c)
 	select {
 	case <-c.joined:
+	case <-c.done:
+		return // closed while waiting: its room moved or failed to load
 	case <-time.After(s.cfg.LoadTimeout + time.Second):
 		// addClient's load timer closes waiting clients; this is a backstop.
 		c.close(closeTryAgain, "room not loaded")
@@ -173,6 +183,13 @@ func (c *client) readLoop() {
 				c.close(closeTooBig, "frame too large")
 			}
 			return
+		}
+		if c.rm.movingNow.Load() || c.closed.Load() {
+			// Closed (kicked, or its room moving): a change now would miss
+			// the state the next owner loads.
+			*bp = frame[:0]
+			frameBufs.Put(bp)
+			continue
 		}
 		now := s.now()
 		if !c.rm.valid(now) {
@@ -255,13 +272,16 @@ func (c *client) enqueue(m out) {
 		c.mu.Unlock()
 		return
 	}
-	if m.close {
-		c.closing = true
-	} else if len(c.queue) >= c.s.cfg.SendQueue {
+	if !m.close && len(c.queue) >= c.s.cfg.SendQueue {
 		// A client this far behind gets a fresh start: it reconnects and
 		// receives the whole state again.
-		c.closing = true
 		m = out{close: true, code: closeTryAgain, text: "too slow"}
+	}
+	if m.close {
+		c.closing = true
+		if !c.closed.Swap(true) {
+			close(c.done)
+		}
 	}
 	c.queue = append(c.queue, m)
 	if !c.writing {
@@ -307,6 +327,9 @@ func (c *client) writeLoop() {
 				c.closing = true
 				c.queue = nil
 				c.writing = false
+				if !c.closed.Swap(true) {
+					close(c.done)
+				}
 				c.mu.Unlock()
 				return
 			}

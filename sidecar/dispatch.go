@@ -35,6 +35,7 @@ func (s *Sidecar) linkDown(l *link, err error) {
 	}
 	s.link = nil
 	s.metrics.link.Set(0)
+	clear(s.unloading)
 	if s.isKilled() {
 		s.mu.Unlock()
 		return // a crash releases nothing
@@ -187,9 +188,18 @@ func (s *Sidecar) onLoaded(l *link, meta *ott.RoomMetadata) {
 	defer s.mu.Unlock()
 	rm := s.rooms[key]
 	if rm == nil {
+		if s.unloading[key] {
+			return // a report from before our unload: it is going away
+		}
 		rm = newRoom(key, meta.Name)
 		rm.loaded = true
 		rm.meta = meta
+		if s.draining {
+			// A node on its way out takes no room: the monolith holds it,
+			// so it may be unloaded; it is loaded elsewhere on its next join.
+			s.sendUnload(rm)
+			return
+		}
 		s.rooms[key] = rm
 		s.wg.Add(1)
 		go func() {
@@ -228,6 +238,7 @@ func (s *Sidecar) onUnloaded(u *ott.Unloaded) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	delete(s.unloading, key)
 	rm := s.rooms[key]
 	if rm == nil {
 		return
@@ -268,6 +279,11 @@ func (s *Sidecar) onGossip(l *link, g *ott.Gossip) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for key := range s.unloading {
+		if !listed[key] {
+			delete(s.unloading, key) // gone: a missed unloaded
+		}
+	}
 	for key, rm := range s.rooms {
 		if rm.loaded && !listed[key] && !rm.moving {
 			// Gone from the monolith without an unloaded we saw.

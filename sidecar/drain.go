@@ -36,6 +36,9 @@ func (s *Sidecar) Drain(ctx context.Context) error {
 	rooms := make([]*room, 0, len(s.rooms))
 	for _, rm := range s.rooms {
 		rooms = append(rooms, rm)
+		// Every room stops changing now, not when its turn comes: the
+		// waits for the monolith's state writes then run side by side.
+		s.startMoving(rm)
 	}
 	s.mu.Unlock()
 	defer s.drainOnce.Do(func() { close(s.drained) })
@@ -78,6 +81,7 @@ func (s *Sidecar) Drain(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 
+	s.deregistered.Store(true)
 	dctx, cancel := s.redisCtx(context.Background())
 	// Rooms other drains offered this node meanwhile go on to others.
 	if _, err := s.reg.MoveHandoffs(dctx, s.cfg.NodeID); err != nil {
@@ -101,11 +105,7 @@ func (s *Sidecar) drainRoom(ctx context.Context, rm *room, h *handoffs) error {
 		s.mu.Unlock()
 		return nil
 	}
-	rm.moving = true
-	rm.cost = len(rm.clients) + len(rm.waiting)
-	// Clients reconnect through the routers, which hold them until the
-	// room has its new owner.
-	s.closeRoomClients(rm, closeServiceRestart, "room moving")
+	s.startMoving(rm)
 	loading := !rm.loaded && (rm.loader != nil || rm.loadSent)
 	s.mu.Unlock()
 
@@ -156,6 +156,19 @@ func (s *Sidecar) drainRoom(ctx context.Context, rm *room, h *handoffs) error {
 	}
 	h.offer(rctx, lease, name, cost)
 	return nil
+}
+
+// startMoving holds rm's new clients and closes its clients; they
+// reconnect through the routers, which hold them until the room has its
+// new owner. s.mu is held.
+func (s *Sidecar) startMoving(rm *room) {
+	if rm.moving {
+		return
+	}
+	rm.moving = true
+	rm.movingNow.Store(true)
+	rm.cost = len(rm.clients) + len(rm.waiting)
+	s.closeRoomClients(rm, closeServiceRestart, "room moving")
 }
 
 // waitLoaded waits until a room whose load is under way is loaded (or the

@@ -89,7 +89,7 @@ func TestDrainFake(t *testing.T) {
 // would create a duplicate instance, ott-protocol.md §7 item 4).
 func TestConcurrentJoinsOneLoad(t *testing.T) {
 	reg, srv := newTestRegistry(t)
-	mono, err := otttest.New(otttest.Config{Redis: srv.Client(), LoadDelay: 200 * time.Millisecond, Logger: testLogger(t)})
+	mono, err := otttest.New(otttest.Config{Redis: srv.Client(), LoadDelay: 200 * time.Millisecond, StateDebounce: 200 * time.Millisecond, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

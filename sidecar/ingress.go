@@ -111,6 +111,10 @@ func (s *Sidecar) serveIngress(ctx *fasthttp.RequestCtx, up *websocket.FastHTTPU
 		ctx.SetBodyString("draining\n")
 		return
 	}
+	if string(ctx.Path()) == "/admin/move" && ctx.IsPost() {
+		s.serveMove(ctx)
+		return
+	}
 	name, isRoom := roomFromPath(ctx.Path())
 	switch {
 	case isRoom && name == "generate" && ctx.IsPost():
@@ -122,6 +126,40 @@ func (s *Sidecar) serveIngress(ctx *fasthttp.RequestCtx, up *websocket.FastHTTPU
 	default:
 		s.proxy(ctx)
 	}
+}
+
+// serveMove hands one room to a given node, as a drain does (roomlb ctl
+// move): form values room and to.
+func (s *Sidecar) serveMove(ctx *fasthttp.RequestCtx) {
+	key, err := registry.RoomKey(string(ctx.PostArgs().Peek("room")))
+	if err != nil {
+		s.refuse(ctx, "bad_room", fasthttp.StatusBadRequest, err.Error()+"\n")
+		return
+	}
+	to := string(ctx.PostArgs().Peek("to"))
+	if err := registry.ValidNode(to); err != nil || to == s.cfg.NodeID {
+		s.refuse(ctx, "bad_node", fasthttp.StatusBadRequest, "roomlb: move: bad target node\n")
+		return
+	}
+	s.mu.Lock()
+	rm := s.rooms[key]
+	ok := rm != nil && rm.valid(s.now()) && !rm.moving
+	s.mu.Unlock()
+	if !ok {
+		s.refuse(ctx, "not_owned", fasthttp.StatusConflict, "roomlb: move: "+key+" is not served by this node\n")
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		dctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
+		defer cancel()
+		if err := s.drainRoom(dctx, rm, &handoffs{s: s, to: to}); err != nil {
+			s.log.Warn("sidecar: move", "room", key, "to", to, "err", err)
+		}
+	}()
+	ctx.SetStatusCode(fasthttp.StatusAccepted)
+	ctx.SetBodyString("moving " + key + " to " + to + "\n")
 }
 
 // roomFromPath returns the room segment of a client path, as the router
@@ -154,8 +192,54 @@ func (s *Sidecar) serveRoom(ctx *fasthttp.RequestCtx, up *websocket.FastHTTPUpgr
 		}
 		return
 	}
+	s.serveRoomHTTP(ctx, rm)
+}
+
+// serveRoomHTTP passes a room's HTTP request to the monolith. The monolith
+// loads a room for most room requests (ott-protocol.md §3.1), so the request
+// counts as the room's load: joins wait for it as for a loading join, and
+// it waits for a load under way, or the monolith would load the room twice.
+// The room's name goes in the canonical casing the room's state is keyed by.
+func (s *Sidecar) serveRoomHTTP(ctx *fasthttp.RequestCtx, rm *room) {
+	s.mu.Lock()
+	inFlight := !rm.loaded && (rm.loader != nil || rm.loadSent)
+	loading := !rm.loaded && !inFlight
+	if loading {
+		rm.loadSent = true
+	}
+	name := rm.name
+	s.mu.Unlock()
+	if inFlight {
+		s.awaitLoaded(rm)
+	}
 	rm.lastChange.Store(s.now())
+	if seg, ok := ott.RoomSegment(ctx.Path()); ok && string(seg) != name {
+		path := ctx.Path()
+		fixed := make([]byte, 0, len(path)-len(seg)+len(name))
+		fixed = append(fixed, path[:len(ott.RoomPrefix)]...)
+		fixed = append(fixed, name...)
+		fixed = append(fixed, path[len(ott.RoomPrefix)+len(seg):]...)
+		ctx.Request.URI().SetPathBytes(fixed)
+	}
 	s.proxy(ctx)
+	if !loading {
+		return
+	}
+	if ctx.Response.StatusCode() < 300 {
+		// It found the room: its loaded comes on the link, on another
+		// connection than this answer, so perhaps a moment later.
+		s.awaitLoadedFor(rm, 500*time.Millisecond)
+	}
+	// The monolith has answered: whatever it loaded is in its memory now,
+	// and its loaded message marks the room. If it loaded nothing, the
+	// next waiting client loads the room, or the claim goes back.
+	s.mu.Lock()
+	rm.loadSent = false
+	if !rm.loaded && rm.loader == nil && len(rm.waiting) > 0 {
+		s.startLoad(rm)
+	}
+	s.mu.Unlock()
+	s.releaseIfIdle(rm)
 }
 
 // admit makes sure this node owns the room, claiming it if nobody does,
@@ -337,8 +421,10 @@ func (s *Sidecar) serveGenerate(ctx *fasthttp.RequestCtx) {
 }
 
 // awaitLoaded waits, bounded, until the monolith reports rm loaded.
-func (s *Sidecar) awaitLoaded(rm *room) {
-	deadline := time.Now().Add(s.cfg.LoadTimeout)
+func (s *Sidecar) awaitLoaded(rm *room) { s.awaitLoadedFor(rm, s.cfg.LoadTimeout) }
+
+func (s *Sidecar) awaitLoadedFor(rm *room, limit time.Duration) {
+	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
 		s.mu.Lock()
 		loaded := rm.loaded || rm.gone

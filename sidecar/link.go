@@ -69,7 +69,7 @@ func (s *Sidecar) runLink(ctx context.Context) error {
 		s:    s,
 		conn: conn,
 		id:   uuid.NewString(),
-		out:  make(chan *[]byte, 4096),
+		out:  make(chan *[]byte, linkQueue),
 		done: make(chan struct{}),
 	}
 	defer l.close()
@@ -139,23 +139,29 @@ func truncate(b []byte, n int) string {
 	return string(b)
 }
 
-// send queues one message for the monolith. It is dropped if the link is
-// closed (the rooms and clients it was about are gone with the link).
-func (l *link) send(msg []byte) {
-	select {
-	case l.out <- &msg:
-	case <-l.done:
-	}
-}
+// linkQueue is how many messages may wait for the monolith. A monolith
+// that falls this far behind is not reading: the link is dropped (its rooms
+// are released and go elsewhere) rather than blocking the sidecar, which
+// sends with Sidecar.mu held.
+const linkQueue = 1 << 16
+
+// send queues one message for the monolith without blocking. It is dropped
+// if the link is closed (the rooms and clients it was about are gone with
+// the link).
+func (l *link) send(msg []byte) { l.sendPooled(&msg) }
 
 // sendPooled is send for a buffer from frameBufs; the writer returns it.
 func (l *link) sendPooled(bp *[]byte) {
 	select {
 	case l.out <- bp:
+		return
 	case <-l.done:
-		*bp = (*bp)[:0]
-		frameBufs.Put(bp)
+	default:
+		l.s.log.Error("sidecar: the monolith is not reading its link: dropping it", "queued", linkQueue)
+		l.close()
 	}
+	*bp = (*bp)[:0]
+	frameBufs.Put(bp)
 }
 
 func (l *link) close() {

@@ -23,6 +23,9 @@ func (s *Sidecar) heartbeatLoop(ctx context.Context) {
 		hctx, cancel := s.redisCtx(ctx)
 		var err error
 		switch {
+		case s.deregistered.Load():
+			cancel()
+			return
 		case up:
 			err = s.reg.Heartbeat(hctx, n, s.cfg.HeartbeatTTL)
 			registered = err == nil
@@ -151,6 +154,8 @@ type handoffs struct {
 	s  *Sidecar
 	mu sync.Mutex
 	p  *registry.Picker
+	// to, when set, takes every room (an operator's move).
+	to string
 }
 
 // newHandoffs reads the live nodes to offer rooms to.
@@ -165,11 +170,15 @@ func (s *Sidecar) newHandoffs(ctx context.Context) *handoffs {
 // offer offers a released room, which had cost clients, to the node with
 // the most spare capacity.
 func (h *handoffs) offer(ctx context.Context, l registry.Lease, name string, cost int) {
-	h.mu.Lock()
-	to, ok := h.p.Pick(cost)
-	h.mu.Unlock()
-	if !ok {
-		return // no other node: the room waits in Redis for its next join
+	to := registry.Node{ID: h.to}
+	if to.ID == "" {
+		h.mu.Lock()
+		var ok bool
+		to, ok = h.p.Pick(cost)
+		h.mu.Unlock()
+		if !ok {
+			return // no other node: the room waits in Redis for its next join
+		}
 	}
 	err := h.s.reg.OfferHandoff(ctx, to.ID, registry.Handoff{Room: l.Room, Name: name, From: l.Node, Epoch: l.Epoch, Cost: cost})
 	if err != nil {

@@ -41,6 +41,9 @@ type room struct {
 
 	// moving: a drain is handing the room over; new clients are held.
 	moving bool
+	// movingNow mirrors moving for the hot path, which reads it without
+	// Sidecar.mu: frames of a moving room are not forwarded.
+	movingNow atomic.Bool
 	// cost is how many clients the room had when it started moving.
 	cost int
 	// meta is the monolith's metadata of a room it loaded on its own, kept
@@ -125,7 +128,11 @@ func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 	cancel()
 	validFor := s.leaseMargin()
 	var oe *registry.OwnerError
-	if errors.As(err, &oe) && oe.Owner.Node == s.cfg.NodeID && oe.Owner.TTL > 0 {
+	s.mu.Lock()
+	releasing, isReleasing := s.releasing[rm.key]
+	s.mu.Unlock()
+	if errors.As(err, &oe) && oe.Owner.Node == s.cfg.NodeID && oe.Owner.TTL > 0 &&
+		!(isReleasing && releasing == oe.Owner.Epoch) {
 		lease = registry.Lease{Room: rm.key, Node: s.cfg.NodeID, Epoch: oe.Owner.Epoch, Name: oe.Name}
 		validFor = int64(oe.Owner.TTL - s.cfg.LeaseTTL/10)
 		err = nil
@@ -151,6 +158,14 @@ func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 		return err
 	}
 	rm.lease = lease
+	if rm.gone {
+		// Dropped while the claim was in flight (a drain, the link lost):
+		// the lease must not stay behind unrenewed.
+		rm.claimErr = errors.New("sidecar: room dropped while claiming")
+		close(rm.claimed)
+		s.releaseLease(lease)
+		return rm.claimErr
+	}
 	if lease.Name != "" && !rm.loaded {
 		// The canonical casing the last owner recorded: the monolith finds
 		// the room's state in Redis only under it (ott-protocol.md §7).
@@ -191,10 +206,11 @@ func (s *Sidecar) removeRoom(rm *room) {
 // said it holds it: an unload of a room it does not hold kills the real
 // monolith. s.mu is held.
 func (s *Sidecar) sendUnload(rm *room) {
-	if !rm.loaded || s.link == nil {
+	if !rm.loaded || s.link == nil || s.unloading[rm.key] {
 		return
 	}
 	rm.loaded = false
+	s.unloading[rm.key] = true
 	s.link.send(ott.Unload{Room: rm.name}.Append(nil))
 }
 
@@ -233,6 +249,17 @@ func (s *Sidecar) closeRoomClients(rm *room, code int, reason string) {
 	rm.loader = nil
 }
 
+// releaseIfIdle gives back a room that was claimed for a request that came
+// to nothing (a failed auth, an HTTP request for a room that does not
+// exist): nothing is loaded, loading or joined.
+func (s *Sidecar) releaseIfIdle(rm *room) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !rm.loaded && rm.loader == nil && !rm.loadSent && len(rm.clients) == 0 && len(rm.waiting) == 0 && !rm.moving {
+		s.releaseRoom(rm)
+	}
+}
+
 // releaseRoom drops rm and gives its lease back in the background. s.mu is
 // held.
 func (s *Sidecar) releaseRoom(rm *room) {
@@ -244,7 +271,12 @@ func (s *Sidecar) releaseRoom(rm *room) {
 		return
 	}
 	s.log.Debug("sidecar: releasing room", "room", rm.key, "epoch", rm.lease.Epoch, "loaded", rm.loaded, "clients", len(rm.clients))
-	lease := rm.lease
+	s.releaseLease(rm.lease)
+}
+
+// releaseLease gives a lease back in the background. s.mu is held.
+func (s *Sidecar) releaseLease(lease registry.Lease) {
+	s.releasing[lease.Room] = lease.Epoch
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -253,5 +285,10 @@ func (s *Sidecar) releaseRoom(rm *room) {
 		if err := s.reg.Release(ctx, lease); err != nil {
 			s.log.Debug("sidecar: release", "room", lease.Room, "err", err)
 		}
+		s.mu.Lock()
+		if s.releasing[lease.Room] == lease.Epoch {
+			delete(s.releasing, lease.Room)
+		}
+		s.mu.Unlock()
 	}()
 }

@@ -32,11 +32,18 @@ type Sidecar struct {
 	ln     net.Listener
 	server *fasthttp.Server
 
-	mu       sync.Mutex
-	rooms    map[string]*room   // by key (lower-case name)
-	clients  map[string]*client // by client id
-	link     *link              // nil while the monolith link is down
-	draining bool
+	mu      sync.Mutex
+	rooms   map[string]*room   // by key (lower-case name)
+	clients map[string]*client // by client id
+	// unloading holds the rooms an unload was sent for and no unloaded or
+	// gossip has confirmed yet: a second unload would kill the monolith,
+	// and a stale gossip listing them must not make the node claim them.
+	unloading map[string]bool
+	// releasing holds the epoch of rooms whose release is in flight, so
+	// that the node does not adopt a lease it is giving back.
+	releasing map[string]int64
+	link      *link // nil while the monolith link is down
+	draining  bool
 	// drained is closed when a drain has finished.
 	drained   chan struct{}
 	drainOnce sync.Once
@@ -45,6 +52,9 @@ type Sidecar struct {
 	killOnce sync.Once
 	// redisOK is the outcome of the last heartbeat.
 	redisOK atomic.Bool
+	// deregistered: the drain took the node out of the registry; no
+	// heartbeat may put it back.
+	deregistered atomic.Bool
 
 	wg sync.WaitGroup // every goroutine the sidecar starts
 	// conns tracks hijacked client connections; Close closes them.
@@ -66,17 +76,19 @@ func New(cfg Config) (*Sidecar, error) {
 		cfg.Advertise = ln.Addr().String()
 	}
 	s := &Sidecar{
-		cfg:     cfg,
-		reg:     cfg.Registry,
-		log:     cfg.Logger.With("node", cfg.NodeID),
-		metrics: newMetrics(),
-		base:    time.Now(),
-		started: time.Now(),
-		ln:      ln,
-		rooms:   make(map[string]*room),
-		clients: make(map[string]*client),
-		drained: make(chan struct{}),
-		killed:  make(chan struct{}),
+		cfg:       cfg,
+		reg:       cfg.Registry,
+		log:       cfg.Logger.With("node", cfg.NodeID),
+		metrics:   newMetrics(),
+		base:      time.Now(),
+		started:   time.Now(),
+		ln:        ln,
+		rooms:     make(map[string]*room),
+		clients:   make(map[string]*client),
+		unloading: make(map[string]bool),
+		releasing: make(map[string]int64),
+		drained:   make(chan struct{}),
+		killed:    make(chan struct{}),
 	}
 	s.server = s.newServer()
 	return s, nil

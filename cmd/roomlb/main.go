@@ -42,6 +42,7 @@ Usage:
   roomlb sidecar [flags]   run next to one monolith: claim its rooms, serve its clients
   roomlb router [flags]    forward clients to the node that owns their room
   roomlb dev [flags]       a whole cluster on loopback: Redis, monoliths, sidecars, routers
+  roomlb ctl [flags] CMD   inspect and steer a cluster: nodes, rooms, where, drain, move
   roomlb help COMMAND      flags of a command
 
 Every flag can also be set with an environment variable ROOMLB_<FLAG>, e.g.
@@ -61,6 +62,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runRouter(ctx, args[1:], stderr)
 	case "dev":
 		return runDev(ctx, args[1:], stdout, stderr)
+	case "ctl":
+		return runCtl(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		if len(args) > 1 {
 			return Run(ctx, []string{args[1], "--help"}, stdout, stderr)

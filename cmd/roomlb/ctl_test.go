@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/roomlb/roomlb/internal/cluster"
+	"github.com/roomlb/roomlb/internal/redistest"
+	"github.com/roomlb/roomlb/ott/otttest"
+	"github.com/roomlb/roomlb/sidecar"
+)
+
+func ctlRun(t *testing.T, c *cluster.Cluster, url string, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	err := Run(context.Background(), append([]string{"ctl", "--redis-url", url, "--secret", c.Secret, "--timeout", "20s"}, args...), &out, &out)
+	return out.String(), err
+}
+
+// TestCtl: nodes, rooms, where, move, and a drain that moves every room of
+// a node to the others while its clients stay served (they reconnect, as
+// the OpenTogetherTube client does on 1012, and find their room).
+func TestCtl(t *testing.T) {
+	srv := redistest.New(t)
+	c, err := cluster.Start(context.Background(), cluster.Options{
+		RedisURL: srv.URL(), Nodes: 3, Routers: 1, Monolith: cluster.FakeMonolith,
+		FakeConfig: func(fc *otttest.Config) { fc.StateDebounce = 200 * time.Millisecond },
+		Sidecar:    func(i int, sc *sidecar.Config) { sc.StateDebounce = 200 * time.Millisecond },
+		Log:        slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	r := c.Routers[0].Addr
+	n1 := c.Nodes[0]
+
+	// Ten rooms on node-1, created through its sidecar, a client in each
+	// through the router.
+	res, err := http.Get("http://" + r + "/api/auth/grant")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g struct{ Token string }
+	json.NewDecoder(res.Body).Decode(&g)
+	res.Body.Close()
+	type member struct {
+		room string
+		conn *websocket.Conn
+	}
+	var members []member
+	for i := range 10 {
+		name := fmt.Sprintf("Ctl-%d", i)
+		req, _ := http.NewRequest("POST", "http://"+n1.SidecarAddr+"/api/room/create", strings.NewReader(fmt.Sprintf(`{"name":%q,"isTemporary":true}`, name)))
+		req.Header.Set(sidecar.HeaderSecret, c.Secret)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("create %s: %v %v", name, err, res)
+		}
+		res.Body.Close()
+		conn := dialRoom(t, r, name, g.Token)
+		members = append(members, member{name, conn})
+	}
+
+	out, err := ctlRun(t, c, srv.URL(), "nodes")
+	if err != nil || !strings.Contains(out, "node-1") || !strings.Contains(out, "active") || !strings.HasPrefix(out, "ID") {
+		t.Fatalf("ctl nodes: %v\n%s", err, out)
+	}
+	out, err = ctlRun(t, c, srv.URL(), "--json", "rooms")
+	var rooms []roomJSON
+	if err != nil || json.Unmarshal([]byte(out), &rooms) != nil || len(rooms) != 10 || rooms[0].Owner != "node-1" || rooms[0].Name != "Ctl-0" {
+		t.Fatalf("ctl --json rooms: %v\n%s", err, out)
+	}
+	out, err = ctlRun(t, c, srv.URL(), "where", "CTL-3")
+	if err != nil || !strings.Contains(out, "Ctl-3") || !strings.Contains(out, "node-1") {
+		t.Fatalf("ctl where: %v\n%s", err, out)
+	}
+	if _, err := ctlRun(t, c, srv.URL(), "where", "bad.name"); err == nil {
+		t.Fatal("ctl where bad.name succeeded")
+	}
+
+	// move one room to node-3.
+	if out, err := ctlRun(t, c, srv.URL(), "move", "ctl-0", "node-3"); err != nil {
+		t.Fatalf("ctl move: %v\n%s", err, out)
+	}
+	if o, _ := c.Registry.Owner(context.Background(), "ctl-0"); o.Node != "node-3" {
+		t.Fatalf("after move, ctl-0 on %s", o.Node)
+	}
+
+	// drain node-1: its rooms go to the others; every client comes back.
+	if out, err := ctlRun(t, c, srv.URL(), "drain", "node-1"); err != nil {
+		t.Fatalf("ctl drain: %v\n%s", err, out)
+	}
+	for _, m := range members {
+		m.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			if _, _, err := m.conn.ReadMessage(); err != nil {
+				if !websocket.IsCloseError(err, 1012) {
+					t.Fatalf("%s: closed with %v, want 1012", m.room, err)
+				}
+				break
+			}
+		}
+		back := dialRoom(t, r, m.room, g.Token)
+		back.Close()
+	}
+	out, _ = ctlRun(t, c, srv.URL(), "--json", "rooms")
+	json.Unmarshal([]byte(out), &rooms)
+	for _, rm := range rooms {
+		if rm.Owner == "node-1" {
+			t.Fatalf("after the drain %s is still on node-1", rm.Name)
+		}
+	}
+	if len(rooms) != 10 {
+		t.Fatalf("%d rooms after the drain, want 10", len(rooms))
+	}
+}
+
+// dialRoom joins room through the router and waits for the join's sync.
+func dialRoom(t *testing.T, router, room, token string) *websocket.Conn {
+	t.Helper()
+	conn, _, err := websocket.DefaultDialer.Dial("ws://"+router+"/api/room/"+room, nil)
+	if err != nil {
+		t.Fatalf("join %s: %v", room, err)
+	}
+	conn.WriteJSON(map[string]any{"action": "auth", "token": token})
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var m map[string]any
+	if err := conn.ReadJSON(&m); err != nil || m["action"] != "sync" {
+		t.Fatalf("join %s: first message %v, %v", room, m, err)
+	}
+	conn.SetReadDeadline(time.Time{})
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}

@@ -1,0 +1,122 @@
+package sidecar
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/roomlb/roomlb/ott"
+	"github.com/roomlb/roomlb/ott/otttest"
+)
+
+// TestGossipCrossingUnloadDoesNotCrash: a room is fenced (its lease taken)
+// and unloaded while a gossip the monolith sent earlier still lists it; the
+// sidecar must not claim it from that gossip and unload it a second time,
+// which kills the real monolith.
+func TestGossipCrossingUnloadDoesNotCrash(t *testing.T) {
+	reg, srv := newTestRegistry(t)
+	mono, err := otttest.New(otttest.Config{
+		Redis: srv.Client(), GossipInterval: 10 * time.Millisecond, Logger: testLogger(t).With("monolith", "fake"),
+		OnReceive: func(_ string, m ott.B2M, _ error) {
+			if m.Type == ott.TypeUnload {
+				time.Sleep(100 * time.Millisecond) // a busy event loop
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mono.Close() })
+	sc := startSidecar(t, reg, "node-a", mono.BalancerAddr(), nil)
+	createRoom(t, sc.Addr(), "Xroom")
+	time.Sleep(300 * time.Millisecond)
+	// Another node takes the room: the next renewal finds it lost.
+	srv.Client().Set(context.Background(), "roomlb:room:{xroom}", "node-z:99999999999999999", time.Minute)
+	waitFor(t, 5*time.Second, "the room unloaded", func() bool {
+		for _, r := range mono.Rooms() {
+			if r.Name == "Xroom" {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(300 * time.Millisecond)
+	if mono.Crashed() {
+		t.Fatal("the monolith crashed: the room was unloaded twice")
+	}
+}
+
+// TestHTTPRequestsLoadOnce: an HTTP request for an unloaded room loads it
+// on the monolith; a join at the same time must wait for that load rather
+// than load it a second time, and a request in another casing must load the
+// room by the casing its state is stored under.
+func TestHTTPRequestsLoadOnce(t *testing.T) {
+	reg, srv := newTestRegistry(t)
+	mono, err := otttest.New(otttest.Config{Redis: srv.Client(), LoadDelay: 200 * time.Millisecond, StateDebounce: 200 * time.Millisecond, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mono.Close() })
+	sc := startSidecar(t, reg, "node-a", mono.BalancerAddr(), nil)
+	createRoom(t, sc.Addr(), "Crowd")
+	waitFor(t, 5*time.Second, "state written", func() bool {
+		return srv.Client().Exists(context.Background(), "room:Crowd").Val() == 1
+	})
+	call(t, sc.Addr(), "POST", "/admin/drain", "")
+	<-sc.done
+	sc2 := startSidecar(t, reg, "node-a2", mono.BalancerAddr(), nil)
+	token := grant(t, sc2.Addr())
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if code, _, body := call(t, sc2.Addr(), "GET", "/api/room/crowd", ""); code != 200 {
+			t.Errorf("GET /api/room/crowd = %d %s, want the room (stored as Crowd)", code, body)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		time.Sleep(20 * time.Millisecond)
+		c, _, err := dial(t, sc2.Addr(), "CROWD", token)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		c.next("sync", 5*time.Second)
+	}()
+	wg.Wait()
+	for _, r := range mono.Rooms() {
+		if r.Name == "Crowd" && r.Instances != 1 {
+			t.Fatalf("the monolith holds %d instances of Crowd, want 1", r.Instances)
+		}
+	}
+}
+
+// TestRequestsForMissingRoomsHoldNothing: requests for rooms that do not
+// exist leave no claim behind.
+func TestRequestsForMissingRoomsHoldNothing(t *testing.T) {
+	reg, srv := newTestRegistry(t)
+	mono := startFake(t, srv)
+	sc := startSidecar(t, reg, "node-a", mono.BalancerAddr(), nil)
+	for i := range 20 {
+		if code, _, _ := call(t, sc.Addr(), "GET", fmt.Sprintf("/api/room/nosuch%d", i), ""); code != 404 {
+			t.Fatalf("GET of a missing room = %d, want the monolith's 404", code)
+		}
+	}
+	c, _, err := dial(t, sc.Addr(), "nosuch-ws", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.conn.WriteMessage(1, []byte("not an auth frame"))
+	c.closeCode(5 * time.Second)
+	waitFor(t, 2*time.Second, "no room held", func() bool {
+		rooms, _ := reg.Rooms(context.Background())
+		sc.mu.Lock()
+		n := len(sc.rooms)
+		sc.mu.Unlock()
+		return len(rooms) == 0 && n == 0
+	})
+}
