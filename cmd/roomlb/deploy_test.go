@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+)
+
+// knownEnv is every ROOMLB_ variable the binaries read: one per flag.
+func knownEnv(t *testing.T) map[string]string {
+	t.Helper()
+	known := map[string]string{}
+	flagLine := regexp.MustCompile(`^  -([a-z-]+)`)
+	for _, cmd := range []string{"sidecar", "router"} {
+		var out bytes.Buffer
+		Run(context.Background(), []string{cmd, "--help"}, &out, &out)
+		for _, line := range strings.Split(out.String(), "\n") {
+			if m := flagLine.FindStringSubmatch(line); m != nil {
+				known[envName(m[1])] = cmd
+			}
+		}
+	}
+	return known
+}
+
+// TestNomadJobs parses every Nomad job of deploy/nomad and checks that each
+// ROOMLB_ variable it sets is one the binaries read, and that the sidecar
+// task's kill timeout leaves room for a whole drain.
+func TestNomadJobs(t *testing.T) {
+	known := knownEnv(t)
+	files, _ := filepath.Glob("../../deploy/nomad/*.hcl")
+	if len(files) == 0 {
+		t.Fatal("no Nomad jobs in deploy/nomad")
+	}
+	envRef := regexp.MustCompile(`ROOMLB_[A-Z0-9_]+`)
+	seen := 0
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		file, diags := hclsyntax.ParseConfig(src, f, hcl.InitialPos)
+		if diags.HasErrors() {
+			t.Fatalf("%s: %s", f, diags.Error())
+		}
+		// Every name, in env blocks and in env templates alike.
+		for _, name := range envRef.FindAllString(string(src), -1) {
+			seen++
+			if _, ok := known[name]; !ok {
+				t.Errorf("%s sets %s, which no roomlb binary reads", filepath.Base(f), name)
+			}
+		}
+		walk(file.Body.(*hclsyntax.Body), func(task *hclsyntax.Block) {
+			checkKillTimeout(t, filepath.Base(f), task)
+		})
+	}
+	if seen == 0 {
+		t.Fatal("the Nomad jobs set no ROOMLB_ variable")
+	}
+}
+
+// walk calls fn for every task block.
+func walk(b *hclsyntax.Body, fn func(*hclsyntax.Block)) {
+	for _, blk := range b.Blocks {
+		if blk.Type == "task" {
+			fn(blk)
+		}
+		walk(blk.Body, fn)
+	}
+}
+
+// checkKillTimeout: a task that sets ROOMLB_DRAIN_TIMEOUT must be given a
+// longer kill_timeout, or Nomad kills it in the middle of its drain.
+func checkKillTimeout(t *testing.T, file string, task *hclsyntax.Block) {
+	var drain, kill time.Duration
+	if a, ok := task.Body.Attributes["kill_timeout"]; ok {
+		v, _ := a.Expr.Value(nil)
+		kill, _ = time.ParseDuration(v.AsString())
+	}
+	for _, blk := range task.Body.Blocks {
+		if blk.Type != "env" {
+			continue
+		}
+		if a, ok := blk.Body.Attributes["ROOMLB_DRAIN_TIMEOUT"]; ok {
+			v, _ := a.Expr.Value(nil)
+			drain, _ = time.ParseDuration(v.AsString())
+		}
+	}
+	if drain > 0 && kill <= drain {
+		t.Errorf("%s: task %q drains for up to %v but is killed after %v", file, task.Labels[0], drain, kill)
+	}
+}

@@ -1,0 +1,89 @@
+# The stateless routers. Put any load balancer (or DNS) in front of them;
+# TLS ends there, and its address belongs in ROOMLB_TRUSTED_PROXIES.
+#
+#   nomad job run deploy/nomad/roomlb-router.nomad.hcl
+
+variable "roomlb_image" {
+  type    = string
+  default = "ghcr.io/roomlb/roomlb:latest"
+}
+
+variable "datacenters" {
+  type    = list(string)
+  default = ["dc1"]
+}
+
+job "roomlb-router" {
+  datacenters = var.datacenters
+  type        = "service"
+
+  update {
+    max_parallel     = 1
+    min_healthy_time = "5s"
+    auto_revert      = true
+  }
+
+  group "router" {
+    count = 2
+
+    network {
+      port "http" {
+        static = 8080
+      }
+      port "admin" {}
+    }
+
+    service {
+      name = "roomlb-router"
+      port = "http"
+
+      check {
+        name     = "ready"
+        type     = "http"
+        port     = "admin"
+        path     = "/readyz"
+        interval = "5s"
+        timeout  = "2s"
+      }
+    }
+
+    task "router" {
+      driver = "docker"
+      # In-flight requests finish and relayed WebSockets get a 1012 close
+      # within ROOMLB_SHUTDOWN_TIMEOUT.
+      kill_timeout = "15s"
+
+      config {
+        image = var.roomlb_image
+        args  = ["router"]
+        ports = ["http", "admin"]
+      }
+
+      env {
+        ROOMLB_LISTEN           = "0.0.0.0:${NOMAD_PORT_http}"
+        ROOMLB_ADMIN_LISTEN     = "0.0.0.0:${NOMAD_PORT_admin}"
+        ROOMLB_REGION           = "${NOMAD_REGION}"
+        ROOMLB_TRUSTED_PROXIES  = "10.0.0.0/8"
+        ROOMLB_ALLOWED_ORIGINS  = "https://opentogethertube.com"
+        ROOMLB_HOLD_TIMEOUT     = "5s"
+        ROOMLB_SHUTDOWN_TIMEOUT = "10s"
+      }
+
+      template {
+        destination = "secrets/roomlb.env"
+        env         = true
+        data        = <<-EOT
+          {{ with nomadVar "nomad/jobs/roomlb-router" }}
+          ROOMLB_SECRET={{ .secret }}
+          ROOMLB_REDIS_URL={{ .redis_url }}
+          {{ end }}
+        EOT
+      }
+
+      resources {
+        cpu    = 1000
+        memory = 256
+      }
+    }
+  }
+}
