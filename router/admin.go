@@ -12,6 +12,7 @@ import (
 //	/healthz  200 while the process serves at all
 //	/readyz   200 when Redis answers and the router is not shutting down
 //	/metrics  the router's Prometheus metrics
+//	/dashboard  a live page of nodes, their load and rooms (dashboard.go)
 func (r *Router) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -35,5 +36,6 @@ func (r *Router) adminHandler() http.Handler {
 		w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(r.metrics.reg, promhttp.HandlerOpts{}))
+	r.serveDashboard(mux)
 	return mux
 }
