@@ -150,6 +150,15 @@ func (s *Sidecar) onKick(k *ott.Kick) {
 	defer s.mu.Unlock()
 	c := s.clients[k.ClientID]
 	if c == nil {
+		// The loader of a room may have left before its join was
+		// answered: its kick still says whether the room loads.
+		if rm := s.orphanLoads[k.ClientID]; rm != nil {
+			delete(s.orphanLoads, k.ClientID)
+			if !rm.gone && !rm.loaded && rm.loader == nil && rm.loadSent {
+				rm.loadSent = false
+				s.loadFailed(rm, k.Reason)
+			}
+		}
 		return
 	}
 	c.kicked = true
@@ -159,10 +168,16 @@ func (s *Sidecar) onKick(k *ott.Kick) {
 	if rm.loader != c || rm.loaded {
 		return
 	}
-	// The join that was loading the room failed.
 	rm.loader = nil
+	s.loadFailed(rm, k.Reason)
+}
+
+// loadFailed: the join that was loading rm was kicked with reason. s.mu is
+// held.
+func (s *Sidecar) loadFailed(rm *room, reason int) {
 	rm.loadTimer.stop()
-	if k.Reason == ott.CloseRoomNotFound {
+	rm.loadStuck = false
+	if reason == ott.CloseRoomNotFound {
 		// The room does not exist: nobody waiting for it can join.
 		for _, w := range rm.waiting {
 			w.close(ott.CloseRoomNotFound, "")
@@ -215,8 +230,10 @@ func (s *Sidecar) onLoaded(l *link, meta *ott.RoomMetadata) {
 
 // roomLoaded marks rm loaded and lets its waiting clients join. s.mu is held.
 func (s *Sidecar) roomLoaded(rm *room) {
+	delete(s.orphanLoads, rm.loaderID)
 	rm.loaded = true
 	rm.loadSent = false
+	rm.loadStuck = false
 	rm.loader = nil
 	rm.loadTimer.stop()
 	waiting := rm.waiting
@@ -285,6 +302,14 @@ func (s *Sidecar) onGossip(l *link, g *ott.Gossip) {
 		}
 	}
 	for key, rm := range s.rooms {
+		if rm.loadStuck && !rm.loaded && !listed[key] {
+			// The load that timed out came to nothing: the next waiting
+			// client may load the room, or the claim goes back.
+			rm.loadStuck = false
+			rm.loadSent = false
+			s.startLoad(rm)
+			continue
+		}
 		if rm.loaded && !listed[key] && !rm.moving {
 			// Gone from the monolith without an unloaded we saw.
 			rm.loaded = false
@@ -357,6 +382,7 @@ func (s *Sidecar) startLoad(rm *room) {
 	c := rm.waiting[0]
 	rm.waiting = rm.waiting[1:]
 	rm.loader = c
+	rm.loaderID = c.id
 	s.sendJoin(rm, c)
 	s.armLoadTimer(rm)
 }
@@ -373,10 +399,13 @@ func (s *Sidecar) armLoadTimer(rm *room) {
 		}
 		s.log.Warn("sidecar: room not loaded in time", "room", rm.key)
 		s.closeRoomClients(rm, closeTryAgain, "room not loaded")
-		rm.loadSent = false
-		// The monolith may still load it; loaded then finds the room gone
-		// and claims it again, or unloads it if another node owns it.
-		s.releaseRoom(rm)
+		// The monolith may still be loading it: another join now would load
+		// it twice. The load stays in flight (clients that come back wait
+		// for it) until loaded arrives or a gossip shows the monolith does
+		// not have the room.
+		rm.loader = nil
+		rm.loadSent = true
+		rm.loadStuck = true
 	})}
 }
 
@@ -413,9 +442,10 @@ func (s *Sidecar) removeClient(c *client) {
 	}
 	if rm.loader == c && !rm.loaded {
 		// It left while its join was loading the room: the join is out,
-		// so the load goes on; keep waiting for it.
+		// so the load goes on; keep waiting for it (or for its kick).
 		rm.loader = nil
 		rm.loadSent = true
+		s.orphanLoads[c.id] = rm
 	}
 	c.markJoined()
 }

@@ -34,8 +34,14 @@ type room struct {
 	loader    *client
 	waiting   []*client
 	loadTimer *timer
-	// loadSent: a load (handoff) was sent and loaded has not come yet.
+	// loadSent: a load (a handoff's load, an HTTP request, or a join whose
+	// client left) is in flight and loaded has not come yet.
 	loadSent bool
+	// loadStuck: the load in flight took longer than LoadTimeout; the next
+	// gossip without the room ends it.
+	loadStuck bool
+	// loaderID is the client id of the last join sent to load the room.
+	loaderID string
 
 	clients map[*client]struct{} // joined
 
@@ -195,6 +201,7 @@ func (s *Sidecar) removeRoom(rm *room) {
 	}
 	rm.gone = true
 	rm.until.Store(0)
+	delete(s.orphanLoads, rm.loaderID)
 	rm.loadTimer.stop()
 	if s.rooms[rm.key] == rm {
 		delete(s.rooms, rm.key)
@@ -210,6 +217,11 @@ func (s *Sidecar) sendUnload(rm *room) {
 		return
 	}
 	rm.loaded = false
+	// The monolith drops every client of the room with the unload: no
+	// leave may follow for them.
+	for c := range rm.clients {
+		c.kicked = true
+	}
 	s.unloading[rm.key] = true
 	s.link.send(ott.Unload{Room: rm.name}.Append(nil))
 }

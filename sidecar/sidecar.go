@@ -42,8 +42,11 @@ type Sidecar struct {
 	// releasing holds the epoch of rooms whose release is in flight, so
 	// that the node does not adopt a lease it is giving back.
 	releasing map[string]int64
-	link      *link // nil while the monolith link is down
-	draining  bool
+	// orphanLoads maps the client id of a loading join whose client left
+	// to its room: the kick that may still come for it fails the load.
+	orphanLoads map[string]*room
+	link        *link // nil while the monolith link is down
+	draining    bool
 	// drained is closed when a drain has finished.
 	drained   chan struct{}
 	drainOnce sync.Once
@@ -76,19 +79,20 @@ func New(cfg Config) (*Sidecar, error) {
 		cfg.Advertise = ln.Addr().String()
 	}
 	s := &Sidecar{
-		cfg:       cfg,
-		reg:       cfg.Registry,
-		log:       cfg.Logger.With("node", cfg.NodeID),
-		metrics:   newMetrics(),
-		base:      time.Now(),
-		started:   time.Now(),
-		ln:        ln,
-		rooms:     make(map[string]*room),
-		clients:   make(map[string]*client),
-		unloading: make(map[string]bool),
-		releasing: make(map[string]int64),
-		drained:   make(chan struct{}),
-		killed:    make(chan struct{}),
+		cfg:         cfg,
+		reg:         cfg.Registry,
+		log:         cfg.Logger.With("node", cfg.NodeID),
+		metrics:     newMetrics(),
+		base:        time.Now(),
+		started:     time.Now(),
+		ln:          ln,
+		rooms:       make(map[string]*room),
+		clients:     make(map[string]*client),
+		unloading:   make(map[string]bool),
+		releasing:   make(map[string]int64),
+		orphanLoads: make(map[string]*room),
+		drained:     make(chan struct{}),
+		killed:      make(chan struct{}),
 	}
 	s.server = s.newServer()
 	return s, nil
