@@ -32,6 +32,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		nodes    = fs.Int("nodes", 3, "monoliths, each with its sidecar")
 		routers  = fs.Int("routers", 2, "routers")
 		redisURL = fs.String("redis-url", "", "use this Redis instead of starting one (it is not flushed)")
+		embedded = fs.Bool("embedded-redis", false, "use the embedded Redis even when redis-server is installed")
 		monoDir  = fs.String("monolith-dir", nodemonolith.Dir(), "folder of the Node reference monolith")
 		logLevel = fs.String("log-level", "warn", "debug, info, warn or error")
 	)
@@ -45,7 +46,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	d := &devCluster{stdout: stdout, stderr: stderr, log: log}
+	d := &devCluster{stdout: stdout, stderr: stderr, log: log, embedded: *embedded}
 	defer d.stop()
 	if err := d.start(ctx, *redisURL, *monoDir, *nodes, *routers); err != nil {
 		return err
@@ -62,10 +63,12 @@ type devCluster struct {
 	log            *slog.Logger
 
 	redisCmd  *exec.Cmd
-	embedded  *miniredis.Miniredis
+	mini      *miniredis.Miniredis
 	stopClock chan struct{}
 	cluster   *cluster.Cluster
 	tmp       string
+	redisLine string // printed after the routers and nodes
+	embedded  bool   // --embedded-redis
 }
 
 func (d *devCluster) start(ctx context.Context, redisURL, monoDir string, nodes, routers int) error {
@@ -78,8 +81,9 @@ func (d *devCluster) start(ctx context.Context, redisURL, monoDir string, nodes,
 			return err
 		}
 	} else {
-		fmt.Fprintf(d.stdout, "redis: %s (given)\n", redisURL)
+		d.redisLine = fmt.Sprintf("redis: %s (given)", redisURL)
 	}
+	redisLine := d.redisLine
 	d.cluster, err = cluster.Start(ctx, cluster.Options{
 		RedisURL:    redisURL,
 		Nodes:       nodes,
@@ -98,6 +102,7 @@ func (d *devCluster) start(ctx context.Context, redisURL, monoDir string, nodes,
 		fmt.Fprintf(d.stdout, "sidecar: http://%s (node %s)\n", n.SidecarAddr, n.ID)
 		fmt.Fprintf(d.stdout, "monolith: http://%s (balancer ws://%s, node %s)\n", n.HTTPAddr, n.BalancerAddr, n.ID)
 	}
+	fmt.Fprintln(d.stdout, redisLine)
 	return nil
 }
 
@@ -105,16 +110,22 @@ func (d *devCluster) start(ctx context.Context, redisURL, monoDir string, nodes,
 // there is none.
 func (d *devCluster) startRedis() (string, error) {
 	bin, err := exec.LookPath("redis-server")
-	if err != nil {
+	if err != nil || d.embedded {
 		m := miniredis.NewMiniRedis()
 		if err := m.StartAddr("127.0.0.1:0"); err != nil {
 			return "", fmt.Errorf("embedded redis: %w", err)
 		}
-		d.embedded = m
+		d.mini = m
 		d.stopClock = make(chan struct{})
 		go embeddedClock(m, d.stopClock)
 		url := "redis://" + m.Addr()
-		fmt.Fprintf(d.stdout, "redis: %s (embedded: no redis-server on PATH; fine for trying roomlb, not for load)\n", url)
+		// Said at once, not only in the summary: it is a choice made for you.
+		why := "no redis-server on PATH"
+		if d.embedded {
+			why = "--embedded-redis"
+		}
+		fmt.Fprintf(d.stderr, "roomlb dev: %s: using an embedded Redis (fine for trying roomlb, not for load)\n", why)
+		d.redisLine = fmt.Sprintf("redis: %s (embedded)", url)
 		return url, nil
 	}
 	port, err := freePort()
@@ -141,7 +152,7 @@ func (d *devCluster) startRedis() (string, error) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	url := "redis://" + addr
-	fmt.Fprintf(d.stdout, "redis: %s (redis-server %s)\n", url, bin)
+	d.redisLine = fmt.Sprintf("redis: %s (redis-server %s)", url, bin)
 	return url, nil
 }
 
@@ -171,9 +182,9 @@ func (d *devCluster) stop() {
 		d.redisCmd.Process.Signal(syscall.SIGTERM)
 		d.redisCmd.Wait()
 	}
-	if d.embedded != nil {
+	if d.mini != nil {
 		close(d.stopClock)
-		d.embedded.Close()
+		d.mini.Close()
 	}
 	if d.tmp != "" {
 		os.RemoveAll(d.tmp)

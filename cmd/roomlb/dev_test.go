@@ -26,7 +26,13 @@ func TestDev(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "dev")
+	t.Run("redis-server", func(t *testing.T) { testDev(t, bin) })
+	// What a machine without redis-server gets.
+	t.Run("embedded redis", func(t *testing.T) { testDev(t, bin, "--embedded-redis") })
+}
+
+func testDev(t *testing.T, bin string, args ...string) {
+	cmd := exec.Command(bin, append([]string{"dev"}, args...)...)
 	cmd.Stderr = &testWriter{t}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -65,10 +71,10 @@ func TestDev(t *testing.T) {
 			addrs = append(addrs, strings.TrimPrefix(strings.TrimPrefix(f[1], "http://"), "redis://"))
 		}
 	}
-	if !strings.HasPrefix(lines[1], "router: http://127.0.0.1:") || !strings.HasPrefix(lines[2], "router: ") {
-		t.Fatalf("output starts %q, want redis then the two routers", lines[:3])
+	if !strings.HasPrefix(lines[0], "router: http://127.0.0.1:") || !strings.HasPrefix(lines[1], "router: ") {
+		t.Fatalf("output starts %q, want the two routers first", lines[:2])
 	}
-	router := strings.TrimPrefix(strings.Fields(lines[1])[1], "http://")
+	router := strings.TrimPrefix(strings.Fields(lines[0])[1], "http://")
 
 	res, err := http.Get("http://" + router + "/")
 	if err != nil || res.StatusCode != 200 {
