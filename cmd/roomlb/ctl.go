@@ -16,7 +16,6 @@ import (
 
 	"github.com/go-redsync/redsync/v4"
 	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/roomlb/roomlb/registry"
 	"github.com/roomlb/roomlb/sidecar"
@@ -56,16 +55,11 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.Usage()
 		return flag.ErrHelp
 	}
-	opt, err := redis.ParseURL(*redisURL)
-	if err != nil {
-		return fmt.Errorf("--redis-url: %w", err)
-	}
-	rdb := redis.NewClient(opt)
-	defer rdb.Close()
-	reg, err := registry.New(rdb, registry.Config{Prefix: *prefix})
+	reg, closeRedis, err := openRegistry(*redisURL, *prefix, nil)
 	if err != nil {
 		return err
 	}
+	defer closeRedis()
 	c := &ctl{reg: reg, out: stdout, json: *asJSON, secret: *secret, timeout: *timeout}
 	want := func(n int) error {
 		if len(cmdArgs) != n+1 {

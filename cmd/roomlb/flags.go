@@ -7,6 +7,10 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/roomlb/roomlb/registry"
 )
 
 // envName is the environment variable of a flag: --redis-url is
@@ -42,6 +46,22 @@ func parse(fs *flag.FlagSet, args []string) error {
 		}
 	})
 	return err
+}
+
+// openRegistry connects to the registry at redisURL; close closes the
+// connection.
+func openRegistry(redisURL, prefix string, log *slog.Logger) (reg *registry.Registry, close func() error, err error) {
+	opt, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--redis-url: %w", err)
+	}
+	rdb := redis.NewClient(opt)
+	reg, err = registry.New(rdb, registry.Config{Prefix: prefix, Logger: log})
+	if err != nil {
+		rdb.Close()
+		return nil, nil, err
+	}
+	return reg, rdb.Close, nil
 }
 
 // newLogger makes the process logger: text to stderr at level.

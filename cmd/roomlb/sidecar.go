@@ -3,11 +3,8 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"io"
 	"os"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/roomlb/roomlb/registry"
 	"github.com/roomlb/roomlb/sidecar"
@@ -48,16 +45,11 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	opt, err := redis.ParseURL(*redisURL)
-	if err != nil {
-		return fmt.Errorf("--redis-url: %w", err)
-	}
-	rdb := redis.NewClient(opt)
-	defer rdb.Close()
-	reg, err := registry.New(rdb, registry.Config{Prefix: *prefix, Logger: log})
+	reg, closeRedis, err := openRegistry(*redisURL, *prefix, log)
 	if err != nil {
 		return err
 	}
+	defer closeRedis()
 	cfg.Registry = reg
 	cfg.Logger = log
 	s, err := sidecar.New(cfg)
