@@ -35,23 +35,63 @@ func (r *Registry) WriteMeta(ctx context.Context, l Lease, m Meta) error {
 	if len(m.Metadata) > 0 && !json.Valid(m.Metadata) {
 		return fmt.Errorf("write meta %s: metadata is not valid JSON", l.Room)
 	}
-	return r.fencedWrite(ctx, l, r.metaKey(l.Room), []string{
+	cmd := lua.FencedWrite.Run(ctx, r.rdb, []string{r.ownerKey(l.Room), r.metaKey(l.Room)}, r.metaArgs(l, m)...)
+	return r.fencedReply(l, cmd)
+}
+
+// LeaseMeta is one room's metadata written by WriteMetas.
+type LeaseMeta struct {
+	Lease Lease
+	Meta  Meta
+}
+
+// WriteMetas writes the metadata of many rooms, each fenced as WriteMeta,
+// in one round trip. It returns one error per entry (nil when written), or
+// a single error when the round trip itself failed.
+func (r *Registry) WriteMetas(ctx context.Context, ms []LeaseMeta) ([]error, error) {
+	calls := make([]*scriptCall, len(ms))
+	errs := make([]error, len(ms))
+	for i, lm := range ms {
+		if err := lm.Lease.check(); err != nil {
+			return nil, err
+		}
+		if len(lm.Meta.Metadata) > 0 && !json.Valid(lm.Meta.Metadata) {
+			return nil, fmt.Errorf("write meta %s: metadata is not valid JSON", lm.Lease.Room)
+		}
+		calls[i] = &scriptCall{
+			keys: []string{r.ownerKey(lm.Lease.Room), r.metaKey(lm.Lease.Room)},
+			args: r.metaArgs(lm.Lease, lm.Meta),
+		}
+	}
+	if err := r.pipeline(ctx, lua.FencedWrite, calls); err != nil && !isScriptReplyError(err) {
+		return nil, fmt.Errorf("write metadata of %d rooms: %w", len(ms), err)
+	}
+	for i, c := range calls {
+		errs[i] = r.fencedReply(ms[i].Lease, c.cmd)
+	}
+	return errs, nil
+}
+
+// isScriptReplyError tells a pipeline whose round trip worked (some calls
+// refused) from one that failed.
+func isScriptReplyError(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && !redis.HasErrorPrefix(err, "NOSCRIPT")
+}
+
+// metaArgs are the fenced_write arguments of a metadata write.
+func (r *Registry) metaArgs(l Lease, m Meta) []any {
+	return []any{l.epoch(), ms(r.metaTTL),
 		"name", m.Name,
 		"visibility", m.Visibility,
 		"users", strconv.Itoa(m.Users),
 		"metadata", string(m.Metadata),
-	})
+	}
 }
 
-// fencedWrite replaces the hash key (a key of the lease's room) with fields,
-// only if the lease's epoch is the room's current one.
-func (r *Registry) fencedWrite(ctx context.Context, l Lease, key string, fields []string) error {
-	args := make([]any, 0, 2+len(fields))
-	args = append(args, l.epoch(), ms(r.metaTTL))
-	for _, f := range fields {
-		args = append(args, f)
-	}
-	a, err := toReply(lua.FencedWrite.Run(ctx, r.rdb, []string{r.ownerKey(l.Room), key}, args...).Result())
+// fencedReply reads a fenced_write's answer.
+func (r *Registry) fencedReply(l Lease, cmd *redis.Cmd) error {
+	a, err := toReply(cmd.Result())
 	if err != nil {
 		return fmt.Errorf("fenced write %s: %w", l.Room, err)
 	}

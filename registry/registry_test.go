@@ -735,3 +735,29 @@ func TestRedisDown(t *testing.T) {
 		t.Fatal("nodes with Redis down succeeded")
 	}
 }
+
+func TestWriteMetas(t *testing.T) {
+	r, _ := newRegistry(t)
+	ctx := context.Background()
+	a, _ := r.Claim(ctx, "One", "node-a", time.Minute)
+	b, _ := r.Claim(ctx, "Two", "node-a", time.Minute)
+	stale := Lease{Room: "two", Node: "node-a", Epoch: b.Epoch - 1}
+	r.Client().ScriptFlush(ctx)
+	errs, err := r.WriteMetas(ctx, []LeaseMeta{
+		{a, Meta{Name: "One", Users: 1}},
+		{b, Meta{Name: "Two", Users: 2}},
+		{stale, Meta{Name: "Two", Users: 99}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs[0] != nil || errs[1] != nil || !errors.Is(errs[2], ErrStaleEpoch) {
+		t.Fatalf("errs = %v, want nil, nil, ErrStaleEpoch", errs)
+	}
+	if m, _, _ := r.Meta(ctx, "two"); m.Users != 2 || m.Epoch != b.Epoch {
+		t.Fatalf("meta of two = %+v, want the current owner's", m)
+	}
+	if m, _, _ := r.Meta(ctx, "one"); m.Users != 1 {
+		t.Fatalf("meta of one = %+v", m)
+	}
+}

@@ -52,48 +52,30 @@ func (r *Registry) Renew(ctx context.Context, node string, leases []Lease, ttl t
 	}
 	type batch struct {
 		leases []Lease
-		keys   []string
-		args   []any
-		cmd    *redis.Cmd
+		call   scriptCall
 	}
 	var batches []*batch
+	var calls []*scriptCall
 	for start := 0; start < len(leases); start += RenewBatch {
 		end := min(start+RenewBatch, len(leases))
 		b := &batch{leases: leases[start:end]}
-		b.keys = make([]string, len(b.leases))
-		b.args = make([]any, 2+len(b.leases))
-		b.args[0], b.args[1] = node, ms(ttl)
+		b.call.keys = make([]string, len(b.leases))
+		b.call.args = make([]any, 2+len(b.leases))
+		b.call.args[0], b.call.args[1] = node, ms(ttl)
 		for i, l := range b.leases {
-			b.keys[i] = r.ownerKey(l.Room)
-			b.args[2+i] = l.epoch()
+			b.call.keys[i] = r.ownerKey(l.Room)
+			b.call.args[2+i] = l.epoch()
 		}
 		batches = append(batches, b)
+		calls = append(calls, &b.call)
 	}
-	send := func(useEval bool) error {
-		_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, b := range batches {
-				if useEval {
-					b.cmd = lua.Renew.Eval(ctx, p, b.keys, b.args...)
-				} else {
-					b.cmd = lua.Renew.EvalSha(ctx, p, b.keys, b.args...)
-				}
-			}
-			return nil
-		})
-		return err
-	}
-	err := send(false)
-	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		// The script cache is empty (Redis restarted or SCRIPT FLUSH): send the
-		// bodies once; the server caches them for the next renewal. Renewing
-		// twice is harmless: the second call extends the same leases.
-		err = send(true)
-	}
-	if err != nil {
+	// Renewing twice (after a NOSCRIPT) is harmless: the second call extends
+	// the same leases.
+	if err := r.pipeline(ctx, lua.Renew, calls); err != nil {
 		return out, fmt.Errorf("renew %d rooms of %s: %w", len(leases), node, err)
 	}
 	for _, b := range batches {
-		a, err := toReply(b.cmd.Result())
+		a, err := toReply(b.call.cmd.Result())
 		if err != nil {
 			return out, fmt.Errorf("renew %d rooms of %s: %w", len(leases), node, err)
 		}
@@ -112,4 +94,36 @@ func (r *Registry) Renew(ctx context.Context, node string, leases []Lease, ttl t
 		}
 	}
 	return out, nil
+}
+
+// scriptCall is one call of a script in a pipeline.
+type scriptCall struct {
+	keys []string
+	args []any
+	cmd  *redis.Cmd
+}
+
+// pipeline runs every call of script in one round trip (EVALSHA), and once
+// more with the script's body (EVAL) when the server's script cache is
+// empty (Redis restarted, SCRIPT FLUSH): the server caches it for the next
+// time. Per-call errors stay in each call's cmd.
+func (r *Registry) pipeline(ctx context.Context, script *redis.Script, calls []*scriptCall) error {
+	send := func(useEval bool) error {
+		_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, c := range calls {
+				if useEval {
+					c.cmd = script.Eval(ctx, p, c.keys, c.args...)
+				} else {
+					c.cmd = script.EvalSha(ctx, p, c.keys, c.args...)
+				}
+			}
+			return nil
+		})
+		return err
+	}
+	err := send(false)
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		err = send(true)
+	}
+	return err
 }

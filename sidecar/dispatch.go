@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"time"
@@ -74,6 +75,7 @@ func (s *Sidecar) linkDown(l *link, err error) {
 				continue
 			}
 			ctx, cancel := s.redisCtx(context.Background())
+			s.flushMeta(ctx, rm)
 			if err := s.reg.Release(ctx, lease); err != nil {
 				s.log.Debug("sidecar: release", "room", lease.Room, "err", err)
 			} else if h != nil {
@@ -319,8 +321,11 @@ func (s *Sidecar) onGossip(l *link, g *ott.Gossip) {
 	}
 }
 
-// writeMetaLocked stores the room's metadata in the registry (fenced by
-// its epoch), in the background. s.mu is held.
+// writeMetaLocked records the room's metadata for the registry, where the
+// metadata loop writes it (fenced by the room's epoch) if it changed: the
+// monolith repeats every room's metadata in each gossip, and rewriting
+// 10,000 unchanged rooms every 20 s would be most of a node's Redis load.
+// s.mu is held.
 func (s *Sidecar) writeMetaLocked(rm *room, meta *ott.RoomMetadata) {
 	if meta == nil {
 		return
@@ -329,17 +334,53 @@ func (s *Sidecar) writeMetaLocked(rm *room, meta *ott.RoomMetadata) {
 		rm.meta = meta // written when the claim succeeds
 		return
 	}
-	m := registry.Meta{Name: meta.Name, Visibility: meta.Visibility, Users: meta.Users, Metadata: append([]byte(nil), meta.Raw...)}
-	lease := rm.lease
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		ctx, cancel := s.redisCtx(context.Background())
-		defer cancel()
-		if err := s.reg.WriteMeta(ctx, lease, m); err != nil {
-			s.log.Debug("sidecar: write meta", "room", lease.Room, "err", err)
-		}
-	}()
+	if rm.metaName == meta.Name && rm.metaVisibility == meta.Visibility && bytes.Equal(rm.metaRaw, meta.Raw) {
+		return
+	}
+	first := rm.metaName == ""
+	rm.metaName, rm.metaVisibility = meta.Name, meta.Visibility
+	rm.metaRaw = append(rm.metaRaw[:0], meta.Raw...)
+	rm.metaDirty = true
+	if first {
+		// The first metadata carries the room's canonical casing, which
+		// the next owner needs to load the room: write it at once.
+		lm := s.takeMetaLocked(rm)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			ctx, cancel := s.redisCtx(context.Background())
+			defer cancel()
+			if err := s.reg.WriteMeta(ctx, lm.Lease, lm.Meta); err != nil {
+				s.log.Debug("sidecar: write meta", "room", lm.Lease.Room, "err", err)
+			}
+		}()
+	}
+}
+
+// takeMetaLocked returns rm's metadata write and marks it written. s.mu is
+// held.
+func (s *Sidecar) takeMetaLocked(rm *room) registry.LeaseMeta {
+	rm.metaDirty = false
+	rm.metaUsers = len(rm.clients)
+	return registry.LeaseMeta{Lease: rm.lease, Meta: registry.Meta{
+		Name: rm.metaName, Visibility: rm.metaVisibility, Users: rm.metaUsers,
+		Metadata: append([]byte(nil), rm.metaRaw...),
+	}}
+}
+
+// flushMeta writes rm's metadata now if the registry's copy is behind, so
+// that it is there before the room is released.
+func (s *Sidecar) flushMeta(ctx context.Context, rm *room) {
+	s.mu.Lock()
+	if !rm.metaDirty || rm.lease.Epoch == 0 || rm.metaName == "" {
+		s.mu.Unlock()
+		return
+	}
+	lm := s.takeMetaLocked(rm)
+	s.mu.Unlock()
+	if err := s.reg.WriteMeta(ctx, lm.Lease, lm.Meta); err != nil {
+		s.log.Debug("sidecar: write meta", "room", lm.Lease.Room, "err", err)
+	}
 }
 
 // addClient adds an authenticated client to its room: it joins at once if

@@ -138,6 +138,9 @@ func (s *Sidecar) drainRoom(ctx context.Context, rm *room, h *handoffs) error {
 		}
 	}
 
+	fctx, cancel := s.redisCtx(context.Background())
+	s.flushMeta(fctx, rm) // the next owner loads the room by the name in it
+	cancel()
 	s.mu.Lock()
 	lease, name, cost, valid := rm.lease, rm.name, rm.cost, rm.valid(s.now())
 	s.removeRoom(rm)

@@ -222,3 +222,56 @@ func (s *Sidecar) announceLoop(ctx context.Context) {
 func (s *Sidecar) housekeepingLoop(ctx context.Context) {
 	s.reg.NewHousekeeper(0).Run(ctx)
 }
+
+// metaInterval is how often changed room metadata is written.
+const metaInterval = 500 * time.Millisecond
+
+// metaLoop writes the metadata of the rooms whose metadata or client count
+// changed, all in one round trip. The client count is this node's: the
+// monolith's own count comes only with its 20-second gossip.
+func (s *Sidecar) metaLoop(ctx context.Context) {
+	t := time.NewTicker(metaInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		var batch []registry.LeaseMeta
+		var rooms []*room
+		for _, rm := range s.rooms {
+			if rm.lease.Epoch == 0 || rm.metaName == "" || rm.gone {
+				continue
+			}
+			if !rm.metaDirty && rm.metaUsers == len(rm.clients) {
+				continue
+			}
+			batch = append(batch, s.takeMetaLocked(rm))
+			rooms = append(rooms, rm)
+		}
+		s.mu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
+		wctx, cancel := s.redisCtx(ctx)
+		errs, err := s.reg.WriteMetas(wctx, batch)
+		cancel()
+		if err != nil {
+			// Try again next time.
+			s.mu.Lock()
+			for _, rm := range rooms {
+				rm.metaDirty = true
+			}
+			s.mu.Unlock()
+			s.log.Debug("sidecar: write metadata", "rooms", len(batch), "err", err)
+			continue
+		}
+		for i, err := range errs {
+			if err != nil {
+				s.log.Debug("sidecar: write metadata", "room", batch[i].Lease.Room, "err", err)
+			}
+		}
+	}
+}

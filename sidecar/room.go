@@ -55,6 +55,13 @@ type room struct {
 	// meta is the monolith's metadata of a room it loaded on its own, kept
 	// until the claim succeeds and it can be written.
 	meta *ott.RoomMetadata
+	// The metadata as last reported, and whether the registry's copy is
+	// behind it (metaLoop writes it). metaUsers is the client count
+	// written.
+	metaName, metaVisibility string
+	metaRaw                  []byte
+	metaUsers                int
+	metaDirty                bool
 	// unloaded is closed by the monolith's unloaded (drains wait on it).
 	unloaded chan struct{}
 	// gone: removed from the table; late events for it are ignored.

@@ -120,7 +120,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		defer s.wg.Done()
 		serveErr <- s.server.Serve(s.ln)
 	}()
-	for _, loop := range []func(context.Context){s.linkLoop, s.renewLoop, s.fenceLoop, s.heartbeatLoop, s.handoffLoop, s.announceLoop, s.housekeepingLoop} {
+	for _, loop := range []func(context.Context){s.linkLoop, s.renewLoop, s.fenceLoop, s.heartbeatLoop, s.handoffLoop, s.announceLoop, s.housekeepingLoop, s.metaLoop} {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
