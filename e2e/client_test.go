@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,10 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fasthttp/websocket"
-
 	"github.com/roomlb/roomlb/internal/cluster"
 	"github.com/roomlb/roomlb/internal/redistest"
+	"github.com/roomlb/roomlb/internal/wstest"
 	"github.com/roomlb/roomlb/ott/otttest"
 	"github.com/roomlb/roomlb/sidecar"
 )
@@ -83,11 +81,9 @@ func grant(t testing.TB, addr string) string {
 
 // client is a browser-like WebSocket client of one room.
 type client struct {
-	t      testing.TB
-	conn   *websocket.Conn
-	node   string // X-Roomlb-Node of the handshake
-	msgs   chan map[string]any
-	closed chan int
+	*wstest.Client
+	t    testing.TB
+	node string // the node that serves it
 }
 
 // join connects to room through a router and authenticates.
@@ -96,68 +92,21 @@ func join(t testing.TB, addr, room, token string, hdr ...string) (*client, error
 	for i := 0; i+1 < len(hdr); i += 2 {
 		h.Set(hdr[i], hdr[i+1])
 	}
-	conn, res, err := websocket.DefaultDialer.Dial("ws://"+addr+"/api/room/"+room, h)
+	c, _, err := wstest.Dial(t, "ws://"+addr+"/api/room/"+room, h, token)
 	if err != nil {
-		if res != nil {
-			return nil, fmt.Errorf("%w (HTTP %d)", err, res.StatusCode)
-		}
 		return nil, err
 	}
-	c := &client{t: t, conn: conn, node: res.Header.Get("X-Roomlb-Node"), msgs: make(chan map[string]any, 1024), closed: make(chan int, 1)}
-	t.Cleanup(func() { conn.Close() })
-	go func() {
-		for {
-			_, data, err := conn.ReadMessage()
-			if err != nil {
-				code := 1006
-				if ce, ok := err.(*websocket.CloseError); ok {
-					code = ce.Code
-				}
-				c.closed <- code
-				close(c.msgs)
-				return
-			}
-			var m map[string]any
-			json.Unmarshal(data, &m)
-			c.msgs <- m
-		}
-	}()
-	b, _ := json.Marshal(map[string]any{"action": "auth", "token": token})
-	return c, conn.WriteMessage(websocket.TextMessage, b)
+	return &client{Client: c, t: t, node: c.Node}, nil
 }
 
-func (c *client) send(v any) error {
-	b, _ := json.Marshal(v)
-	return c.conn.WriteMessage(websocket.TextMessage, b)
-}
+func (c *client) send(v any) error       { return c.Send(v) }
+func (c *client) chat(text string) error { return c.Chat(text) }
 
-func (c *client) chat(text string) error {
-	return c.send(map[string]any{"action": "req", "request": map[string]any{"type": 11, "text": text}})
-}
-
-// next returns the next message whose action is want.
 func (c *client) next(want string, limit time.Duration) (map[string]any, error) {
-	deadline := time.After(limit)
-	for {
-		select {
-		case m, ok := <-c.msgs:
-			if !ok {
-				return nil, fmt.Errorf("closed (%d) while waiting for %q", <-c.closed, want)
-			}
-			if m["action"] == want {
-				return m, nil
-			}
-		case <-deadline:
-			return nil, fmt.Errorf("no %q within %v", want, limit)
-		}
-	}
+	return c.Next(want, limit)
 }
 
 func (c *client) mustNext(want string) map[string]any {
 	c.t.Helper()
-	m, err := c.next(want, 5*time.Second)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return m
+	return c.MustNext(want, 5*time.Second)
 }

@@ -143,7 +143,7 @@ func testDrain(t *testing.T, reg *registry.Registry, monos [3]monolith, rooms, p
 			t.Logf("sync: %v", sync)
 			t.Fatalf("room %s on %s loaded with playbackPosition %v, want %d (the state before the drain)", name, o.Node, got, 1000+i)
 		}
-		cl.conn.Close()
+		cl.Conn.Close()
 	}
 	obs.check(t)
 }

@@ -119,7 +119,7 @@ func TestConcurrentJoinsOneLoad(t *testing.T) {
 			select {
 			case <-time.After(10 * time.Second):
 				errs <- fmt.Errorf("client %d: no sync", i)
-			case m := <-c.msgs:
+			case m := <-c.Msgs:
 				if m["action"] != "sync" {
 					errs <- fmt.Errorf("client %d: first message %v", i, m["action"])
 					return

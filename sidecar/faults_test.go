@@ -142,7 +142,7 @@ func TestPausedOwnerFences(t *testing.T) {
 	deadline := time.After(5 * time.Second)
 	for closed := false; !closed; {
 		select {
-		case m, ok := <-cl.msgs:
+		case m, ok := <-cl.Msgs:
 			if !ok {
 				closed = true
 				break
@@ -154,7 +154,7 @@ func TestPausedOwnerFences(t *testing.T) {
 			t.Fatal("the resumed node did not close its client of the moved room")
 		}
 	}
-	if code := <-cl.closed; code != closeServiceRestart {
+	if code := <-cl.Closed; code != closeServiceRestart {
 		t.Errorf("client of the fenced room closed with %d, want %d", code, closeServiceRestart)
 	}
 	// ...unloads the room from its monolith...
@@ -170,7 +170,7 @@ func TestPausedOwnerFences(t *testing.T) {
 	}
 	// The chat never reached node-b's room either.
 	select {
-	case m := <-cb.msgs:
+	case m := <-cb.Msgs:
 		if m["action"] == "chat" {
 			t.Fatalf("the stale request reached the new owner: %v", m)
 		}

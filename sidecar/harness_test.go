@@ -8,13 +8,11 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/fasthttp/websocket"
-
 	"github.com/roomlb/roomlb/internal/redistest"
+	"github.com/roomlb/roomlb/internal/wstest"
 	"github.com/roomlb/roomlb/registry"
 )
 
@@ -147,15 +145,11 @@ func createRoom(t testing.TB, addr, name string) {
 	}
 }
 
-// wsClient is a browser-like client of one room.
+// wsClient is a browser-like client of one room, as a router would pass it
+// on (with the secret).
 type wsClient struct {
-	t    testing.TB
-	conn *websocket.Conn
-	msgs chan map[string]any
-	raw  chan []byte
-	// closed carries the close code once the connection ended.
-	closed chan int
-	once   sync.Once
+	*wstest.Client
+	t testing.TB
 }
 
 // dial connects a client to room at a sidecar and sends its auth frame.
@@ -163,77 +157,30 @@ func dial(t testing.TB, addr, room, token string) (*wsClient, *http.Response, er
 	t.Helper()
 	h := http.Header{}
 	h.Set(HeaderSecret, testSecret)
-	conn, res, err := websocket.DefaultDialer.Dial("ws://"+addr+"/api/room/"+room, h)
+	c, res, err := wstest.Dial(t, "ws://"+addr+"/api/room/"+room, h, token)
 	if err != nil {
 		return nil, res, err
 	}
-	c := &wsClient{t: t, conn: conn, msgs: make(chan map[string]any, 1024), raw: make(chan []byte, 1024), closed: make(chan int, 1)}
-	t.Cleanup(func() { conn.Close() })
-	go c.read()
-	if token != "" {
-		c.sendJSON(map[string]any{"action": "auth", "token": token})
-	}
-	return c, res, nil
-}
-
-func (c *wsClient) read() {
-	for {
-		_, data, err := c.conn.ReadMessage()
-		if err != nil {
-			code := 1006
-			if ce, ok := err.(*websocket.CloseError); ok {
-				code = ce.Code
-			}
-			c.closed <- code
-			close(c.msgs)
-			return
-		}
-		var m map[string]any
-		json.Unmarshal(data, &m)
-		c.raw <- data
-		c.msgs <- m
-	}
+	return &wsClient{Client: c, t: t}, res, nil
 }
 
 func (c *wsClient) sendJSON(v any) {
-	if err := c.trySendJSON(v); err != nil {
+	if err := c.Send(v); err != nil {
 		c.t.Errorf("client write: %v", err)
 	}
 }
 
 // trySendJSON sends v, for clients that may have been closed meanwhile.
-func (c *wsClient) trySendJSON(v any) error {
-	b, _ := json.Marshal(v)
-	return c.conn.WriteMessage(websocket.TextMessage, b)
-}
+func (c *wsClient) trySendJSON(v any) error { return c.Send(v) }
 
 // next returns the next message whose action is want, skipping others.
 func (c *wsClient) next(want string, limit time.Duration) map[string]any {
 	c.t.Helper()
-	deadline := time.After(limit)
-	for {
-		select {
-		case m, ok := <-c.msgs:
-			if !ok {
-				c.t.Fatalf("connection closed while waiting for %q", want)
-			}
-			if m["action"] == want {
-				return m
-			}
-		case <-deadline:
-			c.t.Fatalf("no %q message within %v", want, limit)
-		}
-	}
+	return c.MustNext(want, limit)
 }
 
 // closeCode waits for the connection to end and returns its close code.
 func (c *wsClient) closeCode(limit time.Duration) int {
 	c.t.Helper()
-	select {
-	case code := <-c.closed:
-		return code
-	case <-time.After(limit):
-		c.t.Fatalf("connection still open after %v", limit)
-		return 0
-	}
+	return c.CloseCode(limit)
 }

@@ -90,7 +90,7 @@ func TestIngressEdges(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				tc.first(c.conn)
+				tc.first(c.Conn)
 				if code := c.closeCode(5 * time.Second); code != tc.want {
 					t.Fatalf("closed with %d, want %d", code, tc.want)
 				}
@@ -106,7 +106,7 @@ func TestIngressEdges(t *testing.T) {
 		c.next("you", 5*time.Second)
 		// Frames the monolith cannot take are dropped; the socket stays.
 		for _, f := range []string{"not json", "[1,2]", "null", "42"} {
-			c.conn.WriteMessage(websocket.TextMessage, []byte(f))
+			c.Conn.WriteMessage(websocket.TextMessage, []byte(f))
 		}
 		c.sendJSON(map[string]any{"action": "req", "request": map[string]any{"type": 11, "text": "still here"}})
 		c.next("chat", 5*time.Second)

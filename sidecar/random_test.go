@@ -92,7 +92,7 @@ func testRandom(t *testing.T, reg *registry.Registry, monos []randomMonolith) {
 			}
 		case op < 50 && cl != nil:
 			ops["leave"]++
-			cl.conn.Close()
+			cl.Conn.Close()
 		case op < 65 && cl != nil:
 			ops["chat"]++
 			cl.trySendJSON(map[string]any{"action": "req", "request": map[string]any{"type": 11, "text": "hi"}})
@@ -105,7 +105,7 @@ func testRandom(t *testing.T, reg *registry.Registry, monos []randomMonolith) {
 		case op < 76 && cl != nil:
 			ops["bad frame"]++
 			bad := [][]byte{[]byte("not json"), []byte(`[1,2]`), []byte(`null`), []byte(`{"action":`), make([]byte, 70<<10)}
-			cl.conn.WriteMessage(websocket.TextMessage, bad[rnd.IntN(len(bad))])
+			cl.Conn.WriteMessage(websocket.TextMessage, bad[rnd.IntN(len(bad))])
 		case op < 82:
 			ops["http"]++
 			call(t, s.Addr(), "GET", "/api/room/"+room, "")

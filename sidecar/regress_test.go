@@ -110,7 +110,7 @@ func TestRequestsForMissingRoomsHoldNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.conn.WriteMessage(1, []byte("not an auth frame"))
+	c.Conn.WriteMessage(1, []byte("not an auth frame"))
 	c.closeCode(5 * time.Second)
 	waitFor(t, 2*time.Second, "no room held", func() bool {
 		rooms, _ := reg.Rooms(context.Background())
