@@ -1,0 +1,449 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/roomlb/roomlb/internal/cluster"
+	"github.com/roomlb/roomlb/ott"
+	"github.com/roomlb/roomlb/ott/otttest"
+	"github.com/roomlb/roomlb/sidecar"
+)
+
+// Figures 5, 6 and 7 run on the in-process cluster of internal/cluster (the
+// one `roomlb dev` and the end-to-end tests use): their subject is the
+// protocol's round trips (Redis, claims, loads, handoffs), not a process's
+// CPU.
+
+// clusterDebounce is the monolith's state debounce in the cluster figures
+// (5 s in OpenTogetherTube): short, so that drains (figure 7, and stopping
+// a cluster) do not wait for it.
+const clusterDebounce = 300 * time.Millisecond
+
+// startCluster starts Redis and a cluster of the run's monolith kind.
+func (e *env) startCluster(ctx context.Context, name string, nodes int, debounce time.Duration, change func(*cluster.Options)) (*redisServer, *cluster.Cluster, error) {
+	rs, err := startRedis(e.dir, name+"-redis")
+	if err != nil {
+		return nil, nil, err
+	}
+	o := cluster.Options{RedisURL: rs.url, Nodes: nodes, Routers: 1, Monolith: cluster.FakeMonolith}
+	if e.opts.Monolith == MonolithNode {
+		o.Monolith = cluster.NodeMonolith
+	}
+	if debounce > 0 { // the state write's debounce, both sides
+		o.FakeConfig = func(c *otttest.Config) { c.StateDebounce = debounce }
+		o.MonolithEnv = []string{fmt.Sprintf("STATE_DEBOUNCE_MS=%d", debounce.Milliseconds())}
+		o.Sidecar = func(_ int, c *sidecar.Config) { c.StateDebounce = debounce }
+	}
+	if change != nil {
+		change(&o)
+	}
+	c, err := cluster.Start(ctx, o)
+	if err != nil {
+		rs.close()
+		return nil, nil, err
+	}
+	return rs, c, nil
+}
+
+// joinOne joins one client on the link and waits for its "you".
+func (l *balancerLink) joinOne(room, client, token string, limit time.Duration) error {
+	if err := l.join(room, client, token); err != nil {
+		return err
+	}
+	l.conn.SetReadDeadline(time.Now().Add(limit))
+	defer l.conn.SetReadDeadline(time.Time{})
+	you := []byte(`"action":"you"`)
+	for {
+		m, err := l.read()
+		if err != nil {
+			return err
+		}
+		switch {
+		case m.Type == ott.TypeRoomMsg && m.RoomMsg.ClientID == client && bytes.Contains(m.RoomMsg.Payload, you):
+			return nil
+		case m.Type == ott.TypeKick && m.Kick.ClientID == client:
+			return fmt.Errorf("bench: monolith kicked %s (%d)", client, m.Kick.Reason)
+		}
+	}
+}
+
+// figJoin is figure 5: cold joins (placement, claim, load) and warm joins
+// (the room is loaded: the router's owner lookup from its cache).
+func (e *env) figJoin(ctx context.Context, f *Figure) error {
+	n := e.scale.Joins
+	f.Name = "join latency: cold (place, claim, load) and warm (room loaded)"
+	f.Measures = fmt.Sprintf("%d rooms joined one after the other by a new client: WebSocket dial, auth, until the monolith's \"you\" "+
+		"(the last message of a join); cold = room loaded nowhere, warm = a second client of the loaded room; cluster of 3 nodes, 1 router", n)
+	rs, c, err := e.startCluster(ctx, "f5", 3, clusterDebounce, nil)
+	if err != nil {
+		return err
+	}
+	defer rs.close()
+	defer c.Stop()
+	direct, err := startMonolith(e.opts.Monolith, rs, nil)
+	if err != nil {
+		return err
+	}
+	defer direct.close()
+	token, err := grant(direct.httpAddr)
+	if err != nil {
+		return err
+	}
+	rooms, drooms := roomNames("f5-r", n), roomNames("f5-d", n)
+	warmRooms := roomNames("f5-warm", 3*len(c.Nodes))
+	if err := addRooms(ctx, rs.rdb, slices.Concat(rooms, drooms, warmRooms)); err != nil {
+		return err
+	}
+	// Direct: the monolith's own join, over an open balancer link.
+	l, err := dialBalancer(ctx, dialer(nil), direct.balancerAddr)
+	if err != nil {
+		return err
+	}
+	defer l.close()
+	var dCold, dWarm []time.Duration
+	if err := l.joinOne(warmRooms[0], "warm", token, 10*time.Second); err != nil {
+		return fmt.Errorf("direct join: %w", err)
+	}
+	for i, room := range drooms {
+		for k, out := range []*[]time.Duration{&dCold, &dWarm} {
+			t := time.Now()
+			if err := l.joinOne(room, directClient(i, k), token, 10*time.Second); err != nil {
+				return fmt.Errorf("direct join: %w", err)
+			}
+			*out = append(*out, time.Since(t))
+		}
+	}
+	// roomlb: through the router; then the same warm join straight to the
+	// owner's sidecar, to tell the router's part.
+	sidecars := map[string]string{}
+	for _, nd := range c.Nodes {
+		sidecars[nd.ID] = "ws://" + nd.SidecarAddr
+	}
+	d := dialer(nil)
+	router := "ws://" + c.Routers[0].Addr
+	secret := http.Header{"X-Roomlb-Secret": {c.Secret}}
+	var rCold, rWarm, sWarm []time.Duration
+	var open []*wsClient
+	defer func() {
+		for _, cl := range open {
+			cl.close()
+		}
+	}()
+	join := func(base, room string, hdr http.Header, out *[]time.Duration) (*wsClient, error) {
+		t := time.Now()
+		cl, err := dialClient(ctx, d, base, room, token, hdr)
+		if err != nil {
+			return nil, err
+		}
+		open = append(open, cl)
+		if err := cl.waitAction("you", 10*time.Second); err != nil {
+			return nil, err
+		}
+		*out = append(*out, time.Since(t))
+		return cl, nil
+	}
+	// A few cold joins first, not measured, so that the first ones measured
+	// do not pay for what a process does once (Redis connections, script
+	// loads): cold is about the room.
+	var unused []time.Duration
+	for _, room := range warmRooms {
+		if _, err := join(router, room, nil, &unused); err != nil {
+			return fmt.Errorf("warm-up join: %w", err)
+		}
+	}
+	for _, room := range rooms {
+		first, err := join(router, room, nil, &rCold)
+		if err != nil {
+			return fmt.Errorf("cold join: %w", err)
+		}
+		if _, err := join(router, room, nil, &rWarm); err != nil {
+			return fmt.Errorf("warm join: %w", err)
+		}
+		if _, err := join(sidecars[first.node], room, secret, &sWarm); err != nil {
+			return fmt.Errorf("warm join at the sidecar: %w", err)
+		}
+	}
+	for _, m := range []struct {
+		name string
+		p    float64
+	}{{"p50", 50}, {"p99", 99}} {
+		f.add("direct", "cold "+m.name, percentileMS(dCold, m.p), "ms")
+		f.addRatio("roomlb", "cold "+m.name, percentileMS(rCold, m.p), "ms", "direct/cold "+m.name)
+		f.add("direct", "warm "+m.name, percentileMS(dWarm, m.p), "ms")
+		f.addRatio("sidecar", "warm "+m.name, percentileMS(sWarm, m.p), "ms", "direct/warm "+m.name)
+		f.addRatio("roomlb", "warm "+m.name, percentileMS(rWarm, m.p), "ms", "sidecar/warm "+m.name)
+		f.add("router lookup", "added "+m.name, percentileMS(rWarm, m.p)-percentileMS(sWarm, m.p), "ms")
+	}
+	v, _ := f.value("roomlb/cold p99")
+	f.goal("roomlb cold join p99", v, 5, "ms", true)
+	f.note("direct joins go over an open balancer link (no TCP or WebSocket handshake); the others include a new connection's handshake, as a browser's join does.")
+	f.note("router lookup = roomlb warm - sidecar warm: the router's owner lookup (cache) and its handshake with the sidecar.")
+	return nil
+}
+
+// figFailover is figure 6: from SIGKILL of a node to the first message
+// served in each of its rooms on another node.
+func (e *env) figFailover(ctx context.Context, f *Figure) error {
+	f.Name = "failover of a killed node"
+	f.Measures = fmt.Sprintf("%d rooms on the killed node (sidecar and monolith killed at once, nothing released); "+
+		"each room's client reconnects through the router at once and in a loop (20 ms apart), sends a chat; "+
+		"time from the kill to that chat's broadcast, per room", e.scale.FailoverRooms)
+	for i, hb := range e.scale.FailoverHeartbeats {
+		d, err := e.failover(ctx, hb)
+		if err != nil {
+			return fmt.Errorf("heartbeat %v: %w", hb, err)
+		}
+		peer := fmt.Sprintf("heartbeat %v", hb)
+		if hb == sidecar.DefaultHeartbeatTTL {
+			peer += " (default)"
+		}
+		f.add(peer, "ttl", hb.Seconds()*1000, "ms")
+		f.addRatio(peer, "p50", percentileMS(d, 50), "ms", peer+"/ttl")
+		f.addRatio(peer, "max", percentileMS(d, 100), "ms", peer+"/ttl")
+		if i == 0 {
+			f.goal("failover, last room, "+peer, percentileMS(d, 100), 1000, "ms", true)
+		}
+	}
+	f.note("a router steals a dead owner's room only once the owner's heartbeat key has expired in Redis, so failover is bounded below by what is left of the heartbeat TTL (--heartbeat-ttl, refreshed every third of it); the ratio column is failover / TTL.")
+	return nil
+}
+
+func (e *env) failover(ctx context.Context, hb time.Duration) ([]time.Duration, error) {
+	per := e.scale.FailoverRooms
+	rs, c, err := e.startCluster(ctx, fmt.Sprintf("f6-%v", hb), 3, clusterDebounce, func(o *cluster.Options) {
+		o.Sidecar = func(_ int, c *sidecar.Config) { c.HeartbeatTTL = hb }
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer rs.close()
+	defer c.Stop()
+	token, err := grant(c.Nodes[0].HTTPAddr)
+	if err != nil {
+		return nil, err
+	}
+	rooms := roomNames("f6", 3*per)
+	if err := addRooms(ctx, rs.rdb, rooms); err != nil {
+		return nil, err
+	}
+	p := peer{name: "roomlb", base: "ws://" + c.Routers[0].Addr}
+	clients, err := e.joinRooms(ctx, p, token, rooms, 1)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(clients)
+	victim := clients[0][0].node
+	var mine []string
+	for i, row := range clients {
+		if row[0].node == victim {
+			mine = append(mine, rooms[i])
+		}
+	}
+	var node *cluster.Node
+	for _, nd := range c.Nodes {
+		if nd.ID == victim {
+			node = nd
+		}
+	}
+	if node == nil {
+		return nil, fmt.Errorf("no node %q", victim)
+	}
+	// Let the heartbeat be refreshed as it would be at any moment: the
+	// kill lands at a random point of its period.
+	time.Sleep(time.Duration(float64(hb) / 3 * rand.Float64()))
+	start := time.Now()
+	node.Kill()
+	out := make([]time.Duration, len(mine))
+	errs := make([]error, len(mine))
+	var wg sync.WaitGroup
+	for i, room := range mine {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i], errs[i] = e.serveAgain(ctx, p.base, room, token, i, start, 30*time.Second)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// serveAgain reconnects to room until a chat comes back; it returns the
+// time since start.
+func (e *env) serveAgain(ctx context.Context, base, room, token string, id int, start time.Time, limit time.Duration) (time.Duration, error) {
+	d := dialer(nil)
+	var last error
+	for time.Since(start) < limit && ctx.Err() == nil {
+		if err := e.tryChat(ctx, d, base, room, token, id); err != nil {
+			last = err
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		return time.Since(start), nil
+	}
+	return 0, fmt.Errorf("room %s not served again within %v: %v", room, limit, last)
+}
+
+// tryChat joins room, sends a chat and waits for its broadcast.
+func (e *env) tryChat(ctx context.Context, d *websocket.Dialer, base, room, token string, id int) error {
+	c, err := dialClient(ctx, d, base, room, token, nil)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	if err := c.waitAction("you", 3*time.Second); err != nil {
+		return err
+	}
+	if err := c.chat(stamp(nil, id, e.base)); err != nil {
+		return err
+	}
+	c.conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	for {
+		fr, err := c.read()
+		if err != nil {
+			return err
+		}
+		if s, _, ok := parseStamp(fr); ok && s == id {
+			return nil
+		}
+	}
+}
+
+// figDrain is figure 7: a drain's handover of its rooms, until every client
+// has rejoined on another node.
+func (e *env) figDrain(ctx context.Context, f *Figure) error {
+	f.Name = "drain: rooms handed over with their clients rejoined"
+	f.Measures = "one node holds the rooms (one client each), two empty nodes join; the node drains (as on SIGTERM); " +
+		"its clients, closed with 1012, reconnect through the router at once; time from the drain's start until the last client has rejoined"
+	for _, n := range e.scale.DrainRooms {
+		total, drained, err := e.drain(ctx, n)
+		if err != nil {
+			return fmt.Errorf("%d rooms: %w", n, err)
+		}
+		peer := fmt.Sprintf("%d rooms", n)
+		f.add(peer, "all rejoined", total.Seconds()*1000, "ms")
+		f.add(peer, "drain returned", drained.Seconds()*1000, "ms")
+		f.add(peer, "per room", total.Seconds()*1000/float64(n), "ms")
+		if n == 1000 {
+			f.goal("1,000 rooms drained, clients rejoined", total.Seconds(), 3, "s", true)
+		}
+	}
+	if !slices.Contains(e.scale.DrainRooms, 1000) {
+		f.goal("1,000 rooms drained (not run at this scale)", math.NaN(), 3, "s", true)
+	}
+	f.note("the monolith's state debounce is set to 300 ms here (5 s in OpenTogetherTube) and the rooms are idle past it: a drain waits for the state write of a room changed less than a debounce ago, which this figure leaves out.")
+	return nil
+}
+
+// drain runs one drain of n rooms; it returns the time until every client
+// rejoined and the time until the drain itself returned.
+func (e *env) drain(ctx context.Context, n int) (total, drained time.Duration, err error) {
+	rs, c, err := e.startCluster(ctx, fmt.Sprintf("f7-%d", n), 1, clusterDebounce, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer rs.close()
+	defer c.Stop()
+	token, err := grant(c.Nodes[0].HTTPAddr)
+	if err != nil {
+		return 0, 0, err
+	}
+	rooms := roomNames(fmt.Sprintf("f7-%d", n), n)
+	if err := addRooms(ctx, rs.rdb, rooms); err != nil {
+		return 0, 0, err
+	}
+	p := peer{name: "roomlb", base: "ws://" + c.Routers[0].Addr}
+	clients, err := e.joinRooms(ctx, p, token, rooms, 1)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer closeAll(clients)
+	old := c.Nodes[0]
+	for _, id := range []string{"node-2", "node-3"} {
+		if _, err := c.AddNode(ctx, id); err != nil {
+			return 0, 0, err
+		}
+	}
+	// The router learns of the new nodes (events, and a re-read every
+	// second); the rooms go quiet past the state debounce.
+	time.Sleep(clusterDebounce)
+	for t := time.Now(); ; {
+		n, _ := metric("http://"+c.Routers[0].AdminAddr+"/metrics", "roomlb_router_nodes")
+		if n == 3 {
+			break
+		}
+		if time.Since(t) > 10*time.Second {
+			return 0, 0, fmt.Errorf("the router knows %.0f nodes of 3", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	times := make([]time.Duration, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, row := range clients {
+		cl := row[0]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+			for {
+				if _, err := cl.read(); err != nil {
+					break
+				}
+			}
+			d := dialer(nil)
+			for time.Since(start) < 40*time.Second && ctx.Err() == nil {
+				nc, err := dialClient(ctx, d, p.base, rooms[i], token, nil)
+				if err == nil {
+					err = nc.waitAction("you", 10*time.Second)
+					nc.close()
+				}
+				if err == nil {
+					times[i] = time.Since(start)
+					return
+				}
+				errs[i] = err
+				time.Sleep(20 * time.Millisecond)
+			}
+			if errs[i] == nil {
+				errs[i] = ctx.Err()
+			}
+		}()
+	}
+	drainErr := make(chan error, 1)
+	go func() {
+		drainErr <- old.Drain()
+	}()
+	var dErr error
+	select {
+	case dErr = <-drainErr:
+		drained = time.Since(start)
+	case <-time.After(45 * time.Second):
+		return 0, 0, fmt.Errorf("drain did not return within 45s")
+	}
+	wg.Wait()
+	for i, t := range times {
+		if t == 0 {
+			return 0, 0, fmt.Errorf("client of %s did not rejoin: %v", rooms[i], errs[i])
+		}
+	}
+	if dErr != nil {
+		return 0, 0, fmt.Errorf("drain: %w", dErr)
+	}
+	return slices.Max(times), drained, nil
+}
