@@ -208,7 +208,7 @@ func (s *Sidecar) onLoaded(l *link, meta *ott.RoomMetadata) {
 		if s.unloading[key] {
 			return // a report from before our unload: it is going away
 		}
-		rm = newRoom(key, meta.Name)
+		rm = s.newRoom(key, meta.Name)
 		rm.loaded = true
 		rm.meta = meta
 		if s.draining {

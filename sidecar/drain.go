@@ -46,11 +46,9 @@ func (s *Sidecar) Drain(ctx context.Context) error {
 	s.log.Info("sidecar: draining", "rooms", len(rooms))
 
 	// Tell the routers first, so no new room is placed here.
-	if n, up := s.nodeInfo(); up {
-		hctx, cancel := s.redisCtx(ctx)
-		s.reg.Heartbeat(hctx, n, s.cfg.HeartbeatTTL)
-		cancel()
-	}
+	hctx, cancel := s.redisCtx(ctx)
+	s.beat(hctx)
+	cancel()
 
 	h := s.newHandoffs(ctx)
 	sem := make(chan struct{}, drainParallel)
@@ -87,7 +85,7 @@ func (s *Sidecar) Drain(ctx context.Context) error {
 	if _, err := s.reg.MoveHandoffs(dctx, s.cfg.NodeID); err != nil {
 		s.log.Warn("sidecar: move handoffs offered to this node", "err", err)
 	}
-	if err := s.reg.Deregister(dctx, s.cfg.NodeID); err != nil {
+	if err := s.deregister(dctx); err != nil {
 		errs = append(errs, fmt.Errorf("deregister: %w", err))
 	}
 	cancel()

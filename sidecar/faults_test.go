@@ -218,3 +218,30 @@ func TestMonolithKilledReleasesRooms(t *testing.T) {
 	}
 	_ = registry.StateActive
 }
+
+// A router may steal a room as soon as its owner's heartbeat key is gone,
+// however long the room lease has left: a node that cannot refresh its
+// heartbeat must stop serving before the key can expire.
+func TestHeartbeatLossFences(t *testing.T) {
+	reg, srv := newTestRegistry(t)
+	mono := nodemonolith.Start(t, srv.URL())
+	sc := startSidecar(t, reg, "node-a", mono.BalancerAddr, func(c *Config) {
+		c.LeaseTTL = time.Minute
+		c.HeartbeatTTL = time.Second
+	})
+	createRoom(t, sc.Addr(), "Harbour")
+	cl, _, err := dial(t, sc.Addr(), "harbour", grant(t, sc.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.next("you", 5*time.Second)
+	stopped := time.Now()
+	srv.Stop()
+	if code := cl.closeCode(10 * time.Second); code != closeServiceRestart {
+		t.Fatalf("client closed with %d, want %d", code, closeServiceRestart)
+	}
+	if took := time.Since(stopped); took > time.Second {
+		t.Fatalf("room served %v after the last heartbeat could be refreshed, past its 1s TTL", took)
+	}
+	srv.Start() // so that the sidecar can deregister when the test ends
+}

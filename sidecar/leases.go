@@ -85,8 +85,12 @@ func (s *Sidecar) fenceLoop(ctx context.Context) {
 		now := s.now()
 		s.mu.Lock()
 		for _, rm := range s.rooms {
-			if u := rm.until.Load(); u != 0 && now >= u {
+			switch u := rm.until.Load(); {
+			case u == 0:
+			case now >= u:
 				s.fence(rm, "expired")
+			case now >= s.heartbeatUntil.Load():
+				s.fence(rm, "heartbeat")
 			}
 		}
 		s.mu.Unlock()

@@ -39,7 +39,7 @@ func newMetrics() *metrics {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}),
 		leasesLost: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "roomlb_sidecar_leases_lost_total", Help: "Rooms this node stopped serving because its lease was lost (taken, gone) or could not be renewed in time (expired).",
+			Name: "roomlb_sidecar_leases_lost_total", Help: "Rooms this node stopped serving because its lease was lost (taken, gone) or could not be renewed in time (expired), or because the node's heartbeat could not be refreshed in time (heartbeat).",
 		}, []string{"reason"}),
 		handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomlb_sidecar_handoffs_total", Help: "Rooms handed over by a drain (out) and taken from other nodes' drains (in).",

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -19,18 +20,16 @@ func (s *Sidecar) heartbeatLoop(ctx context.Context) {
 	defer t.Stop()
 	registered := false
 	for {
-		n, up := s.nodeInfo()
-		hctx, cancel := s.redisCtx(ctx)
-		var err error
-		switch {
-		case s.deregistered.Load():
-			cancel()
+		if s.deregistered.Load() {
 			return
+		}
+		hctx, cancel := s.redisCtx(ctx)
+		up, err := s.beat(hctx)
+		switch {
 		case up:
-			err = s.reg.Heartbeat(hctx, n, s.cfg.HeartbeatTTL)
 			registered = err == nil
 		case registered:
-			err = s.reg.Deregister(hctx, s.cfg.NodeID)
+			err = s.deregister(hctx)
 			registered = err != nil
 		default:
 			err = s.reg.Client().Ping(hctx).Err()
@@ -51,7 +50,53 @@ func (s *Sidecar) heartbeatLoop(ctx context.Context) {
 	}
 }
 
-// nodeInfo is what the heartbeat says; up is false while the link is down.
+// beat sends one heartbeat when the monolith link is up (up reports
+// whether it was) and moves heartbeatUntil on when it succeeds.
+func (s *Sidecar) beat(ctx context.Context) (up bool, err error) {
+	s.beatMu.Lock()
+	defer s.beatMu.Unlock()
+	n, up := s.nodeInfo()
+	if !up || s.deregistered.Load() {
+		return false, nil
+	}
+	sent := time.Now()
+	if err := s.reg.Heartbeat(ctx, n, s.cfg.HeartbeatTTL); err != nil {
+		return true, err
+	}
+	until := s.at(sent) + int64(s.cfg.HeartbeatTTL-s.cfg.HeartbeatTTL/10)
+	for {
+		cur := s.heartbeatUntil.Load()
+		if until <= cur || s.heartbeatUntil.CompareAndSwap(cur, until) {
+			return true, nil
+		}
+	}
+}
+
+// deregister takes the node out of the registry; from then on no room is
+// served.
+func (s *Sidecar) deregister(ctx context.Context) error {
+	s.beatMu.Lock()
+	defer s.beatMu.Unlock()
+	s.heartbeatUntil.Store(0)
+	return s.reg.Deregister(ctx, s.cfg.NodeID)
+}
+
+// ensureHeartbeat makes sure the heartbeat outlives the next lease
+// renewal before a room is claimed: a room claimed by a node without a
+// heartbeat key could be stolen at once.
+func (s *Sidecar) ensureHeartbeat(ctx context.Context) error {
+	if s.heartbeatUntil.Load()-s.now() > int64(s.cfg.HeartbeatTTL/2) {
+		return nil
+	}
+	up, err := s.beat(ctx)
+	if err == nil && !up {
+		err = errors.New("sidecar: monolith link down")
+	}
+	return err
+}
+
+// nodeInfo is what the heartbeat says; up is false while the link is down
+// and no room is held any more.
 func (s *Sidecar) nodeInfo() (registry.Node, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -66,11 +111,14 @@ func (s *Sidecar) nodeInfo() (registry.Node, bool) {
 		Version:  Version,
 		Started:  s.started,
 	}
-	if s.draining {
+	if s.draining || s.link == nil {
 		n.State = registry.StateDraining
 	}
 	n.Load = load(n.Clients, n.Rooms, n.Capacity)
-	return n, s.link != nil
+	// Without the link the node stays registered, as draining, while it
+	// still holds rooms (their release waits for the monolith's shutdown
+	// flush): without a heartbeat they could be stolen before it.
+	return n, s.link != nil || len(s.rooms) > 0
 }
 
 // load is the placement score: the share of capacity in use, counting a

@@ -23,6 +23,10 @@ type room struct {
 	// until is the lease clock time (Sidecar.now) after which this node must
 	// not serve the room; 0 before the claim and after the room is fenced.
 	until atomic.Int64
+	// heartbeat is the node's Sidecar.heartbeatUntil: a router may steal
+	// the room once the node's heartbeat key is gone, whatever the lease
+	// says, so the room is served only while both hold.
+	heartbeat *atomic.Int64
 	// lastChange is the lease clock time of the last client request or
 	// broadcast: the monolith writes the room to Redis StateDebounce later.
 	lastChange atomic.Int64
@@ -77,20 +81,22 @@ func (t *timer) stop() {
 	}
 }
 
-func newRoom(key, name string) *room {
+func (s *Sidecar) newRoom(key, name string) *room {
 	return &room{
-		key:      key,
-		name:     name,
-		claimed:  make(chan struct{}),
-		clients:  make(map[*client]struct{}),
-		unloaded: make(chan struct{}),
+		heartbeat: &s.heartbeatUntil,
+		key:       key,
+		name:      name,
+		claimed:   make(chan struct{}),
+		clients:   make(map[*client]struct{}),
+		unloaded:  make(chan struct{}),
 	}
 }
 
-// valid reports whether the lease may be used now.
+// valid reports whether the lease may be used now: it has not run out and
+// neither has the node's heartbeat.
 func (r *room) valid(now int64) bool {
 	u := r.until.Load()
-	return u != 0 && now < u
+	return u != 0 && now < u && now < r.heartbeat.Load()
 }
 
 // claimRoom returns the room owned by this node, claiming it in Redis if
@@ -123,7 +129,7 @@ func (s *Sidecar) claimRoom(ctx context.Context, key, name string) (*room, error
 		return rm, nil
 	}
 	// s.mu is held and key is not in the table.
-	rm := newRoom(key, name)
+	rm := s.newRoom(key, name)
 	s.rooms[key] = rm
 	s.mu.Unlock()
 	return rm, s.finishClaim(ctx, rm)
@@ -135,9 +141,13 @@ func (s *Sidecar) claimRoom(ctx context.Context, key, name string) (*room, error
 // it here) is adopted: its epoch was handed out for this node and nobody
 // has served it at that epoch.
 func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
-	sent := time.Now()
 	cctx, cancel := s.redisCtx(ctx)
-	lease, err := s.reg.Claim(cctx, rm.key, s.cfg.NodeID, s.cfg.LeaseTTL)
+	err := s.ensureHeartbeat(cctx)
+	sent := time.Now()
+	var lease registry.Lease
+	if err == nil {
+		lease, err = s.reg.Claim(cctx, rm.key, s.cfg.NodeID, s.cfg.LeaseTTL)
+	}
 	cancel()
 	validFor := s.leaseMargin()
 	var oe *registry.OwnerError
@@ -244,7 +254,7 @@ func (s *Sidecar) fence(rm *room, reason string) {
 	s.metrics.leasesLost.WithLabelValues(reason).Inc()
 	s.closeRoomClients(rm, closeServiceRestart, "room moved")
 	s.sendUnload(rm)
-	if reason == "expired" {
+	if reason == "expired" || reason == "heartbeat" {
 		// Not renewed in time, but maybe still ours in Redis: give it
 		// back so that another node need not wait for it to expire.
 		s.releaseRoom(rm)

@@ -55,6 +55,13 @@ type Sidecar struct {
 	killOnce sync.Once
 	// redisOK is the outcome of the last heartbeat.
 	redisOK atomic.Bool
+	// heartbeatUntil is the lease clock time until which the node's
+	// heartbeat key surely exists in Redis (the last successful heartbeat's
+	// send time, plus its TTL less a tenth); 0 when there is none. Past it
+	// a router may steal this node's rooms, so no room is served then.
+	heartbeatUntil atomic.Int64
+	// beatMu orders heartbeats and deregistrations.
+	beatMu sync.Mutex
 	// deregistered: the drain took the node out of the registry; no
 	// heartbeat may put it back.
 	deregistered atomic.Bool
