@@ -39,7 +39,7 @@ type Scale struct {
 	// Figure 5: cold joins (and as many warm ones).
 	Joins int
 	// Figure 6: rooms on the node that is killed, and the heartbeat TTLs
-	// to run it with (the goal is checked on the first).
+	// to run it with (the goal is checked on each).
 	FailoverRooms      int
 	FailoverHeartbeats []time.Duration
 	// Figure 7: rooms handed over by each drain.
@@ -58,7 +58,7 @@ var (
 		FanoutRooms: 4, FanoutRoomSize: 50, FanoutRate: 100,
 		IdleLevels:    []int{1000, 5000, 9000},
 		Joins:         500,
-		FailoverRooms: 50, FailoverHeartbeats: []time.Duration{3 * time.Second, time.Second},
+		FailoverRooms: 50, FailoverHeartbeats: []time.Duration{3 * time.Second, time.Second, 700 * time.Millisecond},
 		DrainRooms: []int{100, 1000},
 		RedisRooms: 10000, RedisWindow: 30 * time.Second,
 	}
@@ -69,7 +69,7 @@ var (
 		FanoutRooms: 2, FanoutRoomSize: 50, FanoutRate: 60,
 		IdleLevels:    []int{1000, 5000, 9000},
 		Joins:         200,
-		FailoverRooms: 20, FailoverHeartbeats: []time.Duration{3 * time.Second},
+		FailoverRooms: 20, FailoverHeartbeats: []time.Duration{3 * time.Second, 700 * time.Millisecond},
 		DrainRooms: []int{100, 1000},
 		RedisRooms: 10000, RedisWindow: 8 * time.Second,
 	}

@@ -243,5 +243,26 @@ func TestHeartbeatLossFences(t *testing.T) {
 	if took := time.Since(stopped); took > time.Second {
 		t.Fatalf("room served %v after the last heartbeat could be refreshed, past its 1s TTL", took)
 	}
+	mfs, err := sc.metrics.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fenced float64
+	goRuntime := false
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "roomlb_sidecar_leases_lost_total":
+			for _, m := range mf.GetMetric() {
+				if m.GetLabel()[0].GetValue() == "heartbeat" {
+					fenced = m.GetCounter().GetValue()
+				}
+			}
+		case "go_goroutines":
+			goRuntime = true
+		}
+	}
+	if fenced != 1 || !goRuntime {
+		t.Fatalf("leases_lost{reason=heartbeat} = %v, want 1; go runtime metrics exported: %v", fenced, goRuntime)
+	}
 	srv.Start() // so that the sidecar can deregister when the test ends
 }

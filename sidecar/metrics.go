@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // metrics are the sidecar's Prometheus metrics, on its own registry.
@@ -51,6 +52,7 @@ func newMetrics() *metrics {
 			Name: "roomlb_sidecar_refusals_total", Help: "Requests refused at the ingress, by reason.",
 		}, []string{"reason"}),
 	}
-	m.reg.MustRegister(m.rooms, m.clients, m.link, m.claims, m.renewSeconds, m.leasesLost, m.handoffs, m.messages, m.refusals)
+	m.reg.MustRegister(m.rooms, m.clients, m.link, m.claims, m.renewSeconds, m.leasesLost, m.handoffs, m.messages, m.refusals,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
