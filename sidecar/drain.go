@@ -10,6 +10,20 @@ import (
 	"github.com/roomlb/roomlb/registry"
 )
 
+// drainInBackground starts a drain bounded by DrainTimeout, as SIGTERM's
+// is (the admin endpoint, roomlb ctl drain).
+func (s *Sidecar) drainInBackground() {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
+		defer cancel()
+		if err := s.Drain(ctx); err != nil {
+			s.log.Warn("sidecar: drain", "err", err)
+		}
+	}()
+}
+
 // drainParallel is how many rooms a drain hands over at once.
 const drainParallel = 128
 
