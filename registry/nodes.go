@@ -45,17 +45,25 @@ type Node struct {
 // ttl. It publishes node_up for a new node and node_<state> on a change of
 // state.
 func (r *Registry) Heartbeat(ctx context.Context, n Node, ttl time.Duration) error {
+	_, err := r.Beat(ctx, n, ttl)
+	return err
+}
+
+// Beat is Heartbeat, and reports whether the node's key was new: for a node
+// that heartbeat before, a new key means Redis lost it (a restart without
+// persistence, a flush, a manual DEL), and with it maybe the node's rooms.
+func (r *Registry) Beat(ctx context.Context, n Node, ttl time.Duration) (fresh bool, err error) {
 	if err := ValidNode(n.ID); err != nil {
-		return err
+		return false, err
 	}
 	if n.State == "" {
 		n.State = StateActive
 	}
 	if n.State != StateActive && n.State != StateDraining {
-		return fmt.Errorf("registry: node %s: unknown state %q", n.ID, n.State)
+		return false, fmt.Errorf("registry: node %s: unknown state %q", n.ID, n.State)
 	}
 	load := strconv.FormatFloat(n.Load, 'f', -1, 64)
-	_, err := lua.Heartbeat.Run(ctx, r.rdb,
+	res, err := lua.Heartbeat.Run(ctx, r.rdb,
 		[]string{r.nodeKey(n.ID), r.nodesKey()},
 		n.ID, ms(ttl), load, r.Channel(), string(n.State),
 		"addr", n.Addr,
@@ -65,11 +73,11 @@ func (r *Registry) Heartbeat(ctx context.Context, n Node, ttl time.Duration) err
 		"capacity", n.Capacity,
 		"version", n.Version,
 		"started", n.Started.UTC().Format(time.RFC3339),
-	).Result()
+	).Int()
 	if err != nil {
-		return fmt.Errorf("heartbeat %s: %w", n.ID, err)
+		return false, fmt.Errorf("heartbeat %s: %w", n.ID, err)
 	}
-	return nil
+	return res == 1, nil
 }
 
 // Deregister removes the node at once (a graceful exit) and publishes

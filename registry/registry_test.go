@@ -761,3 +761,21 @@ func TestWriteMetas(t *testing.T) {
 		t.Fatalf("meta of one = %+v", m)
 	}
 }
+
+// Beat tells a node that its key is new: the first time, and again after
+// Redis lost it.
+func TestBeatReportsLostKey(t *testing.T) {
+	r, srv := newRegistry(t)
+	ctx := context.Background()
+	n := Node{ID: "node-a", Addr: "127.0.0.1:1"}
+	for i, want := range []bool{true, false} {
+		fresh, err := r.Beat(ctx, n, time.Minute)
+		if err != nil || fresh != want {
+			t.Fatalf("beat %d: fresh %v, %v; want %v", i, fresh, err, want)
+		}
+	}
+	srv.Restart()
+	if fresh, err := r.Beat(ctx, n, time.Minute); err != nil || !fresh {
+		t.Fatalf("beat after a restart without persistence: fresh %v, %v; want true", fresh, err)
+	}
+}

@@ -266,3 +266,28 @@ func TestHeartbeatLossFences(t *testing.T) {
 	}
 	srv.Start() // so that the sidecar can deregister when the test ends
 }
+
+// Redis lost its data (a restart without persistence): the rooms' keys are
+// gone and any node may claim them. The next heartbeat finds the node's key
+// gone and renews at once, so the rooms stop being served here well before
+// their next scheduled renewal.
+func TestRedisDataLossFences(t *testing.T) {
+	reg, srv := newTestRegistry(t)
+	mono := nodemonolith.Start(t, srv.URL())
+	sc := startSidecar(t, reg, "node-a", mono.BalancerAddr, func(c *Config) {
+		c.LeaseTTL = time.Minute
+		c.HeartbeatTTL = time.Second
+	})
+	createRoom(t, sc.Addr(), "Lagoon")
+	cl, _, err := dial(t, sc.Addr(), "lagoon", grant(t, sc.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.next("you", 5*time.Second)
+	if err := reg.Client().FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if code := cl.closeCode(10 * time.Second); code != closeServiceRestart {
+		t.Fatalf("client closed with %d, want %d", code, closeServiceRestart)
+	}
+}

@@ -16,6 +16,7 @@ func (s *Sidecar) renewLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-s.renewNow:
 		}
 		s.renew(ctx)
 	}

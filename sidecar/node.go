@@ -60,8 +60,20 @@ func (s *Sidecar) beat(ctx context.Context) (up bool, err error) {
 		return false, nil
 	}
 	sent := time.Now()
-	if err := s.reg.Heartbeat(ctx, n, s.cfg.HeartbeatTTL); err != nil {
+	fresh, err := s.reg.Beat(ctx, n, s.cfg.HeartbeatTTL)
+	if err != nil {
 		return true, err
+	}
+	if fresh && s.heartbeatUntil.Load() > s.at(sent) {
+		// The key was there a moment ago: Redis lost it (a restart
+		// without persistence, a flush), and the rooms' keys with it, so
+		// other nodes may claim them. The renewal tells which are still
+		// ours; the rest are fenced.
+		s.log.Warn("sidecar: the node's heartbeat key was gone from Redis; renewing every lease now")
+		select {
+		case s.renewNow <- struct{}{}:
+		default:
+		}
 	}
 	until := s.at(sent) + int64(s.cfg.HeartbeatTTL-s.cfg.HeartbeatTTL/10)
 	for {

@@ -62,6 +62,9 @@ type Sidecar struct {
 	heartbeatUntil atomic.Int64
 	// beatMu orders heartbeats and deregistrations.
 	beatMu sync.Mutex
+	// renewNow asks renewLoop for a renewal at once: a heartbeat found the
+	// node's key gone from Redis, and maybe its rooms with it.
+	renewNow chan struct{}
 	// deregistered: the drain took the node out of the registry; no
 	// heartbeat may put it back.
 	deregistered atomic.Bool
@@ -100,6 +103,7 @@ func New(cfg Config) (*Sidecar, error) {
 		orphanLoads: make(map[string]*room),
 		drained:     make(chan struct{}),
 		killed:      make(chan struct{}),
+		renewNow:    make(chan struct{}, 1),
 	}
 	s.server = s.newServer()
 	return s, nil
