@@ -86,32 +86,58 @@ func (c *client) markJoined() {
 	}
 }
 
-// serveClient runs one client connection, upgraded for rm, to its end.
+// serveClient runs one client connection, upgraded for rm, to its end;
+// s.conns counts it until then.
 func (s *Sidecar) serveClient(conn *websocket.Conn, rm *room) {
-	defer conn.Close()
-	conn.SetReadLimit(int64(s.cfg.MaxFrame))
+	c := s.joinClient(conn, rm)
+	if c == nil {
+		conn.Close()
+		s.conns.Done()
+		return
+	}
+	// The read loop gets a goroutine of its own, whose stack has not grown
+	// for the auth and the join: an idle client is that goroutine, parked
+	// in a read, and its stack is most of what the client costs.
+	go c.serve()
+}
 
+// joinClient reads the client's auth frame and waits until its join is
+// sent. It returns nil, the client forgotten, if the client is not joined.
+func (s *Sidecar) joinClient(conn *websocket.Conn, rm *room) *client {
+	conn.SetReadLimit(int64(s.cfg.MaxFrame))
 	token, ok := s.readAuth(conn)
 	if !ok {
 		s.releaseIfIdle(rm)
-		return
+		return nil
 	}
 	c := &client{s: s, id: uuid.NewString(), rm: rm, conn: conn, joined: make(chan struct{}), done: make(chan struct{})}
-	defer c.finish()
 	if !s.addClient(c, token) {
 		s.releaseIfIdle(rm)
-		return
+		c.finish()
+		return nil
 	}
-	defer s.removeClient(c)
+	// addClient's load timer closes waiting clients; this is a backstop.
+	backstop := time.NewTimer(s.cfg.LoadTimeout + time.Second)
+	defer backstop.Stop()
 	select {
 	case <-c.joined:
+		return c
 	case <-c.done:
-		return // closed while waiting: its room moved or failed to load
-	case <-time.After(s.cfg.LoadTimeout + time.Second):
-		// addClient's load timer closes waiting clients; this is a backstop.
+		// Closed while waiting: its room moved or failed to load.
+	case <-backstop.C:
 		c.close(closeTryAgain, "room not loaded")
-		return
 	}
+	s.removeClient(c)
+	c.finish()
+	return nil
+}
+
+// serve relays the client's frames until it goes away, then forgets it.
+func (c *client) serve() {
+	defer c.s.conns.Done()
+	defer c.conn.Close()
+	defer c.finish()
+	defer c.s.removeClient(c)
 	c.readLoop()
 }
 

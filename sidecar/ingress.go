@@ -31,14 +31,6 @@ const (
 
 func (s *Sidecar) newServer() *fasthttp.Server {
 	metrics := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
-	up := &websocket.FastHTTPUpgrader{
-		ReadBufferSize:  1024,
-		WriteBufferSize: 1024,
-		WriteBufferPool: &wsBufferPool,
-		// Routers check origins against their allow-list; the sidecar is
-		// only reachable by routers holding the secret.
-		CheckOrigin: func(*fasthttp.RequestCtx) bool { return true },
-	}
 	return &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
 			switch string(ctx.Path()) {
@@ -49,7 +41,7 @@ func (s *Sidecar) newServer() *fasthttp.Server {
 			case "/metrics":
 				metrics(ctx)
 			default:
-				s.serveIngress(ctx, up)
+				s.serveIngress(ctx)
 			}
 		},
 		Name:                          "roomlb-sidecar",
@@ -61,13 +53,11 @@ func (s *Sidecar) newServer() *fasthttp.Server {
 		StreamRequestBody:             false,
 		MaxRequestBodySize:            8 << 20,
 		CloseOnShutdown:               true,
-		Logger:                        quietLogger{},
+		// Client WebSockets outlive their hijack handler (upgrade).
+		KeepHijackedConns: true,
+		Logger:            quietLogger{},
 	}
 }
-
-// wsBufferPool shares write buffers between client connections, so an idle
-// client holds none.
-var wsBufferPool = syncBufferPool{}
 
 type quietLogger struct{}
 
@@ -99,14 +89,14 @@ func (s *Sidecar) serveHealth(ctx *fasthttp.RequestCtx, ready bool) {
 }
 
 // serveIngress serves a request a router forwarded.
-func (s *Sidecar) serveIngress(ctx *fasthttp.RequestCtx, up *websocket.FastHTTPUpgrader) {
+func (s *Sidecar) serveIngress(ctx *fasthttp.RequestCtx) {
 	if s.cfg.Secret != "" && subtle.ConstantTimeCompare(ctx.Request.Header.Peek(HeaderSecret), []byte(s.cfg.Secret)) != 1 {
 		s.refuse(ctx, "secret", fasthttp.StatusForbidden, "roomlb: missing or wrong "+HeaderSecret+"\n")
 		return
 	}
 	ctx.Response.Header.Set(HeaderNode, s.cfg.NodeID)
 	if string(ctx.Path()) == "/admin/drain" && ctx.IsPost() {
-		go s.Drain(context.Background())
+		s.drainInBackground()
 		ctx.SetStatusCode(fasthttp.StatusAccepted)
 		ctx.SetBodyString("draining\n")
 		return
@@ -122,7 +112,7 @@ func (s *Sidecar) serveIngress(ctx *fasthttp.RequestCtx, up *websocket.FastHTTPU
 	case isRoom && name == "create" && ctx.IsPost():
 		s.serveCreate(ctx)
 	case isRoom && name != "list" && name != "generate" && name != "create":
-		s.serveRoom(ctx, up, name)
+		s.serveRoom(ctx, name)
 	default:
 		s.proxy(ctx)
 	}
@@ -171,7 +161,7 @@ func roomFromPath(path []byte) (string, bool) {
 
 // serveRoom admits a request for one room and serves it: a WebSocket
 // client, or HTTP passed to the monolith.
-func (s *Sidecar) serveRoom(ctx *fasthttp.RequestCtx, up *websocket.FastHTTPUpgrader, name string) {
+func (s *Sidecar) serveRoom(ctx *fasthttp.RequestCtx, name string) {
 	key, err := registry.RoomKey(name)
 	if err != nil {
 		s.refuse(ctx, "bad_room", fasthttp.StatusBadRequest, err.Error()+"\n")
@@ -182,14 +172,7 @@ func (s *Sidecar) serveRoom(ctx *fasthttp.RequestCtx, up *websocket.FastHTTPUpgr
 		return
 	}
 	if websocket.FastHTTPIsWebSocketUpgrade(ctx) {
-		s.conns.Add(1)
-		err := up.Upgrade(ctx, func(conn *websocket.Conn) {
-			defer s.conns.Done()
-			s.serveClient(conn, rm)
-		})
-		if err != nil {
-			s.conns.Done()
-		}
+		s.upgrade(ctx, rm)
 		return
 	}
 	s.serveRoomHTTP(ctx, rm)
