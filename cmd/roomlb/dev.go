@@ -140,7 +140,7 @@ func (d *devCluster) startRedis() (string, error) {
 		return "", fmt.Errorf("start redis-server: %w", err)
 	}
 	d.redisCmd = cmd
-	c := redis.NewClient(&redis.Options{Addr: addr})
+	c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 	defer c.Close()
 	for i := 0; ; i++ {
 		if c.Ping(context.Background()).Err() == nil {

@@ -55,6 +55,11 @@ func openRegistry(redisURL, prefix string, log *slog.Logger) (reg *registry.Regi
 	if err != nil {
 		return nil, nil, fmt.Errorf("--redis-url: %w", err)
 	}
+	// Without it go-redis bounds socket reads and writes by its own
+	// ReadTimeout and WriteTimeout (3s) and ignores the deadlines of the
+	// contexts the registry calls are given (the router's RedisTimeout, the
+	// sidecar's lease renewals).
+	opt.ContextTimeoutEnabled = true
 	rdb := redis.NewClient(opt)
 	reg, err = registry.New(rdb, registry.Config{Prefix: prefix, Logger: log})
 	if err != nil {

@@ -1,9 +1,16 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"flag"
+	"log/slog"
+	"net"
 	"testing"
 	"time"
+
+	"github.com/roomlb/roomlb/internal/redistest"
+	"github.com/roomlb/roomlb/registry"
 )
 
 func TestParseEnv(t *testing.T) {
@@ -31,5 +38,34 @@ func TestParseEnv(t *testing.T) {
 	}
 	if err := parse(flag.NewFlagSet("w", flag.ContinueOnError), []string{"stray"}); err == nil {
 		t.Fatal("stray argument accepted")
+	}
+}
+
+// TestOpenRegistryHonorsContextDeadlines: a registry call whose context
+// ends while Redis does not answer fails then, instead of waiting for the
+// answer (go-redis ignores context deadlines on the socket without
+// ContextTimeoutEnabled, and its own read timeout is 3s).
+func TestOpenRegistryHonorsContextDeadlines(t *testing.T) {
+	srv := redistest.New(t)
+	reg, closeRedis, err := openRegistry(srv.URL(), registry.DefaultPrefix, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeRedis()
+	ctx := context.Background()
+	if _, err := reg.Alive(ctx, "node-a"); err != nil { // a pooled connection, ready
+		t.Fatal(err)
+	}
+	// Redis holds every client's commands for 1.5s: well below go-redis's
+	// own read timeout, far above the call's deadline.
+	if err := srv.Client().Do(ctx, "CLIENT", "PAUSE", "1500", "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	_, err = reg.Alive(cctx, "node-a")
+	var ne net.Error
+	if !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &ne) && ne.Timeout()) {
+		t.Fatalf("Alive during a Redis pause with a 100ms context: %v, want a timeout", err)
 	}
 }

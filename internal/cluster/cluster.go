@@ -108,6 +108,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: redis url: %w", err)
 	}
+	opt.ContextTimeoutEnabled = true // as roomlb's own commands: context deadlines bound socket I/O
 	c := &Cluster{opts: o, rdb: redis.NewClient(opt), Secret: randomHex(16)}
 	c.Registry, err = registry.New(c.rdb, registry.Config{Logger: o.Log})
 	if err != nil {
