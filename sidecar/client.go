@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"io"
@@ -46,7 +47,10 @@ type client struct {
 	id   string
 	rm   *room
 	conn *websocket.Conn
-	link *link // the link its join went through
+	br   *bufio.Reader // conn's read buffer
+	link *link         // the link its join went through
+	// poll: how the poller watches the connection; nil when it does not.
+	poll *pollConn
 
 	// joined is closed when the join was sent, or the client is closed
 	// before that.
@@ -71,9 +75,10 @@ type client struct {
 	queue   []out
 	writing bool
 	closing bool // a close frame is queued: nothing more is
-	// writer counts the running writeLoop (0 or 1): fasthttp recycles a
-	// hijacked connection once serveClient returns, so serveClient waits
-	// for it first.
+	// armed: the client is parked in the poller, and no goroutine reads it.
+	armed bool
+	// writer counts the running writeLoop (0 or 1): end waits for it
+	// before it closes the connection.
 	writer sync.WaitGroup
 }
 
@@ -86,19 +91,20 @@ func (c *client) markJoined() {
 	}
 }
 
-// serveClient runs one client connection, upgraded for rm, to its end;
-// s.conns counts it until then.
-func (s *Sidecar) serveClient(conn *websocket.Conn, rm *room) {
+// serveClient runs one client connection, upgraded for rm and reading
+// through br, to its end; s.conns counts it until then.
+func (s *Sidecar) serveClient(conn *websocket.Conn, br *bufio.Reader, rm *room) {
 	c := s.joinClient(conn, rm)
 	if c == nil {
 		conn.Close()
 		s.conns.Done()
 		return
 	}
-	// The read loop gets a goroutine of its own, whose stack has not grown
-	// for the auth and the join: an idle client is that goroutine, parked
-	// in a read, and its stack is most of what the client costs.
-	go c.serve()
+	c.br = br
+	c.poll = newPollConn(conn.UnderlyingConn())
+	// Without a poller the reading goroutine is the idle client's cost:
+	// a fresh one, whose stack has not grown for the auth and the join.
+	go c.read(false)
 }
 
 // joinClient reads the client's auth frame and waits until its join is
@@ -132,13 +138,66 @@ func (s *Sidecar) joinClient(conn *websocket.Conn, rm *room) *client {
 	return nil
 }
 
-// serve relays the client's frames until it goes away, then forgets it.
-func (c *client) serve() {
-	defer c.s.conns.Done()
-	defer c.conn.Close()
-	defer c.finish()
-	defer c.s.removeClient(c)
-	c.readLoop()
+// read relays the client's frames as long as they come without waiting
+// (or, woken, the frame that woke it), then parks the client in the poller
+// until the next one; without a poller it waits for it. At most one read
+// runs for a client at a time: the poller wakes a parked client once. When
+// the connection ends read forgets the client.
+func (c *client) read(woken bool) {
+	for {
+		if !woken && c.br.Buffered() == 0 && c.park() {
+			return
+		}
+		woken = false
+		if !c.readFrame() {
+			c.end()
+			return
+		}
+	}
+}
+
+// park hands the client to the poller, if there is one and the connection
+// is not closing (then the read ends when the peer answers the close, or at
+// the deadline the writer set). It reports whether it did.
+func (c *client) park() bool {
+	if c.poll == nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing || clientPoller().arm(c) != nil {
+		return false
+	}
+	c.armed = true
+	return true
+}
+
+// readable is the poller's: the parked client's connection is readable, or
+// ended.
+func (c *client) readable() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.wakeLocked()
+}
+
+// wakeLocked has a parked client read again (c.mu is held): it has a frame,
+// or its connection is closing and the read must see the end.
+func (c *client) wakeLocked() {
+	if c.armed {
+		c.armed = false
+		go c.read(true)
+	}
+}
+
+// end forgets a client whose connection ended.
+func (c *client) end() {
+	c.s.removeClient(c)
+	c.finish()
+	c.conn.Close()
+	if c.poll != nil {
+		clientPoller().forget(c)
+	}
+	c.s.conns.Done()
 }
 
 // readAuth reads the client's first frame: {"action":"auth","token":...}
@@ -185,68 +244,67 @@ func closeNow(conn *websocket.Conn, code int, text string) {
 	conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(time.Second))
 }
 
-// readLoop relays the client's frames to the monolith as client_msg until
-// the client goes away.
-func (c *client) readLoop() {
+// readFrame relays the client's next frame to the monolith as a
+// client_msg. It reports false when the connection is over.
+func (c *client) readFrame() bool {
 	s := c.s
-	for {
-		mt, r, err := c.conn.NextReader()
-		if err != nil {
-			if errors.Is(err, websocket.ErrReadLimit) {
-				c.close(closeTooBig, "frame too large")
-			}
-			return
+	mt, r, err := c.conn.NextReader()
+	if err != nil {
+		if errors.Is(err, websocket.ErrReadLimit) {
+			c.close(closeTooBig, "frame too large")
 		}
-		if mt != websocket.TextMessage && mt != websocket.BinaryMessage {
-			continue
-		}
-		bp := frameBufs.Get().(*[]byte)
-		frame, err := readAll((*bp)[:0], r)
-		if err != nil {
-			*bp = frame[:0]
-			frameBufs.Put(bp)
-			if errors.Is(err, websocket.ErrReadLimit) {
-				c.close(closeTooBig, "frame too large")
-			}
-			return
-		}
-		if c.rm.movingNow.Load() || c.closed.Load() {
-			// Closed (kicked, or its room moving): a change now would miss
-			// the state the next owner loads.
-			*bp = frame[:0]
-			frameBufs.Put(bp)
-			continue
-		}
-		now := s.now()
-		if !c.rm.valid(now) {
-			// The lease ran out (or the room was fenced): serve nothing.
-			*bp = frame[:0]
-			frameBufs.Put(bp)
-			c.s.mu.Lock()
-			s.fence(c.rm, "expired")
-			c.s.mu.Unlock()
-			return
-		}
-		// The monolith takes only JSON objects as payloads (§7 item 14);
-		// anything else is dropped, as the upstream balancer drops non-JSON.
-		if !isJSONObject(frame) {
-			*bp = frame[:0]
-			frameBufs.Put(bp)
-			continue
-		}
-		c.rm.lastChange.Store(now)
-		mp := frameBufs.Get().(*[]byte)
-		msg := ott.ClientMsg{ClientID: c.id, Payload: frame}.Append((*mp)[:0])
+		return false
+	}
+	if mt != websocket.TextMessage && mt != websocket.BinaryMessage {
+		return true
+	}
+	bp := frameBufs.Get().(*[]byte)
+	frame, err := readAll((*bp)[:0], r)
+	if err != nil {
 		*bp = frame[:0]
 		frameBufs.Put(bp)
-		*mp = msg
-		c.link.sendPooled(mp)
+		if errors.Is(err, websocket.ErrReadLimit) {
+			c.close(closeTooBig, "frame too large")
+		}
+		return false
 	}
+	if c.rm.movingNow.Load() || c.closed.Load() {
+		// Closed (kicked, or its room moving): a change now would miss
+		// the state the next owner loads.
+		*bp = frame[:0]
+		frameBufs.Put(bp)
+		return true
+	}
+	now := s.now()
+	if !c.rm.valid(now) {
+		// The lease ran out (or the room was fenced): serve nothing.
+		*bp = frame[:0]
+		frameBufs.Put(bp)
+		c.s.mu.Lock()
+		s.fence(c.rm, "expired")
+		c.s.mu.Unlock()
+		return false
+	}
+	// The monolith takes only JSON objects as payloads (§7 item 14);
+	// anything else is dropped, as the upstream balancer drops non-JSON.
+	if !isJSONObject(frame) {
+		*bp = frame[:0]
+		frameBufs.Put(bp)
+		return true
+	}
+	c.rm.lastChange.Store(now)
+	mp := frameBufs.Get().(*[]byte)
+	msg := ott.ClientMsg{ClientID: c.id, Payload: frame}.Append((*mp)[:0])
+	*bp = frame[:0]
+	frameBufs.Put(bp)
+	*mp = msg
+	c.link.sendPooled(mp)
+	return true
 }
 
 // finish stops queueing and waits for the writer to write what is queued
 // (a close frame, say; each write is bounded by writeWait): nothing may
-// touch the connection after serveClient returns.
+// write to the connection once it is closed.
 func (c *client) finish() {
 	c.mu.Lock()
 	c.closing = true
@@ -308,6 +366,7 @@ func (c *client) enqueue(m out) {
 		if !c.closed.Swap(true) {
 			close(c.done)
 		}
+		c.wakeLocked()
 	}
 	c.queue = append(c.queue, m)
 	if !c.writing {
@@ -348,7 +407,7 @@ func (c *client) writeLoop() {
 			}
 			batch[i] = out{}
 			if err != nil {
-				c.conn.Close() // the read loop ends and cleans up
+				c.conn.Close()
 				c.mu.Lock()
 				c.closing = true
 				c.queue = nil
@@ -356,6 +415,7 @@ func (c *client) writeLoop() {
 				if !c.closed.Swap(true) {
 					close(c.done)
 				}
+				c.wakeLocked() // the read ends and cleans up
 				c.mu.Unlock()
 				return
 			}

@@ -23,13 +23,15 @@ import (
 
 // clientReadBuffer is the read buffer of a client connection, held while it
 // is open. Frames longer than it are read past it, straight into the frame.
+// Above 256 bytes, so that the upgrader reads through the buffer given it
+// (hijacked), which tells the client whether frames wait in it.
 const clientReadBuffer = 512
 
 // clientUpgrader builds the client connections. Routers check origins
 // against their allow-list; the sidecar is only reachable by routers holding
 // the secret.
 var clientUpgrader = websocket.Upgrader{
-	ReadBufferSize:  clientReadBuffer,
+	// The read buffer is hijacked's.
 	WriteBufferSize: 1024,
 	// Write buffers are shared between client connections, so an idle
 	// client holds none.
@@ -73,7 +75,8 @@ func (s *Sidecar) upgrade(ctx *fasthttp.RequestCtx, rm *room) {
 	s.conns.Add(1)
 	ctx.Hijack(func(hc net.Conn) {
 		conn := bareConn(hc)
-		ws, err := clientUpgrader.Upgrade(hijacked{conn}, req, answer)
+		br := bufio.NewReaderSize(conn, clientReadBuffer)
+		ws, err := clientUpgrader.Upgrade(hijacked{conn, br}, req, answer)
 		if err != nil {
 			conn.Close()
 			s.conns.Done()
@@ -81,7 +84,7 @@ func (s *Sidecar) upgrade(ctx *fasthttp.RequestCtx, rm *room) {
 		}
 		// Not in this goroutine: fasthttp holds the request and its
 		// reader until it returns.
-		go s.serveClient(ws, rm)
+		go s.serveClient(ws, br, rm)
 	})
 }
 
@@ -132,17 +135,20 @@ func (c *prefixConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// hijacked is the http.ResponseWriter clientUpgrader hijacks conn from.
-type hijacked struct{ conn net.Conn }
+// hijacked is the http.ResponseWriter clientUpgrader hijacks conn from, to
+// read it through br.
+type hijacked struct {
+	conn net.Conn
+	br   *bufio.Reader
+}
 
 func (w hijacked) Header() http.Header         { return http.Header{} }
 func (w hijacked) Write(b []byte) (int, error) { return len(b), nil }
 func (w hijacked) WriteHeader(int)             {}
 
 func (w hijacked) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	// Nothing is buffered in either: clientUpgrader reads and writes conn
-	// through buffers of its own.
-	return w.conn, bufio.NewReadWriter(bufio.NewReaderSize(w.conn, 16), bufio.NewWriterSize(w.conn, 16)), nil
+	// clientUpgrader writes through buffers of its own (WriteBufferPool).
+	return w.conn, bufio.NewReadWriter(w.br, bufio.NewWriterSize(w.conn, 16)), nil
 }
 
 // hasToken reports whether the comma-separated header value v holds token

@@ -2,11 +2,14 @@ package sidecar
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 )
@@ -79,18 +82,81 @@ func TestUpgradeEdges(t *testing.T) {
 		if res.StatusCode != 101 || res.Header.Get(HeaderNode) != "node-a" {
 			t.Fatalf("handshake: %d, node %q; want 101 from node-a", res.StatusCode, res.Header.Get(HeaderNode))
 		}
+		nextChat(t, br, "early bird")
+	})
+
+	t.Run("frames right after the answer, then idle", func(t *testing.T) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := conn.Write([]byte("GET /api/room/piped HTTP/1.1\r\nHost: " + addr + "\r\n" + HeaderSecret + ": " + testSecret + "\r\n" +
+			"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(conn)
+		res, err := http.ReadResponse(br, nil)
+		if err != nil || res.StatusCode != 101 {
+			t.Fatalf("handshake: %v %v", res, err)
+		}
+		// The chat request comes with the auth frame, so it waits in the
+		// connection's read buffer while the auth is read.
+		auth, _ := json.Marshal(map[string]any{"action": "auth", "token": token})
+		b := appendClientFrame(nil, auth)
+		b = appendClientFrame(b, []byte(`{"action":"req","request":{"type":11,"text":"buffered"}}`))
+		if _, err := conn.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		nextChat(t, br, "buffered")
+		// Idle now, then a frame again; then one in two writes.
+		if _, err := conn.Write(appendClientFrame(nil, []byte(`{"action":"req","request":{"type":11,"text":"after a pause"}}`))); err != nil {
+			t.Fatal(err)
+		}
+		nextChat(t, br, "after a pause")
+		b = appendClientFrame(nil, []byte(`{"action":"req","request":{"type":11,"text":"in two parts"}}`))
+		if _, err := conn.Write(b[:5]); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond) // to have the parts arrive apart, not checked
+		if _, err := conn.Write(b[5:]); err != nil {
+			t.Fatal(err)
+		}
+		nextChat(t, br, "in two parts")
+
+		// An idle client that does not answer the close frame of a drain
+		// is disconnected all the same.
+		go sc.Drain(context.Background())
 		for {
-			payload := readServerFrame(t, br)
-			var m map[string]any
-			json.Unmarshal(payload, &m)
-			if m["action"] == "chat" {
-				if m["text"] != "early bird" {
-					t.Fatalf("chat %v, want early bird", m)
+			var h [2]byte
+			if _, err := io.ReadFull(br, h[:]); err != nil {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					t.Fatal("the sidecar kept the connection of a client that did not answer its close")
 				}
-				return
+				return // closed by the sidecar
+			}
+			if _, err := io.CopyN(io.Discard, br, int64(h[1]&0x7f)); err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal("the sidecar kept the connection of a client that did not answer its close")
 			}
 		}
 	})
+}
+
+// nextChat reads server frames until a chat, which must say text.
+func nextChat(t *testing.T, br *bufio.Reader, text string) {
+	t.Helper()
+	for {
+		payload := readServerFrame(t, br)
+		var m map[string]any
+		json.Unmarshal(payload, &m)
+		if m["action"] == "chat" {
+			if m["text"] != text {
+				t.Fatalf("chat %v, want %q", m, text)
+			}
+			return
+		}
+	}
 }
 
 // appendClientFrame appends a masked text frame (with a zero mask).
