@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/roomlb/roomlb/ott"
 	"github.com/roomlb/roomlb/registry"
 )
@@ -36,10 +38,33 @@ func TestParsePath(t *testing.T) {
 		{"", routeOther, ""},
 		{"/api/auth/grant", routeOther, ""},
 		{"/api/room/", routeBadRoom, ""},
-		{"/api/room//x", routeBadRoom, ""},
 		{"/api/room/a.b", routeBadRoom, ""},
-		{"/api/room/..", routeBadRoom, ""},
-		{"/api/room/a%2Fb", routeBadRoom, ""},
+		{"/api/room/a%20b", routeBadRoom, ""},
+		{"/api/room/%zz", routeBadRoom, ""},
+		{"/api/room/lobby/...", routeRoom, "lobby"},
+		{"/api/room/lobby/.hidden", routeRoom, "lobby"},
+		{"/.well-known/x", routeOther, ""},
+		{"/static/a%20b.js", routeOther, ""},
+		// What the sidecar's normalized path (fasthttp ctx.Path()) would
+		// route elsewhere.
+		{"/api/room//x", routeBadPath, ""},
+		{"//api/room/lobby", routeBadPath, ""},
+		{"/api/room/lobby//queue", routeBadPath, ""},
+		{"/api/room/..", routeBadPath, ""},
+		{"/api/room/lobby/../other", routeBadPath, ""},
+		{"/api/room/lobby/..", routeBadPath, ""},
+		{"/api/room/./lobby", routeBadPath, ""},
+		{"/api/room/lobby/.", routeBadPath, ""},
+		{"/static/../api/room/lobby", routeBadPath, ""},
+		{"/api/room/a%2Fb", routeBadPath, ""},
+		{"/api/room/lobby%2f..%2fother", routeBadPath, ""},
+		{"/api/room/lobby/%2e%2e/other", routeBadPath, ""},
+		{"/api/room/lobby/%2E%2E/other", routeBadPath, ""},
+		{"/api/room/%6cobby", routeBadPath, ""},
+		{"/api/r%6Fom/lobby", routeBadPath, ""},
+		{"/api/status%2F", routeBadPath, ""},
+		{"api/room/lobby", routeBadPath, ""},
+		{"*", routeBadPath, ""},
 		{"/api/room/café", routeBadRoom, ""},
 		{"/api/room/{tag}", routeBadRoom, ""},
 		{"/api/room/" + strings.Repeat("a", registry.MaxRoomLen), routeRoom, strings.Repeat("a", registry.MaxRoomLen)},
@@ -61,6 +86,8 @@ func TestParsePathAllocs(t *testing.T) {
 		[]byte("/api/room/list"),
 		[]byte("/api/room/bad.name"),
 		[]byte("/static/app.js"),
+		[]byte("/api/room/lobby/%2e%2e/other"),
+		[]byte("/static/a%20b/c.js"),
 	}
 	var k roomKey
 	allocs := testing.AllocsPerRun(1000, func() {
@@ -73,19 +100,38 @@ func TestParsePathAllocs(t *testing.T) {
 	}
 }
 
-// FuzzParsePath checks that the path parser never panics and that its room
-// validation is exactly registry.RoomKey's.
+// FuzzParsePath checks that the path parser never panics, that its room
+// validation is exactly registry.RoomKey's, and that a path it does not
+// refuse routes as the path the sidecar sees does: fasthttp's normalized
+// form (ctx.Path()), which decodes, drops empty and dot segments.
 func FuzzParsePath(f *testing.F) {
 	for _, s := range []string{
 		"/api/room/lobby", "/API/ROOM/Lobby/queue", "/api/room/", "/api/room/list", "/api/room/generate/x",
 		"/api/status", "/api/room/a%2Fb", "/api/room/\x00", "/api/room/ÄÖ", "/", "",
 		"/api/room/" + strings.Repeat("x", 65),
+		"/api/room/a/../b", "//api/room/a", "/api/room/./a", "/api/r%6fom/a", "/x/%2e%2e/api/room/a",
+		"/api/room/a/%252e%252e/b", "api/room/a", "/a%2", "/%",
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, path []byte) {
 		var k roomKey
 		got := parsePath(path, &k)
+
+		var u fasthttp.URI
+		u.SetPathBytes(path)
+		norm := u.Path()
+		if got == routeBadPath {
+			if len(path) > 0 && bytes.Equal(norm, path) {
+				t.Fatalf("parsePath(%q) refuses a path that normalizes to itself", path)
+			}
+			return
+		}
+		var nk roomKey
+		if ngot := routeOf(norm, &nk); ngot != got || (got == routeRoom && !bytes.Equal(nk.bytes(), k.bytes())) {
+			t.Fatalf("parsePath(%q) = %v %q, but the sidecar's path %q routes as %v %q", path, got, k.bytes(), norm, ngot, nk.bytes())
+		}
+
 		if !ott.HasPrefixFold(path, ott.RoomPrefix) {
 			if got != routeOther && got != routeStatus {
 				t.Fatalf("parsePath(%q) = %v for a path outside %s", path, got, ott.RoomPrefix)

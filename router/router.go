@@ -18,6 +18,9 @@ import (
 
 var badRoomMsg = fmt.Sprintf("bad room name: want 1 to %d of A-Z a-z 0-9 _ -", registry.MaxRoomLen)
 
+const badPathMsg = "bad path: it must start with /, and empty segments (//), dot segments (/./, /../) " +
+	"and percent-encoded / or unreserved characters (%2e, %2f, %41, ...) are refused"
+
 // Log keys.
 const (
 	logErr  = "err"
@@ -282,6 +285,8 @@ func (r *Router) handle(ctx *fasthttp.RequestCtx) {
 		o = c.serveList()
 	case c.route == routeBadRoom:
 		o = c.fail(fasthttp.StatusBadRequest, badRoomMsg)
+	case c.route == routeBadPath:
+		o = c.fail(fasthttp.StatusBadRequest, badPathMsg)
 	default:
 		c.ws = isUpgrade(&ctx.Request.Header)
 		if c.ws {

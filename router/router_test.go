@@ -594,32 +594,46 @@ func TestBadInput(t *testing.T) {
 		name   string
 		req    string
 		status int
+		body   string // in the answer, if set
 	}{
-		{"dot in room", get("/api/room/a.b"), 400},
-		{"percent in room", get("/api/room/a%2Fb"), 400},
-		{"empty room", get("/api/room/"), 400},
-		{"empty room, subpath", get("/api/room//queue"), 400},
-		{"unicode room", get("/api/room/caf\xc3\xa9"), 400},
-		{"room of 65 bytes", get("/api/room/" + strings.Repeat("a", 65)), 400},
-		{"room of 3000 bytes", get("/api/room/" + strings.Repeat("a", 3000)), 400},
-		{"path beyond the header limit", get("/api/room/" + strings.Repeat("a", 10000)), 431},
-		{"header beyond the limit", get("/api/room/fine", "X-Big: "+strings.Repeat("b", 8000)+"\r\n"), 431},
-		{"malformed request line", "GARBAGE\r\n\r\n", 400},
-		{"TRACE", "TRACE /api/room/fine HTTP/1.1\r\nHost: x\r\n\r\n", 405},
-		{"CONNECT", "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 405},
-		{"origin not allowed", upgrade("/api/room/fine", "Sec-WebSocket-Version: 13\r\n", "Origin: https://evil.example\r\n"), 403},
-		{"WebSocket version", upgrade("/api/room/fine", "Sec-WebSocket-Version: 8\r\n"), 426},
-		{"WebSocket key", get("/api/room/fine", "Connection: Upgrade\r\n", "Upgrade: websocket\r\n", "Sec-WebSocket-Version: 13\r\n", "Sec-WebSocket-Key: short\r\n"), 400},
-		{"WebSocket without Connection: Upgrade", get("/api/room/fine", "Upgrade: websocket\r\n", "Sec-WebSocket-Version: 13\r\n", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"), 400},
-		{"WebSocket to a bad room", upgrade("/api/room/a.b", "Sec-WebSocket-Version: 13\r\n"), 400},
+		// Paths the sidecar, which routes on the normalized path, would
+		// read as another room or another endpoint.
+		{"dot-dot segment", get("/api/room/fine/../other"), 400, "bad path"},
+		{"dot-dot to a room", get("/api/room/other/../fine"), 400, "bad path"},
+		{"dot segment", get("/api/room/./fine"), 400, "bad path"},
+		{"trailing dot-dot", get("/api/room/fine/.."), 400, "bad path"},
+		{"empty segment", get("/api/room/fine//queue"), 400, "bad path"},
+		{"leading double slash", get("//api/room/fine"), 400, "bad path"},
+		{"percent-encoded dots", get("/api/room/fine/%2e%2E/other"), 400, "bad path"},
+		{"percent-encoded slash", get("/api/room/fine%2F..%2Fother"), 400, "bad path"},
+		{"percent-encoded letter in the prefix", get("/api/r%6Fom/fine"), 400, "bad path"},
+		{"percent-encoded letter in the room", get("/api/room/%66ine"), 400, "bad path"},
+		{"dot-dot on a WebSocket", upgrade("/api/room/other/../fine", "Sec-WebSocket-Version: 13\r\n"), 400, "bad path"},
+		{"dot in room", get("/api/room/a.b"), 400, "bad room name"},
+		{"percent in room", get("/api/room/a%2Fb"), 400, ""},
+		{"empty room", get("/api/room/"), 400, ""},
+		{"empty room, subpath", get("/api/room//queue"), 400, ""},
+		{"unicode room", get("/api/room/caf\xc3\xa9"), 400, ""},
+		{"room of 65 bytes", get("/api/room/" + strings.Repeat("a", 65)), 400, ""},
+		{"room of 3000 bytes", get("/api/room/" + strings.Repeat("a", 3000)), 400, ""},
+		{"path beyond the header limit", get("/api/room/" + strings.Repeat("a", 10000)), 431, ""},
+		{"header beyond the limit", get("/api/room/fine", "X-Big: "+strings.Repeat("b", 8000)+"\r\n"), 431, ""},
+		{"malformed request line", "GARBAGE\r\n\r\n", 400, ""},
+		{"TRACE", "TRACE /api/room/fine HTTP/1.1\r\nHost: x\r\n\r\n", 405, ""},
+		{"CONNECT", "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 405, ""},
+		{"origin not allowed", upgrade("/api/room/fine", "Sec-WebSocket-Version: 13\r\n", "Origin: https://evil.example\r\n"), 403, ""},
+		{"WebSocket version", upgrade("/api/room/fine", "Sec-WebSocket-Version: 8\r\n"), 426, ""},
+		{"WebSocket key", get("/api/room/fine", "Connection: Upgrade\r\n", "Upgrade: websocket\r\n", "Sec-WebSocket-Version: 13\r\n", "Sec-WebSocket-Key: short\r\n"), 400, ""},
+		{"WebSocket without Connection: Upgrade", get("/api/room/fine", "Upgrade: websocket\r\n", "Sec-WebSocket-Version: 13\r\n", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"), 400, ""},
+		{"WebSocket to a bad room", upgrade("/api/room/a.b", "Sec-WebSocket-Version: 13\r\n"), 400, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			n, i := c.trips.mark()
 			before := len(a.seen())
 			resp, body := raw(t, c.addr, tc.req)
-			if resp.StatusCode != tc.status {
-				t.Errorf("status %d (%q), want %d", resp.StatusCode, body, tc.status)
+			if resp.StatusCode != tc.status || !strings.Contains(body, tc.body) {
+				t.Errorf("status %d (%q), want %d %q", resp.StatusCode, body, tc.status, tc.body)
 			}
 			if trips, cmds := c.trips.since(n, i); trips != 0 {
 				t.Errorf("%d Redis round trips for bad input: %q", trips, cmds)
