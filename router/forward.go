@@ -404,7 +404,16 @@ func (c *call) tryHTTP(t target) (verdict, hint) {
 	req := &c.ctx.Request
 	c.r.setRouterHeaders(&req.Header, t, &c.s)
 	resp := fasthttp.AcquireResponse()
-	if err := t.node.client.Do(req, resp); err != nil {
+	err := t.node.client.Do(req, resp)
+	if errors.Is(err, errStaleConn) {
+		// Each attempt met a pooled connection the sidecar had closed (it
+		// crashed or restarted), and the request went out on none: the
+		// other idle ones are likely dead too. One more try on a fresh
+		// dial, whose refusal is judged as for any unreachable node.
+		t.node.client.CloseIdleConnections()
+		err = t.node.client.Do(req, resp)
+	}
+	if err != nil {
 		fasthttp.ReleaseResponse(resp)
 		return upstreamError(err), hint{}
 	}
@@ -435,7 +444,7 @@ func upstreamError(err error) verdict {
 	var de *dialError
 	var ne net.Error
 	switch {
-	case errors.As(err, &de):
+	case errors.As(err, &de), errors.Is(err, errStaleConn):
 		return unreachable
 	case errors.Is(err, fasthttp.ErrTimeout) || errors.As(err, &ne) && ne.Timeout():
 		return timedOut

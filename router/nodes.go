@@ -241,7 +241,7 @@ func (ns *nodes) client(addr string) *fasthttp.HostClient {
 			if err != nil {
 				return nil, &dialError{err: err}
 			}
-			return c, nil
+			return newPooledConn(c), nil
 		},
 		NoDefaultUserAgentHeader: true,
 		DisablePathNormalizing:   true,
@@ -250,10 +250,15 @@ func (ns *nodes) client(addr string) *fasthttp.HostClient {
 		WriteTimeout:             cfg.UpstreamTimeout,
 		MaxIdleConnDuration:      30 * time.Second,
 		MaxConns:                 cfg.MaxConns,
-		// One more try, for idempotent requests, only when a pooled
-		// keep-alive connection turned out closed; never after a timeout.
+		// One more try when a pooled keep-alive connection turned out
+		// closed: for any request when that was seen before it went out
+		// (errStaleConn), for idempotent ones also after; never after a
+		// timeout.
 		MaxIdemponentCallAttempts: 2,
 		RetryIfErr: func(req *fasthttp.Request, _ int, err error) (bool, bool) {
+			if errors.Is(err, errStaleConn) {
+				return false, true
+			}
 			idempotent := req.Header.IsGet() || req.Header.IsHead() || req.Header.IsPut()
 			closed := errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed) ||
 				errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
@@ -280,3 +285,63 @@ type dialError struct{ err error }
 
 func (e *dialError) Error() string { return "connect to sidecar: " + e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
+
+// errStaleConn is a pooled connection to a sidecar found closed by the
+// sidecar (or carrying bytes nobody asked for) before a request was written
+// to it: the sidecar has not seen the request.
+var errStaleConn = errors.New("the sidecar closed a pooled connection")
+
+// pooledConn is a connection of a sidecar's HTTP client. Before the first
+// write of a request on a connection that has served one already, it checks
+// without blocking that the sidecar has not closed it meanwhile (a sidecar
+// that crashed or restarted): a request written to such a connection is
+// lost and the router could not tell whether the sidecar read it, so a POST
+// could not be sent again; one refused before the write can be.
+type pooledConn struct {
+	net.Conn
+	rc   syscall.RawConn // nil: no check
+	used bool            // a response was read: the next write starts a request
+}
+
+func newPooledConn(c net.Conn) net.Conn {
+	pc := &pooledConn{Conn: c}
+	if sc, ok := c.(syscall.Conn); ok {
+		pc.rc, _ = sc.SyscallConn()
+	}
+	return pc
+}
+
+func (c *pooledConn) Read(p []byte) (int, error) {
+	c.used = true
+	return c.Conn.Read(p)
+}
+
+func (c *pooledConn) Write(p []byte) (int, error) {
+	if c.used {
+		c.used = false
+		if c.rc != nil && peerGone(c.rc) {
+			return 0, errStaleConn
+		}
+	}
+	return c.Conn.Write(p)
+}
+
+// peerGone reports whether an idle connection has been closed or reset by
+// its peer, or has bytes to read, without waiting.
+func peerGone(rc syscall.RawConn) bool {
+	gone := false
+	err := rc.Control(func(fd uintptr) {
+		var b [1]byte
+		for {
+			_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			if err == syscall.EINTR {
+				continue
+			}
+			// Nothing to read (EAGAIN) is the one healthy answer; a read of
+			// 0 bytes is the peer's FIN.
+			gone = err != syscall.EAGAIN
+			return
+		}
+	})
+	return gone || err != nil
+}

@@ -363,6 +363,43 @@ func TestStealFromDeadOwner(t *testing.T) {
 	}
 }
 
+// TestPostAfterOwnerCrash: a POST right after the room's owner crashed,
+// with keep-alive connections to it still in the router's pool, is not lost
+// to a 502: the closed connections are noticed before the request goes out,
+// a fresh dial is refused, and the room moves to a live node once the dead
+// owner's heartbeat is gone.
+func TestPostAfterOwnerCrash(t *testing.T) {
+	c := newCluster(t, Config{HoldTimeout: 5 * time.Second})
+	a := c.node(registry.Node{ID: "node-a"})
+	c.node(registry.Node{ID: "node-b"})
+	c.claim("stage", a)
+	// Several connections to node-a at once, so that more than one is pooled.
+	a.delay.Store(int64(50 * time.Millisecond))
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.get("/api/room/stage", nil)
+		}()
+	}
+	wg.Wait()
+	a.delay.Store(0)
+
+	a.crash()
+	for i := range 3 {
+		status, body, hdr := c.do(http.MethodPost, "/api/room/stage/body", nil, fmt.Sprint("payload ", i))
+		if status != 200 || body != fmt.Sprint("payload ", i) || hdr.Get("X-Test-Node") != "node-b" {
+			t.Fatalf("POST %d after node-a crashed: %d %q from %q, want node-b's echo", i, status, body, hdr.Get("X-Test-Node"))
+		}
+	}
+	for _, s := range a.seen() {
+		if s.method == http.MethodPost {
+			t.Errorf("node-a saw a POST: %+v", s)
+		}
+	}
+}
+
 func TestPlacement(t *testing.T) {
 	c := newCluster(t, Config{Region: "eu", HoldTimeout: 300 * time.Millisecond})
 	busy := c.node(registry.Node{ID: "eu-busy", Region: "eu", Load: 0.5})
