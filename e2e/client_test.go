@@ -31,7 +31,10 @@ func start(t testing.TB, nodes, routers int, change func(*cluster.Options)) (*cl
 		},
 		Sidecar: func(i int, c *sidecar.Config) {
 			c.LeaseTTL = 3 * time.Second
-			c.HeartbeatTTL = 600 * time.Millisecond
+			// Long enough that a loaded CI machine (every part in one
+			// process, under -race) does not miss a heartbeat and fence
+			// its rooms; the failover test shortens it.
+			c.HeartbeatTTL = 2 * time.Second
 			c.StateDebounce = 200 * time.Millisecond
 		},
 		Log: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),

@@ -10,6 +10,7 @@ import (
 
 	"github.com/roomlb/roomlb/internal/cluster"
 	"github.com/roomlb/roomlb/ott/otttest"
+	"github.com/roomlb/roomlb/sidecar"
 )
 
 // The seed's four sequence diagrams, each through two routers: what one
@@ -217,7 +218,14 @@ func TestStaleCacheFollowsTheRoom(t *testing.T) {
 // TestOwnerKilledFailover: a node dies without a word; the next join of its
 // room is served by another node within a second.
 func TestOwnerKilledFailover(t *testing.T) {
-	c, _ := start(t, 3, 2, nil)
+	c, _ := start(t, 3, 2, func(o *cluster.Options) {
+		// Failover waits for the dead node's heartbeat to expire.
+		base := o.Sidecar
+		o.Sidecar = func(i int, sc *sidecar.Config) {
+			base(i, sc)
+			sc.HeartbeatTTL = 600 * time.Millisecond
+		}
+	})
 	r := c.Routers[0].Addr
 	token := grant(t, r)
 	do(t, r, "POST", "/api/room/create", `{"name":"Phoenix","isTemporary":true}`)

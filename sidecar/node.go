@@ -16,10 +16,15 @@ import (
 // the monolith link is up, and takes it out of the registry while it is
 // down, so routers place nothing here.
 func (s *Sidecar) heartbeatLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.HeartbeatTTL / 3)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	registered := false
 	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 		if s.deregistered.Load() {
 			return
 		}
@@ -39,14 +44,14 @@ func (s *Sidecar) heartbeatLoop(ctx context.Context) {
 			return
 		}
 		s.redisOK.Store(err == nil)
+		next := s.cfg.HeartbeatTTL / 3
 		if err != nil {
 			s.log.Warn("sidecar: heartbeat", "err", err)
+			// Try again soon: the rooms stop being served when the
+			// heartbeat is not refreshed in time.
+			next = s.cfg.HeartbeatTTL / 10
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+		t.Reset(next)
 	}
 }
 
