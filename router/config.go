@@ -77,8 +77,9 @@ type Config struct {
 	// ReadTimeout bounds reading a request's header and body, from the
 	// first byte (slow clients); 0 means DefaultReadTimeout.
 	ReadTimeout time.Duration
-	// WriteTimeout bounds writing a response to a client; 0 means
-	// DefaultWriteTimeout.
+	// WriteTimeout bounds writing a response to a client, and each write
+	// of a relayed WebSocket in either direction: a peer that stops reading
+	// for this long is dropped. 0 means DefaultWriteTimeout.
 	WriteTimeout time.Duration
 	// IdleTimeout closes keep-alive connections idle this long; 0 means
 	// DefaultIdleTimeout.

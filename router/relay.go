@@ -33,9 +33,12 @@ type relay struct {
 	idle   time.Duration
 	start  time.Time
 
+	writeTimeout time.Duration
+
 	stopping atomic.Bool  // Shutdown: close the client with 1012
-	ending   atomic.Int64 // once one direction ended: when the other must end (unix ns)
+	ending   atomic.Int64 // when the relay must end (unix ns): set once a direction ended, or by a stop
 	zero     [2]atomic.Int64
+	wfailed  [2]atomic.Bool // a write of the direction failed (timed out)
 	upDone   chan struct{}
 }
 
@@ -49,7 +52,8 @@ func (r *Router) relay(client net.Conn, up *upgrade) {
 	if u, ok := client.(interface{ UnsafeConn() net.Conn }); ok {
 		raw = u.UnsafeConn()
 	}
-	rl := &relay{client: client, raw: raw, up: up.conn, idle: r.cfg.WSIdleTimeout, upDone: make(chan struct{})}
+	rl := &relay{client: client, raw: raw, up: up.conn, idle: r.cfg.WSIdleTimeout, writeTimeout: r.cfg.WriteTimeout,
+		upDone: make(chan struct{})}
 	defer up.conn.Close()
 	defer raw.Close()
 
@@ -84,12 +88,16 @@ func (rl *relay) run() {
 			// The client is done sending: tell the sidecar, let it finish.
 			closeWrite(rl.up)
 			rl.endIn(linger)
-		} else if !rl.stopping.Load() {
+		} else if !rl.stopping.Load() || rl.wfailed[0].Load() {
 			rl.abort()
 		}
 	}()
 	eof, _ := rl.pump(1, rl.raw, rl.up)
 	switch {
+	case rl.wfailed[1].Load():
+		// The client does not read (or a stop cut a write short: no
+		// close frame after part of a frame).
+		rl.abort()
 	case rl.stopping.Load():
 		rl.raw.SetWriteDeadline(time.Now().Add(closeWait))
 		rl.raw.Write(closeServiceRestart)
@@ -113,14 +121,15 @@ func (rl *relay) run() {
 func (rl *relay) pump(dir int, dst, src net.Conn) (eof bool, err error) {
 	var moved int64
 	var k int64
+	w := relayWriter{rl: rl, dir: dir, c: dst}
 	for {
 		rl.arm(dir, src, k)
-		n, err := io.Copy(dst, src)
+		n, err := io.Copy(w, src)
 		moved += n
 		if err == nil {
 			return true, nil
 		}
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
+		if !errors.Is(err, os.ErrDeadlineExceeded) || rl.wfailed[dir].Load() {
 			return false, err
 		}
 		if dir == 1 && rl.stopping.Load() {
@@ -177,19 +186,65 @@ func (rl *relay) deadline(dir int, k int64) time.Time {
 	return d
 }
 
-// endIn gives the relay d to finish (once: the first call wins).
-func (rl *relay) endIn(d time.Duration) {
-	e := time.Now().Add(d)
-	if rl.ending.CompareAndSwap(0, e.UnixNano()) {
-		rl.client.SetReadDeadline(e)
-		rl.up.SetReadDeadline(e)
-	}
+// relayWriter writes one direction of a relay, each write bounded by the
+// write timeout and by the relay's end.
+type relayWriter struct {
+	rl  *relay
+	dir int
+	c   net.Conn
 }
 
-// stop makes the relay close its client with 1012 (Shutdown).
+func (w relayWriter) Write(p []byte) (int, error) {
+	d := time.Now().Add(w.rl.writeTimeout)
+	w.c.SetWriteDeadline(w.rl.cap(d))
+	if e := w.rl.ending.Load(); e != 0 && e < d.UnixNano() {
+		// endIn stores the end before it sets deadlines: set again in
+		// case it ran between cap and the first set (see arm).
+		w.c.SetWriteDeadline(time.Unix(0, e))
+	}
+	n, err := w.c.Write(p)
+	if err != nil {
+		w.rl.wfailed[w.dir].Store(true)
+	}
+	return n, err
+}
+
+// cap returns d, or the relay's end if that comes first.
+func (rl *relay) cap(d time.Time) time.Time {
+	if e := rl.ending.Load(); e != 0 && e < d.UnixNano() {
+		return time.Unix(0, e)
+	}
+	return d
+}
+
+// endIn gives the relay d to finish: reads and writes in both directions
+// end by then. A later call can only bring the end closer.
+func (rl *relay) endIn(d time.Duration) {
+	e := time.Now().Add(d).UnixNano()
+	for {
+		cur := rl.ending.Load()
+		if cur != 0 && cur <= e {
+			return
+		}
+		if rl.ending.CompareAndSwap(cur, e) {
+			break
+		}
+	}
+	t := time.Unix(0, e)
+	rl.client.SetReadDeadline(t)
+	if !rl.stopping.Load() {
+		rl.up.SetReadDeadline(t)
+	}
+	rl.raw.SetWriteDeadline(t)
+	rl.up.SetWriteDeadline(t)
+}
+
+// stop makes the relay close its client with 1012 (Shutdown), within
+// closeWait even when a peer does not read.
 func (rl *relay) stop() {
 	rl.stopping.Store(true)
 	rl.up.SetReadDeadline(time.Unix(1, 0))
+	rl.endIn(closeWait)
 }
 
 // abort drops both connections.

@@ -783,6 +783,75 @@ func TestShutdown(t *testing.T) {
 	}
 }
 
+// waitRelays waits until the router relays no WebSocket.
+func (c *cluster) waitRelays(t testing.TB, why string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for c.r.relayCount() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d relays still running after 10s", why, c.r.relayCount())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestWSWriteTimeout: a relayed WebSocket whose peer stops reading ends
+// after WriteTimeout, in either direction, and frees its relay.
+func TestWSWriteTimeout(t *testing.T) {
+	c := newCluster(t, Config{WriteTimeout: 300 * time.Millisecond})
+	a := c.node(registry.Node{ID: "node-a"})
+	c.claim("jam", a)
+
+	t.Run("client does not read", func(t *testing.T) {
+		ws, _, err := c.dial("/api/room/jam/flood", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close() // never read
+		<-a.stuckChan()
+		c.waitRelays(t, "the client stopped reading")
+	})
+
+	a.mu.Lock()
+	a.stuck = nil
+	a.mu.Unlock()
+	t.Run("sidecar does not read", func(t *testing.T) {
+		ws, _, err := c.dial("/api/room/jam/deaf", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		<-a.stuckChan()
+		chunk := make([]byte, 64<<10)
+		for {
+			ws.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+			if err := ws.WriteMessage(websocket.BinaryMessage, chunk); err != nil {
+				break // blocked (or the router gave up on the sidecar)
+			}
+		}
+		c.waitRelays(t, "the sidecar stopped reading")
+	})
+}
+
+// TestShutdownClientNotReading: Shutdown ends within its bound even when a
+// relayed client has stopped reading and the router's write to it blocks.
+func TestShutdownClientNotReading(t *testing.T) {
+	c := newCluster(t, Config{})
+	a := c.node(registry.Node{ID: "node-a"})
+	c.claim("jam", a)
+	ws, _, err := c.dial("/api/room/jam/flood", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close() // never read
+	<-a.stuckChan()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.r.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown with a client that does not read: %v", err)
+	}
+}
+
 func TestWSIdleTimeout(t *testing.T) {
 	c := newCluster(t, Config{WSIdleTimeout: 300 * time.Millisecond})
 	a := c.node(registry.Node{ID: "node-a"})

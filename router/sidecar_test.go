@@ -56,6 +56,7 @@ type fakeSidecar struct {
 	draining atomic.Bool // 503 Draining for placements
 	noHint   atomic.Bool // 421 without X-Roomlb-Owner
 	delay    atomic.Int64
+	stuck    chan struct{} // see stuckChan
 
 	stopBeat chan struct{}
 	beatDone chan struct{}
@@ -244,7 +245,14 @@ func (f *fakeSidecar) serve(w http.ResponseWriter, req *http.Request, s seen) in
 		return http.StatusBadRequest
 	}
 	if s.ws {
-		f.echo(w, req, fmt.Sprintf("%s: ", id))
+		switch {
+		case strings.HasSuffix(req.URL.Path, "/flood"):
+			f.flood(w, req)
+		case strings.HasSuffix(req.URL.Path, "/deaf"):
+			f.deaf(w, req)
+		default:
+			f.echo(w, req, fmt.Sprintf("%s: ", id))
+		}
 		return http.StatusSwitchingProtocols
 	}
 	w.Header().Set("X-Test-Node", id)
@@ -297,6 +305,62 @@ func (f *fakeSidecar) echo(w http.ResponseWriter, req *http.Request, prefix stri
 			return
 		}
 	}
+}
+
+// stuck is closed when a flooding WebSocket's write has been blocked for
+// 200ms (its reader does not read) or a deaf one has been upgraded.
+func (f *fakeSidecar) stuckChan() chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stuck == nil {
+		f.stuck = make(chan struct{})
+	}
+	return f.stuck
+}
+
+func (f *fakeSidecar) setStuck() {
+	ch := f.stuckChan()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	select {
+	case <-ch:
+	default:
+		close(ch)
+	}
+}
+
+// flood writes 64 KiB frames to the client until a write is blocked for
+// 200ms, then holds the connection open without reading until the sidecar
+// stops.
+func (f *fakeSidecar) flood(w http.ResponseWriter, req *http.Request) {
+	conn, err := upgrader.Upgrade(w, req, nil)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	chunk := make([]byte, 64<<10)
+	for {
+		conn.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		if err := conn.WriteMessage(websocket.BinaryMessage, chunk); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				f.setStuck()
+			}
+			break
+		}
+	}
+	<-f.stopBeat
+}
+
+// deaf never reads from the client, until the sidecar stops.
+func (f *fakeSidecar) deaf(w http.ResponseWriter, req *http.Request) {
+	conn, err := upgrader.Upgrade(w, req, nil)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	f.setStuck()
+	<-f.stopBeat
 }
 
 // roundTrips records the commands a Redis client sends: one round trip per
