@@ -70,8 +70,7 @@ type Config struct {
 	// DefaultMaxWaiting; negative means none wait.
 	MaxWaiting int
 	// WSIdleTimeout closes a relayed WebSocket after this long without a
-	// byte in either direction (measured to within a factor of two). 0 means
-	// never.
+	// byte in either direction. 0 means never.
 	WSIdleTimeout time.Duration
 
 	// ReadTimeout bounds reading a request's header and body, from the
@@ -92,7 +91,8 @@ type Config struct {
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int
 	// MaxConns bounds concurrent client connections, and separately the
-	// relayed WebSockets; 0 means DefaultMaxConns.
+	// relayed WebSockets (handshakes under way included); 0 means
+	// DefaultMaxConns.
 	MaxConns int
 
 	// DialTimeout bounds connecting to a sidecar; 0 means

@@ -18,7 +18,9 @@
 // loses its room at once: the router steals it for a live node.
 //
 // WebSocket upgrades are validated at the router, handshaken with the
-// sidecar, and then relayed as bytes in both directions (io.Copy, splice on
-// Linux) without parsing frames. The router holds no state that it cannot
-// rebuild from Redis within a second.
+// sidecar, and then relayed as bytes in both directions without parsing
+// frames. An idle relay holds no buffer: each direction waits for its source
+// to be readable in the network poller, then copies through a pooled
+// buffer. The router holds no state that it cannot rebuild from Redis
+// within a second.
 package router

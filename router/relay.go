@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -17,6 +19,9 @@ const (
 	// closeWait is how long a client closed with 1012 has to answer the
 	// close frame before its connection is dropped.
 	closeWait = time.Second
+	// relayBufSize is the size of the buffers relays copy through. A relay
+	// holds one only while it moves bytes, never while it waits.
+	relayBufSize = 16 << 10
 )
 
 // closeServiceRestart is a WebSocket close frame (server to client,
@@ -24,67 +29,128 @@ const (
 // reconnect on codes below 4000.
 var closeServiceRestart = append([]byte{0x88, 2 + 15, 0x03, 0xf4}, "service restart"...)
 
-// relay copies bytes between a client and a sidecar after a WebSocket
-// handshake, without looking at frames.
-type relay struct {
-	client net.Conn // the hijacked client connection: reads (fasthttp may have buffered bytes)
-	raw    net.Conn // the client's own connection: writes, so TCP to TCP copies can splice
-	up     net.Conn // the sidecar connection
-	idle   time.Duration
-	start  time.Time
+var relayBufs = sync.Pool{New: func() any {
+	b := make([]byte, relayBufSize)
+	return &b
+}}
 
+// relay copies bytes between a client and a sidecar after a WebSocket
+// handshake, without looking at frames. Each direction has a goroutine that
+// waits for its source to be readable without holding a buffer (see
+// waitReadable), then copies what is there through a pooled buffer. An idle
+// relay holds its two connections, this struct and two parked goroutines.
+type relay struct {
+	client net.Conn // the client's own connection, fasthttp's reader drained
+	up     net.Conn // the sidecar connection
+	// crc and urc wait for client and up to be readable; nil for a
+	// connection that is not a syscall.Conn, whose reads then wait holding
+	// a buffer.
+	crc, urc     syscall.RawConn
+	idle         time.Duration
 	writeTimeout time.Duration
 
+	last     atomic.Int64 // when a byte was last read either way (unix ns), while idle > 0
 	stopping atomic.Bool  // Shutdown: close the client with 1012
 	ending   atomic.Int64 // when the relay must end (unix ns): set once a direction ended, or by a stop
-	zero     [2]atomic.Int64
-	wfailed  [2]atomic.Bool // a write of the direction failed (timed out)
-	upDone   chan struct{}
+	wfailed  [2]atomic.Bool
+	upDone   sync.WaitGroup
 }
 
-// relay runs the relay of a hijacked client connection; fasthttp calls it on
-// a goroutine of its own and closes client when it returns.
-func (r *Router) relay(client net.Conn, up *upgrade) {
+// relay takes over a hijacked client connection: it sends the client the
+// sidecar's 101, passes on what either side sent early, and starts the
+// relay's goroutines. fasthttp calls it on a goroutine of its own, which it
+// lets go of (with the request's state and buffered reader) once relay
+// returns; the router keeps hijacked connections (KeepHijackedConns) and
+// closes them itself.
+func (r *Router) relay(hj net.Conn, up *upgrade) {
 	if !up.timer.Stop() {
-		return // the timer closed the sidecar connection: too late
+		hj.Close() // the timer closed the sidecar connection: too late
+		return
 	}
-	raw := client
-	if u, ok := client.(interface{ UnsafeConn() net.Conn }); ok {
-		raw = u.UnsafeConn()
+	client := hj
+	if u, ok := hj.(interface{ UnsafeConn() net.Conn }); ok {
+		client = u.UnsafeConn()
 	}
-	rl := &relay{client: client, raw: raw, up: up.conn, idle: r.cfg.WSIdleTimeout, writeTimeout: r.cfg.WriteTimeout,
-		upDone: make(chan struct{})}
-	defer up.conn.Close()
-	defer raw.Close()
-
-	raw.SetWriteDeadline(time.Now().Add(r.cfg.WriteTimeout))
-	_, err := raw.Write(up.head)
-	if n := up.br.Buffered(); err == nil && n > 0 {
-		// The sidecar's first frames came with its 101.
-		b, _ := up.br.Peek(n)
-		_, err = raw.Write(b)
+	rl := &relay{client: client, up: up.conn, idle: r.cfg.WSIdleTimeout, writeTimeout: r.cfg.WriteTimeout}
+	rl.crc, rl.urc = rawConn(client), rawConn(up.conn)
+	if rl.idle > 0 {
+		rl.last.Store(time.Now().UnixNano())
 	}
-	raw.SetWriteDeadline(time.Time{})
+	err := rl.handOver(hj, up)
+	putUpgradeReader(up.br)
+	up.br = nil
 	if err != nil {
+		rl.closeBoth()
+		r.releaseWS()
 		return
 	}
 	if !r.track(rl) {
 		// Shutdown began while the handshake was under way.
-		raw.SetWriteDeadline(time.Now().Add(closeWait))
-		raw.Write(closeServiceRestart)
+		client.SetWriteDeadline(time.Now().Add(closeWait))
+		client.Write(closeServiceRestart)
+		rl.closeBoth()
+		r.releaseWS()
 		return
 	}
-	defer r.untrack(rl)
 	r.metrics.wsConns.Inc()
-	defer r.metrics.wsConns.Dec()
-	rl.run()
+	go func() {
+		rl.run()
+		rl.closeBoth()
+		r.metrics.wsConns.Dec()
+		r.untrack(rl)
+		r.releaseWS()
+	}()
+}
+
+// handOver writes the sidecar's 101, and what the sidecar sent right after
+// it, to the client, then the bytes the client sent after its handshake
+// that fasthttp's reader already holds to the sidecar. After it the client
+// is read from its own connection only.
+func (rl *relay) handOver(hj net.Conn, up *upgrade) error {
+	rl.client.SetWriteDeadline(time.Now().Add(rl.writeTimeout))
+	if _, err := rl.client.Write(up.head); err != nil {
+		return err
+	}
+	if n := up.br.Buffered(); n > 0 {
+		b, _ := up.br.Peek(n)
+		if _, err := rl.client.Write(b); err != nil {
+			return err
+		}
+	}
+	rl.client.SetWriteDeadline(time.Time{})
+	// A read deadline in the past makes hj return what its reader holds,
+	// and then the deadline's error without reading the connection.
+	rl.client.SetReadDeadline(time.Unix(1, 0))
+	defer rl.client.SetReadDeadline(time.Time{})
+	bp := relayBufs.Get().(*[]byte)
+	defer relayBufs.Put(bp)
+	for {
+		n, err := hj.Read(*bp)
+		if n > 0 {
+			if werr := rl.write(rl.up, (*bp)[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err != nil {
+			return nil // the deadline's error, or the client's end: seen again by the relay
+		}
+	}
+}
+
+func rawConn(c net.Conn) syscall.RawConn {
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			return rc
+		}
+	}
+	return nil
 }
 
 func (rl *relay) run() {
-	rl.start = time.Now()
+	rl.upDone.Add(1)
 	go func() {
-		defer close(rl.upDone)
-		if eof, _ := rl.pump(0, rl.up, rl.client); eof {
+		defer rl.upDone.Done()
+		if rl.pump(0, rl.up, rl.client, rl.crc) {
 			// The client is done sending: tell the sidecar, let it finish.
 			closeWrite(rl.up)
 			rl.endIn(linger)
@@ -92,121 +158,141 @@ func (rl *relay) run() {
 			rl.abort()
 		}
 	}()
-	eof, _ := rl.pump(1, rl.raw, rl.up)
+	eof := rl.pump(1, rl.client, rl.up, rl.urc)
 	switch {
 	case rl.wfailed[1].Load():
 		// The client does not read (or a stop cut a write short: no
 		// close frame after part of a frame).
 		rl.abort()
 	case rl.stopping.Load():
-		rl.raw.SetWriteDeadline(time.Now().Add(closeWait))
-		rl.raw.Write(closeServiceRestart)
+		rl.client.SetWriteDeadline(time.Now().Add(closeWait))
+		rl.client.Write(closeServiceRestart)
 		rl.up.Close() // the sidecar sees its client leave
 		rl.endIn(closeWait)
 	case eof:
-		closeWrite(rl.raw)
+		closeWrite(rl.client)
 		rl.endIn(linger)
 	default:
 		rl.abort()
 	}
-	<-rl.upDone
+	rl.upDone.Wait()
 }
 
 // pump copies src to dst until src ends (eof), an error, the relay goes
 // idle, or it is stopped or ending. dir is 0 for client to sidecar, 1 for
-// sidecar to client. Idleness is judged in periods of rl.idle counted from
-// the start, the same for both directions: a period in which neither
-// direction moved a byte makes the relay idle. Deadlines are the only way to
-// learn about time inside io.Copy, which splices TCP to TCP on Linux.
-func (rl *relay) pump(dir int, dst, src net.Conn) (eof bool, err error) {
-	var moved int64
-	var k int64
-	w := relayWriter{rl: rl, dir: dir, c: dst}
+// sidecar to client; rc waits for src to be readable (nil: Read waits). A
+// relay is idle when no byte moved either way for rl.idle.
+func (rl *relay) pump(dir int, dst, src net.Conn, rc syscall.RawConn) (eof bool) {
+	rl.arm(dir, src)
 	for {
-		rl.arm(dir, src, k)
-		n, err := io.Copy(w, src)
-		moved += n
+		var err error
+		if rc != nil {
+			err = waitReadable(rc)
+		}
 		if err == nil {
-			return true, nil
-		}
-		if !errors.Is(err, os.ErrDeadlineExceeded) || rl.wfailed[dir].Load() {
-			return false, err
-		}
-		if dir == 1 && rl.stopping.Load() {
-			return false, err
-		}
-		if e := rl.ending.Load(); e != 0 && time.Now().UnixNano() >= e {
-			return false, err
-		}
-		if rl.idle <= 0 {
-			continue
-		}
-		el := time.Since(rl.start)
-		if el < time.Duration(k+1)*rl.idle {
-			continue // woken early (a new deadline), same period
-		}
-		if moved == 0 {
-			rl.zero[dir].Store(k + 1)
-			if rl.zero[1-dir].Load() == k+1 {
-				rl.abort() // both directions silent for a whole period
-				return false, err
+			bp := relayBufs.Get().(*[]byte)
+			var n int
+			n, err = src.Read(*bp)
+			if n > 0 {
+				if rl.idle > 0 {
+					rl.last.Store(time.Now().UnixNano())
+				}
+				werr := rl.write(dst, (*bp)[:n])
+				relayBufs.Put(bp)
+				if werr != nil {
+					rl.wfailed[dir].Store(true)
+					return false
+				}
+			} else {
+				relayBufs.Put(bp)
+			}
+			switch {
+			case err == nil:
+				continue
+			case errors.Is(err, io.EOF):
+				return true
 			}
 		}
-		moved = 0
-		k = int64(el / rl.idle)
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return false
+		}
+		// A deadline: a stop, the relay's end, or idleness.
+		now := time.Now().UnixNano()
+		if dir == 1 && rl.stopping.Load() {
+			return false
+		}
+		if e := rl.ending.Load(); e != 0 && now >= e {
+			return false
+		}
+		if rl.idle > 0 && now >= rl.last.Load()+int64(rl.idle) {
+			rl.abort() // both directions silent for rl.idle
+			return false
+		}
+		rl.arm(dir, src)
 	}
 }
 
-// arm sets src's read deadline for period k, minding stop and end. Stop and
-// end store their flag before they set deadlines themselves, so reading the
-// flags after setting closes the race with them.
-func (rl *relay) arm(dir int, src net.Conn, k int64) {
-	src.SetReadDeadline(rl.deadline(dir, k))
+// waitReadable waits, holding no buffer, until rc has bytes to read, its
+// peer's end or an error to report, or its read deadline passes (the error).
+// It peeks at one byte without blocking, and has the network poller wait
+// while there is none.
+func waitReadable(rc syscall.RawConn) error {
+	return rc.Read(func(fd uintptr) bool {
+		var b [1]byte
+		for {
+			_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			switch err {
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				return false
+			}
+			return true
+		}
+	})
+}
+
+// write writes b to dst within the write timeout and the relay's end.
+func (rl *relay) write(dst net.Conn, b []byte) error {
+	d := time.Now().Add(rl.writeTimeout)
+	dst.SetWriteDeadline(rl.cap(d))
+	if e := rl.ending.Load(); e != 0 && e < d.UnixNano() {
+		// endIn stores the end before it sets deadlines: set again in case
+		// it ran between cap and the first set (see arm).
+		dst.SetWriteDeadline(time.Unix(0, e))
+	}
+	_, err := dst.Write(b)
+	return err
+}
+
+// arm sets src's read deadline, minding stop and end. Stop and end store
+// their flag before they set deadlines themselves, so reading the flags
+// after setting closes the race with them.
+func (rl *relay) arm(dir int, src net.Conn) {
+	src.SetReadDeadline(rl.deadline(dir))
 	if rl.stopping.Load() || rl.ending.Load() != 0 {
-		src.SetReadDeadline(rl.deadline(dir, k))
+		src.SetReadDeadline(rl.deadline(dir))
 	}
 }
 
-// deadline is the read deadline of direction dir in period k. A stop ends
-// the sidecar-to-client direction at once, so that the close frame follows
+// deadline is the read deadline of direction dir. A stop ends the
+// sidecar-to-client direction at once, so that the close frame follows
 // whole chunks of what the sidecar sent.
-func (rl *relay) deadline(dir int, k int64) time.Time {
+func (rl *relay) deadline(dir int) time.Time {
 	if dir == 1 && rl.stopping.Load() {
 		return time.Unix(1, 0)
 	}
-	var d time.Time
+	var d int64
 	if rl.idle > 0 {
-		d = rl.start.Add(time.Duration(k+1) * rl.idle)
+		d = rl.last.Load() + int64(rl.idle)
 	}
-	if e := rl.ending.Load(); e != 0 {
-		if ed := time.Unix(0, e); d.IsZero() || ed.Before(d) {
-			d = ed
-		}
+	if e := rl.ending.Load(); e != 0 && (d == 0 || e < d) {
+		d = e
 	}
-	return d
-}
-
-// relayWriter writes one direction of a relay, each write bounded by the
-// write timeout and by the relay's end.
-type relayWriter struct {
-	rl  *relay
-	dir int
-	c   net.Conn
-}
-
-func (w relayWriter) Write(p []byte) (int, error) {
-	d := time.Now().Add(w.rl.writeTimeout)
-	w.c.SetWriteDeadline(w.rl.cap(d))
-	if e := w.rl.ending.Load(); e != 0 && e < d.UnixNano() {
-		// endIn stores the end before it sets deadlines: set again in
-		// case it ran between cap and the first set (see arm).
-		w.c.SetWriteDeadline(time.Unix(0, e))
+	if d == 0 {
+		return time.Time{}
 	}
-	n, err := w.c.Write(p)
-	if err != nil {
-		w.rl.wfailed[w.dir].Store(true)
-	}
-	return n, err
+	return time.Unix(0, d)
 }
 
 // cap returns d, or the relay's end if that comes first.
@@ -235,7 +321,7 @@ func (rl *relay) endIn(d time.Duration) {
 	if !rl.stopping.Load() {
 		rl.up.SetReadDeadline(t)
 	}
-	rl.raw.SetWriteDeadline(t)
+	rl.client.SetWriteDeadline(t)
 	rl.up.SetWriteDeadline(t)
 }
 
@@ -248,8 +334,10 @@ func (rl *relay) stop() {
 }
 
 // abort drops both connections.
-func (rl *relay) abort() {
-	rl.raw.Close()
+func (rl *relay) abort() { rl.closeBoth() }
+
+func (rl *relay) closeBoth() {
+	rl.client.Close()
 	rl.up.Close()
 }
 
@@ -260,6 +348,21 @@ func closeWrite(c net.Conn) {
 	}
 	c.Close()
 }
+
+// reserveWS takes one of the MaxConns WebSocket slots, for a handshake
+// and then its relay; false when none is left.
+func (r *Router) reserveWS() bool {
+	if r.wsSlots.Add(1) > int64(r.cfg.MaxConns) {
+		r.wsSlots.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (r *Router) releaseWS() { r.wsSlots.Add(-1) }
+
+// relayCount is the WebSockets relayed or being handshaken.
+func (r *Router) relayCount() int { return int(r.wsSlots.Load()) }
 
 // track registers a relay for Shutdown; false once Shutdown has begun.
 func (r *Router) track(rl *relay) bool {

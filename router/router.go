@@ -49,6 +49,7 @@ type Router struct {
 	served   atomic.Bool
 	draining atomic.Bool
 
+	wsSlots      atomic.Int64 // WebSockets relayed or being handshaken (reserveWS)
 	relayMu      sync.Mutex
 	relays       map[*relay]struct{}
 	relaysClosed bool
@@ -107,6 +108,10 @@ func New(cfg Config) (*Router, error) {
 		NoDefaultContentType:         true,
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
+		// A relay lets fasthttp's goroutine go (and with it the request's
+		// state and buffered reader) once it has started; it closes the
+		// connection itself.
+		KeepHijackedConns: true,
 	}
 	return r, nil
 }
@@ -298,14 +303,19 @@ func (r *Router) handle(ctx *fasthttp.RequestCtx) {
 				o = c.unavailable("the router is shutting down")
 				break
 			}
-			if r.relayCount() >= r.cfg.MaxConns {
+			// Reserved before dialing the sidecar; the relay (or the
+			// hijack's timer) releases it.
+			if !r.reserveWS() {
 				o = c.unavailable("too many WebSockets")
 				break
 			}
 		}
 		o = c.forward()
-		if o == outcomeOK && c.up != nil {
+		switch {
+		case o == outcomeOK && c.up != nil:
 			c.hijack()
+		case c.ws:
+			r.releaseWS()
 		}
 	}
 	if r.draining.Load() && c.up == nil {
@@ -325,12 +335,6 @@ func (c *call) serveList() outcome {
 	c.ctx.SetContentType("application/json")
 	c.ctx.SetBody(body)
 	return outcomeOK
-}
-
-func (r *Router) relayCount() int {
-	r.relayMu.Lock()
-	defer r.relayMu.Unlock()
-	return len(r.relays)
 }
 
 // handleError answers requests fasthttp could not read.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -89,10 +90,11 @@ func (c *call) tryWS(t target) (verdict, hint) {
 		conn.Close()
 		return upstreamError(err), hint{}
 	}
-	br := bufio.NewReaderSize(conn, 4096)
+	br := getUpgradeReader(conn)
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(resp)
 	if err := readResponse(br, resp); err != nil {
+		putUpgradeReader(br)
 		conn.Close()
 		return upstreamError(err), hint{}
 	}
@@ -101,6 +103,7 @@ func (c *call) tryWS(t target) (verdict, hint) {
 		c.up = &upgrade{conn: conn, br: br, head: appendSwitching(nil, &resp.Header, t.node.ID)}
 		return served, hint{}
 	}
+	putUpgradeReader(br)
 	conn.Close()
 	if v, h := c.judge(resp.StatusCode(), &resp.Header); v != served {
 		return v, h
@@ -170,11 +173,30 @@ func appendSwitching(b []byte, h *fasthttp.ResponseHeader, node string) []byte {
 }
 
 // hijack hands the client's connection to a relay once fasthttp lets go of
-// it.
+// it. The call's WebSocket slot goes with it.
 func (c *call) hijack() {
 	up := c.up
 	r := c.r
-	up.timer = time.AfterFunc(r.cfg.UpstreamTimeout, func() { up.conn.Close() })
+	up.timer = time.AfterFunc(r.cfg.UpstreamTimeout, func() {
+		up.conn.Close()
+		putUpgradeReader(up.br)
+		r.releaseWS()
+	})
 	c.ctx.HijackSetNoResponse(true)
 	c.ctx.Hijack(func(client net.Conn) { r.relay(client, up) })
+}
+
+// upgradeReaders read sidecars' answers to WebSocket handshakes; a relay
+// gives its reader back once it has passed on what it held.
+var upgradeReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+
+func getUpgradeReader(conn net.Conn) *bufio.Reader {
+	br := upgradeReaders.Get().(*bufio.Reader)
+	br.Reset(conn)
+	return br
+}
+
+func putUpgradeReader(br *bufio.Reader) {
+	br.Reset(nil)
+	upgradeReaders.Put(br)
 }

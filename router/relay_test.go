@@ -1,0 +1,211 @@
+package router
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/roomlb/roomlb/registry"
+)
+
+// memInUse is the live heap and the goroutine stacks, after collecting.
+func memInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc + m.StackInuse
+}
+
+// waitGoroutines waits until at most n goroutines run.
+func waitGoroutines(t testing.TB, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines still run after 10s, want at most %d", runtime.NumGoroutine(), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestIdleRelayMemory: an idle relayed WebSocket costs the router at most
+// 16 KiB of heap and goroutine stacks (the project's goal for memory per
+// idle connection): n idle WebSockets through the router, minus n straight
+// to the sidecar, whose client and sidecar ends cost the same.
+func TestIdleRelayMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens hundreds of WebSockets")
+	}
+	c := newCluster(t, Config{})
+	a := c.node(registry.Node{ID: "node-a"})
+	l := c.claim("idle", a)
+	const n = 300
+	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	direct := func() (*websocket.Conn, error) {
+		ws, _, err := d.Dial("ws://"+a.node.Addr+"/api/room/idle", http.Header{
+			HeaderSecret: {testSecret}, HeaderEpoch: {strconv.FormatInt(l.Epoch, 10)}})
+		return ws, err
+	}
+	via := func() (*websocket.Conn, error) {
+		ws, _, err := c.dial("/api/room/idle", nil)
+		return ws, err
+	}
+	base := runtime.NumGoroutine()
+	measure := func(dial func() (*websocket.Conn, error)) float64 {
+		t.Helper()
+		waitGoroutines(t, base)
+		before := memInUse()
+		conns := make([]*websocket.Conn, 0, n)
+		defer func() {
+			for _, ws := range conns {
+				ws.Close()
+			}
+		}()
+		for range n {
+			ws, err := dial()
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, ws)
+			echo(t, ws, "hi") // a byte each way, as a joined client
+		}
+		return float64(memInUse()-before) / n
+	}
+	straight := measure(direct)
+	through := measure(via)
+	perRelay := (through - straight) / 1024
+	t.Logf("per idle WebSocket: %.1f KiB straight to the sidecar, %.1f KiB through the router: %.1f KiB for the router",
+		straight/1024, through/1024, perRelay)
+	if perRelay > 16 {
+		t.Errorf("an idle relayed WebSocket costs the router %.1f KiB of heap and stacks, want at most 16", perRelay)
+	}
+}
+
+// TestWSSlots: MaxConns bounds relayed WebSockets counting the handshakes
+// under way, and every way a handshake or relay ends gives its slot back.
+func TestWSSlots(t *testing.T) {
+	c := newCluster(t, Config{MaxConns: 3, HoldTimeout: 300 * time.Millisecond})
+	a := c.node(registry.Node{ID: "node-a"})
+	c.claim("full", a)
+
+	// Two relays, then three handshakes at once that the sidecar answers
+	// slowly: one slot is left for them.
+	var open []*websocket.Conn
+	defer func() {
+		for _, ws := range open {
+			ws.Close()
+		}
+	}()
+	for range 2 {
+		ws, _, err := c.dial("/api/room/full", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, ws)
+	}
+	a.delay.Store(int64(300 * time.Millisecond))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	statuses := map[int]int{}
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ws, resp, err := c.dial("/api/room/full", nil)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				statuses[101]++
+				open = append(open, ws)
+			case resp != nil:
+				statuses[resp.StatusCode]++
+			default:
+				t.Errorf("dial: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	a.delay.Store(0)
+	if statuses[101] != 1 || statuses[503] != 2 {
+		t.Errorf("three handshakes with one slot left: %v, want one 101 and two 503", statuses)
+	}
+	if n := c.r.relayCount(); n != 3 {
+		t.Errorf("%d slots taken, want 3", n)
+	}
+
+	// Every way out gives the slot back: relays closed by their clients,
+	// a handshake refused at the sidecar (held, then 503).
+	for _, ws := range open {
+		ws.Close()
+	}
+	open = nil
+	c.waitRelays(t, "closed WebSockets")
+	a.moving.Store(true)
+	if _, resp, err := c.dial("/api/room/full", nil); err == nil || resp == nil || resp.StatusCode != 503 {
+		t.Fatalf("handshake for a moving room: %v %v, want 503", resp, err)
+	}
+	a.moving.Store(false)
+	c.waitRelays(t, "a refused handshake")
+	for range 3 {
+		ws, _, err := c.dial("/api/room/full", nil)
+		if err != nil {
+			t.Fatalf("after the slots came back: %v", err)
+		}
+		open = append(open, ws)
+	}
+}
+
+// TestWSEarlyFrame: a frame the client sends in the same packet as its
+// handshake, which fasthttp's reader holds when the connection is hijacked,
+// reaches the sidecar.
+func TestWSEarlyFrame(t *testing.T) {
+	c := newCluster(t, Config{})
+	a := c.node(registry.Node{ID: "node-a"})
+	c.claim("eager", a)
+	conn, err := net.Dial("tcp", c.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	msg := []byte("hello")
+	mask := [4]byte{1, 2, 3, 4}
+	frame := append([]byte{0x81, 0x80 | byte(len(msg))}, mask[:]...)
+	for i, b := range msg {
+		frame = append(frame, b^mask[i%4])
+	}
+	req := "GET /api/room/eager HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+	if _, err := conn.Write(append([]byte(req), frame...)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 101 {
+		t.Fatalf("handshake: %d", resp.StatusCode)
+	}
+	head := make([]byte, 2)
+	if _, err := io.ReadFull(br, head); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, head[1]&0x7f)
+	if _, err := io.ReadFull(br, body); err != nil {
+		t.Fatal(err)
+	}
+	if head[0] != 0x81 || string(body) != "node-a: hello" {
+		t.Errorf("answer %x %q, want a text frame %q", head[0], body, "node-a: hello")
+	}
+}
