@@ -16,10 +16,11 @@ const (
 	routeStatus               // /api/status: answered by the router
 	routeBadRoom              // /api/room/<not a room name>: 400
 	routeBadPath              // a path the sidecar would read differently (normalized): 400
+	routeInternal             // a sidecar's own endpoint (admin, health, metrics): 404, never forwarded
 	numRoutes
 )
 
-var routeNames = [numRoutes]string{"other", "room", "place", "list", "status", "bad_room", "bad_path"}
+var routeNames = [numRoutes]string{"other", "room", "place", "list", "status", "bad_room", "bad_path", "internal"}
 
 func (r route) String() string { return routeNames[r] }
 
@@ -85,12 +86,32 @@ func routeOf(path []byte, key *roomKey) route {
 		}
 		return routeRoom
 	}
+	if isInternal(path) {
+		return routeInternal
+	}
 	if len(path) == len(statusPath) || (len(path) == len(statusPath)+1 && path[len(statusPath)] == '/') {
 		if ott.HasPrefixFold(path, statusPath) {
 			return routeStatus
 		}
 	}
 	return routeOther
+}
+
+// internalPaths are served by the sidecar itself on its ingress, behind
+// the shared secret the router adds to every request it forwards: a client
+// must never reach them through a router (POST /admin/drain would drain a
+// node).
+var internalPaths = []string{"/admin", "/healthz", "/readyz", "/metrics"}
+
+// isInternal reports whether path is one of internalPaths or under one,
+// ASCII case-insensitively.
+func isInternal(path []byte) bool {
+	for _, p := range internalPaths {
+		if len(path) >= len(p) && ott.HasPrefixFold(path, p) && (len(path) == len(p) || path[len(p)] == '/') {
+			return true
+		}
+	}
+	return false
 }
 
 // normalizes reports whether path has something that path normalization

@@ -292,6 +292,8 @@ func (r *Router) handle(ctx *fasthttp.RequestCtx) {
 		o = c.fail(fasthttp.StatusBadRequest, badRoomMsg)
 	case c.route == routeBadPath:
 		o = c.fail(fasthttp.StatusBadRequest, badPathMsg)
+	case c.route == routeInternal:
+		o = c.fail(fasthttp.StatusNotFound, "not found")
 	default:
 		c.ws = isUpgrade(&ctx.Request.Header)
 		if c.ws {

@@ -646,6 +646,11 @@ func TestBadInput(t *testing.T) {
 		{"percent-encoded letter in the prefix", get("/api/r%6Fom/fine"), 400, "bad path"},
 		{"percent-encoded letter in the room", get("/api/room/%66ine"), 400, "bad path"},
 		{"dot-dot on a WebSocket", upgrade("/api/room/other/../fine", "Sec-WebSocket-Version: 13\r\n"), 400, "bad path"},
+		// The sidecar's own endpoints: the router adds the shared secret
+		// to what it forwards, so a client must not reach them.
+		{"sidecar drain", "POST /admin/drain HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 404, "not found"},
+		{"sidecar move", "POST /Admin/move HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 404, "not found"},
+		{"sidecar metrics", get("/metrics"), 404, "not found"},
 		{"dot in room", get("/api/room/a.b"), 400, "bad room name"},
 		{"percent in room", get("/api/room/a%2Fb"), 400, ""},
 		{"empty room", get("/api/room/"), 400, ""},

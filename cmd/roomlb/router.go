@@ -45,7 +45,7 @@ func runRouter(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.MaxWaiting, "max-waiting", router.DefaultMaxWaiting, "requests that may wait for a node at once")
 	fs.DurationVar(&cfg.WSIdleTimeout, "ws-idle-timeout", 0, "close relayed WebSockets idle this long (0: never)")
 	fs.DurationVar(&cfg.ReadTimeout, "read-timeout", router.DefaultReadTimeout, "bound on reading a request's header and body")
-	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", router.DefaultWriteTimeout, "bound on writing a response")
+	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", router.DefaultWriteTimeout, "bound on writing a response, and on each write of a relayed WebSocket")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", router.DefaultIdleTimeout, "keep-alive idle timeout")
 	fs.IntVar(&cfg.MaxHeaderBytes, "max-header-bytes", router.DefaultMaxHeaderBytes, "largest request line and headers")
 	fs.IntVar(&cfg.MaxBodyBytes, "max-body-bytes", router.DefaultMaxBodyBytes, "largest request body")
