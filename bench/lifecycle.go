@@ -261,7 +261,14 @@ func (e *env) failover(ctx context.Context, hb time.Duration) ([]time.Duration, 
 	// kill lands at a random point of its period.
 	time.Sleep(time.Duration(float64(hb) / 3 * rand.Float64()))
 	start := time.Now()
-	node.Kill()
+	// The kill is at once, as SIGKILL is; the in-process node only takes
+	// a while to tidy up after it, so the clients do not wait for that.
+	killed := make(chan struct{})
+	go func() {
+		defer close(killed)
+		node.Kill()
+	}()
+	defer func() { <-killed }()
 	out := make([]time.Duration, len(mine))
 	errs := make([]error, len(mine))
 	var wg sync.WaitGroup
@@ -269,7 +276,7 @@ func (e *env) failover(ctx context.Context, hb time.Duration) ([]time.Duration, 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i], errs[i] = e.serveAgain(ctx, p.base, room, token, i, start, 30*time.Second)
+			out[i], errs[i] = e.serveAgain(ctx, p.base, room, token, i, victim, start, 30*time.Second)
 		}()
 	}
 	wg.Wait()
@@ -283,11 +290,11 @@ func (e *env) failover(ctx context.Context, hb time.Duration) ([]time.Duration, 
 
 // serveAgain reconnects to room until a chat comes back; it returns the
 // time since start.
-func (e *env) serveAgain(ctx context.Context, base, room, token string, id int, start time.Time, limit time.Duration) (time.Duration, error) {
+func (e *env) serveAgain(ctx context.Context, base, room, token string, id int, victim string, start time.Time, limit time.Duration) (time.Duration, error) {
 	d := dialer(nil)
 	var last error
 	for time.Since(start) < limit && ctx.Err() == nil {
-		if err := e.tryChat(ctx, d, base, room, token, id); err != nil {
+		if err := e.tryChat(ctx, d, base, room, token, id, victim); err != nil {
 			last = err
 			time.Sleep(20 * time.Millisecond)
 			continue
@@ -298,12 +305,15 @@ func (e *env) serveAgain(ctx context.Context, base, room, token string, id int, 
 }
 
 // tryChat joins room, sends a chat and waits for its broadcast.
-func (e *env) tryChat(ctx context.Context, d *websocket.Dialer, base, room, token string, id int) error {
+func (e *env) tryChat(ctx context.Context, d *websocket.Dialer, base, room, token string, id int, victim string) error {
 	c, err := dialClient(ctx, d, base, room, token, nil)
 	if err != nil {
 		return err
 	}
 	defer c.close()
+	if c.node == victim {
+		return fmt.Errorf("room %s still served by the killed node %s", room, victim)
+	}
 	if err := c.waitAction("you", 3*time.Second); err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -143,6 +144,28 @@ func (r *Registry) Alive(ctx context.Context, id string) (bool, error) {
 	}
 	n, err := r.rdb.Exists(ctx, r.nodeKey(id)).Result()
 	return n == 1, err
+}
+
+// HeartbeatLeft is how long the node's heartbeat key has left to live in
+// Redis; 0 when it is gone. A router waiting to steal a room from an owner
+// that does not answer sleeps that long instead of polling.
+func (r *Registry) HeartbeatLeft(ctx context.Context, id string) (time.Duration, error) {
+	if err := ValidNode(id); err != nil {
+		return 0, err
+	}
+	ms, err := r.rdb.PTTL(ctx, r.nodeKey(id)).Result()
+	if err != nil {
+		return 0, err
+	}
+	// go-redis passes PTTL's -2 (no key) and -1 (no TTL) on as
+	// durations of -2 and -1; a key without a TTL never runs out.
+	switch ms {
+	case -2:
+		return 0, nil
+	case -1:
+		return time.Duration(math.MaxInt64), nil
+	}
+	return ms, nil
 }
 
 // Prune drops the nodes whose heartbeat has expired from the load index and

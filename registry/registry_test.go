@@ -779,3 +779,20 @@ func TestBeatReportsLostKey(t *testing.T) {
 		t.Fatalf("beat after a restart without persistence: fresh %v, %v; want true", fresh, err)
 	}
 }
+
+func TestHeartbeatLeft(t *testing.T) {
+	r, _ := newRegistry(t)
+	ctx := context.Background()
+	if left, err := r.HeartbeatLeft(ctx, "node-a"); err != nil || left != 0 {
+		t.Fatalf("no heartbeat yet: %v, %v; want 0", left, err)
+	}
+	if err := r.Heartbeat(ctx, Node{ID: "node-a"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if left, err := r.HeartbeatLeft(ctx, "node-a"); err != nil || left <= 50*time.Second || left > time.Minute {
+		t.Fatalf("after a 1m heartbeat: %v, %v", left, err)
+	}
+	if _, err := r.HeartbeatLeft(ctx, "bad node!"); !errors.Is(err, ErrBadNode) {
+		t.Fatalf("bad node id: %v, want ErrBadNode", err)
+	}
+}

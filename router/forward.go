@@ -22,6 +22,9 @@ const (
 	maxAttempts   = 256
 	firstBackoff  = 25 * time.Millisecond
 	maxBackoff    = 400 * time.Millisecond
+	// heartbeatSlack is how long after an unreachable owner's heartbeat
+	// should have expired a held request looks again.
+	heartbeatSlack = 5 * time.Millisecond
 	// placedTTL is how long a placement is reused for concurrent requests
 	// of the same room before its claim shows up.
 	placedTTL = 2 * time.Second
@@ -284,13 +287,19 @@ func (c *call) target() (t target, o outcome, ok bool) {
 func (c *call) steal(victim string) (target, outcome, bool) {
 	room := c.roomName()
 	ctx, cancel := c.redisCtx()
-	alive, err := c.r.reg.Alive(ctx, victim)
+	left, err := c.r.reg.HeartbeatLeft(ctx, victim)
 	cancel()
 	if err != nil {
 		return target{}, c.unavailable("the room registry is unavailable; try again"), false
 	}
-	if alive {
-		if !c.hold() {
+	if left > 0 {
+		// It may be restarting, or dead with its heartbeat still
+		// running out: look again after the backoff, but no later than
+		// when the heartbeat would have run out (or when the room changes
+		// owner).
+		d := c.backoff
+		c.backoff = min(2*c.backoff, maxBackoff)
+		if !c.holdFor(min(d, left+heartbeatSlack)) {
 			return target{}, c.unavailable("the room's node is not answering; try again"), false
 		}
 		return target{}, 0, true
@@ -370,12 +379,18 @@ func (c *call) place(kind pickKind) (*node, outcome, bool) {
 // ownership change of the room. It reports false when the deadline has
 // passed.
 func (c *call) hold() bool {
+	d := c.backoff
+	c.backoff = min(2*c.backoff, maxBackoff)
+	return c.holdFor(d)
+}
+
+// holdFor is hold for d instead of the backoff.
+func (c *call) holdFor(d time.Duration) bool {
 	left := time.Until(c.deadline)
 	if left <= 0 {
 		return false
 	}
-	d := min(c.backoff, left)
-	c.backoff = min(2*c.backoff, maxBackoff)
+	d = min(d, left)
 	wake := c.r.cache.wait(c.roomName())
 	tm := time.NewTimer(d)
 	defer tm.Stop()

@@ -9,14 +9,14 @@ import (
 type route uint8
 
 const (
-	routeOther   route = iota // anything else: any live active node
-	routeRoom                 // /api/room/<name>[/...]: the room's owner
-	routePlace                // /api/room/generate, /api/room/create: a placed node
-	routeList                 // /api/room/list: answered from the registry
-	routeStatus               // /api/status: answered by the router
-	routeBadRoom              // /api/room/<not a room name>: 400
-	routeBadPath              // a path the sidecar would read differently (normalized): 400
-	routeInternal             // a sidecar's own endpoint (admin, health, metrics): 404, never forwarded
+	routeOther    route = iota // anything else: any live active node
+	routeRoom                  // /api/room/<name>[/...]: the room's owner
+	routePlace                 // /api/room/generate, /api/room/create: a placed node
+	routeList                  // /api/room/list: answered from the registry
+	routeStatus                // /api/status: answered by the router
+	routeBadRoom               // /api/room/<not a room name>: 400
+	routeBadPath               // a path the sidecar would read differently (normalized): 400
+	routeInternal              // a sidecar's own endpoint (admin, health, metrics): 404, never forwarded
 	numRoutes
 )
 

@@ -350,6 +350,19 @@ func (c *client) close(code int, text string) {
 	c.enqueue(out{close: true, code: code, text: text})
 }
 
+// abort drops the connection without a close frame, as a crash would.
+func (c *client) abort() {
+	c.conn.Close()
+	c.mu.Lock()
+	c.closing = true
+	c.queue = nil
+	if !c.closed.Swap(true) {
+		close(c.done)
+	}
+	c.wakeLocked() // the read ends and cleans up
+	c.mu.Unlock()
+}
+
 func (c *client) enqueue(m out) {
 	c.mu.Lock()
 	if c.closing {

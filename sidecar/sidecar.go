@@ -174,9 +174,14 @@ func (s *Sidecar) isKilled() bool {
 // shutdown stops the ingress, closes every client and the link.
 func (s *Sidecar) shutdown() {
 	s.server.Shutdown()
+	killed := s.isKilled()
 	s.mu.Lock()
 	for _, c := range s.clients {
-		c.close(closeServiceRestart, "node shutting down")
+		if killed {
+			c.abort() // a crash says goodbye to nobody
+		} else {
+			c.close(closeServiceRestart, "node shutting down")
+		}
 	}
 	l := s.link
 	s.mu.Unlock()
