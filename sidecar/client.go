@@ -420,15 +420,9 @@ func (c *client) writeLoop() {
 			}
 			batch[i] = out{}
 			if err != nil {
-				c.conn.Close()
+				c.abort()
 				c.mu.Lock()
-				c.closing = true
-				c.queue = nil
 				c.writing = false
-				if !c.closed.Swap(true) {
-					close(c.done)
-				}
-				c.wakeLocked() // the read ends and cleans up
 				c.mu.Unlock()
 				return
 			}
