@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"bufio"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
@@ -34,11 +35,11 @@ var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &
 // out is one message queued for a client: a broadcast shared by the room's
 // clients, a unicast, or the close frame that ends the connection.
 type out struct {
-	shared *websocket.PreparedMessage
-	data   []byte
-	close  bool
-	code   int
-	text   string
+	frame []byte // a whole text frame shared by a broadcast's clients (textFrame)
+	data  []byte
+	close bool
+	code  int
+	text  string
 }
 
 // client is one browser WebSocket joined (or joining) a room.
@@ -341,8 +342,28 @@ func isJSONObject(b []byte) bool {
 // send queues data for the client.
 func (c *client) send(data []byte) { c.enqueue(out{data: data}) }
 
-// sendShared queues a broadcast for the client.
-func (c *client) sendShared(pm *websocket.PreparedMessage) { c.enqueue(out{shared: pm}) }
+// sendFrame queues a broadcast's frame (textFrame) for the client.
+func (c *client) sendFrame(frame []byte) { c.enqueue(out{frame: frame}) }
+
+// textFrame is payload as one unmasked, uncompressed WebSocket text frame
+// (RFC 6455 section 5.2), what a server sends: built once per broadcast and
+// written as it is to every client of the room. (websocket.PreparedMessage
+// would do the same with a throwaway connection and its 4 KiB buffer per
+// message.)
+func textFrame(payload []byte) []byte {
+	n := len(payload)
+	var f []byte
+	switch {
+	case n < 126:
+		f = append(make([]byte, 0, 2+n), 0x81, byte(n))
+	case n <= 0xffff:
+		f = append(make([]byte, 0, 4+n), 0x81, 126, byte(n>>8), byte(n))
+	default:
+		f = append(make([]byte, 0, 10+n), 0x81, 127)
+		f = binary.BigEndian.AppendUint64(f, uint64(n))
+	}
+	return append(f, payload...)
+}
 
 // close queues a close frame after what is already queued; the connection
 // ends when it is written.
@@ -413,8 +434,10 @@ func (c *client) writeLoop() {
 					websocket.FormatCloseMessage(m.code, m.text), time.Now().Add(time.Second))
 				// The read loop ends when the peer answers or after a second.
 				c.conn.SetReadDeadline(time.Now().Add(time.Second))
-			case m.shared != nil:
-				err = c.conn.WritePreparedMessage(m.shared)
+			case m.frame != nil:
+				// Between whole messages the connection is ours: nothing
+				// of websocket.Conn's is buffered (no compression).
+				_, err = c.conn.UnderlyingConn().Write(m.frame)
 			default:
 				err = c.conn.WriteMessage(websocket.TextMessage, m.data)
 			}

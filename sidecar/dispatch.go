@@ -135,13 +135,10 @@ func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
 		return
 	}
 	rm.lastChange.Store(now)
-	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, m.Payload)
-	if err != nil {
-		return
-	}
+	frame := textFrame(m.Payload)
 	for c := range rm.clients {
 		if c.synced {
-			c.sendShared(pm)
+			c.sendFrame(frame)
 		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fasthttp/websocket"
 
 	"github.com/roomlb/roomlb/ott"
 	"github.com/roomlb/roomlb/registry"
@@ -271,13 +270,10 @@ func (s *Sidecar) announceLoop(ctx context.Context) {
 			s.log.Warn("sidecar: announcement is not a JSON object", "payload", truncate(payload, 200))
 			continue
 		}
-		pm, err := websocket.NewPreparedMessage(websocket.TextMessage, payload)
-		if err != nil {
-			continue
-		}
+		frame := textFrame(payload)
 		s.mu.Lock()
 		for _, c := range s.clients {
-			c.sendShared(pm)
+			c.sendFrame(frame)
 		}
 		s.mu.Unlock()
 	}
