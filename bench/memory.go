@@ -38,7 +38,7 @@ func (e *env) figMemory(ctx context.Context, f *Figure) error {
 	}
 	f.goal("RSS per idle connection, worst of router and sidecar", worst, 16, "KiB", true)
 	f.note("RSS includes the Go runtime's headroom (garbage not yet collected, freed memory not yet returned, stacks). " +
-		"heap in use (go_memstats_heap_inuse_bytes of the router's /metrics; the sidecar exports no Go collector) counts allocated spans, touched or not. " +
+		"heap in use (go_memstats_heap_inuse_bytes of the process's /metrics) counts allocated spans, touched or not. " +
 		"The kernel's socket and pipe buffers are not in RSS.")
 	return nil
 }
@@ -69,7 +69,7 @@ func (e *env) idlePhase(ctx context.Context, f *Figure, through string) (float64
 	}
 	defer sidecar.kill()
 	p := peer{name: "sidecar", base: "ws://" + sidecar.addr, header: http.Header{"X-Roomlb-Secret": {e.secret}}, pid: sidecar.pid()}
-	metrics := ""
+	metrics := "http://" + sidecar.addr + "/metrics"
 	if through == "router" {
 		router, err := startRouter(e, name+"-router", reg.url)
 		if err != nil {
