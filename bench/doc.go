@@ -58,8 +58,15 @@
 //     steady state: INFO commandstats deltas of a Redis that holds only the
 //     registry (the monolith's state lives in another).
 //
-// Figures 5 to 7 run on the in-process cluster of internal/cluster: their
-// subject is round trips (Redis, claims, loads, handoffs), not a process's
-// CPU or memory. Nothing in the package asserts a time; tests check that a
-// tiny run's report is complete and sane.
+// Figure 5 runs its roomlb peer on processes, as figures 1 and 2 do: a
+// router process and 3 sidecar processes (`roomlb sidecar`), each in front of
+// a monolith process of its own (the Node one, or the fake in a worker
+// process), over one Redis; the direct baseline's monolith is as in figures
+// 1 and 2. In one process, the load generator's and every peer's allocations
+// would share one heap, whose GC cycles would show as slow joins; production's
+// processes have small heaps of their own. Figures 6 and 7 run on the
+// in-process cluster of internal/cluster, which can kill and drain a node:
+// their subject is round trips (Redis, claims, loads, handoffs), not a
+// process's CPU or memory. Nothing in the package asserts a time; tests check
+// that a tiny run's report is complete and sane.
 package bench

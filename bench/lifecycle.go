@@ -14,15 +14,64 @@ import (
 	"github.com/fasthttp/websocket"
 
 	"github.com/roomlb/roomlb/internal/cluster"
+	"github.com/roomlb/roomlb/internal/nodemonolith"
 	"github.com/roomlb/roomlb/ott"
 	"github.com/roomlb/roomlb/ott/otttest"
+	"github.com/roomlb/roomlb/registry"
 	"github.com/roomlb/roomlb/sidecar"
 )
 
-// Figures 5, 6 and 7 run on the in-process cluster of internal/cluster (the
+// Figures 6 and 7 run on the in-process cluster of internal/cluster (the
 // one `roomlb dev` and the end-to-end tests use): their subject is the
-// protocol's round trips (Redis, claims, loads, handoffs), not a process's
-// CPU.
+// protocol's round trips (claims, loads, handoffs), not a process's CPU,
+// and they kill and drain nodes. Figure 5 runs router, sidecars and
+// monoliths as processes of their own: its subject is latency, which one
+// shared heap's GC cycles would add to (production's processes have small
+// heaps of their own).
+
+// processMonolith starts a monolith of the run's kind as a process of its
+// own: the Node one, or the fake in a worker process; debounce is its state
+// write's.
+func (e *env) processMonolith(app *redisServer, name string, debounce time.Duration) (*monolith, func(), error) {
+	if e.opts.Monolith == MonolithNode {
+		p, err := nodemonolith.Launch(nodemonolith.Options{RedisURL: app.url,
+			Env: []string{fmt.Sprintf("STATE_DEBOUNCE_MS=%d", debounce.Milliseconds())}})
+		if err != nil {
+			return nil, nil, err
+		}
+		m := &monolith{kind: MonolithNode, node: p, balancerAddr: p.BalancerAddr, httpAddr: p.HTTPAddr, rdb: app.rdb}
+		return m, m.close, nil
+	}
+	w, err := e.startWorker(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, err := w.call(workerReq{Op: "monolith", Redis: app.url, StateDebounce: debounce}, 15*time.Second)
+	if err != nil {
+		w.stop()
+		return nil, nil, err
+	}
+	m := &monolith{kind: MonolithFake, balancerAddr: resp.Balancer, httpAddr: resp.HTTP, rdb: app.rdb}
+	return m, w.stop, nil
+}
+
+// waitAlive waits until every node is registered and alive.
+func waitAlive(ctx context.Context, reg *registry.Registry, ids []string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for _, id := range ids {
+		for {
+			ok, err := reg.Alive(ctx, id)
+			if ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("bench: node %s not registered within %v (%v)", id, limit, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return nil
+}
 
 // clusterDebounce is the monolith's state debounce in the cluster figures
 // (5 s in OpenTogetherTube): short, so that drains (figure 7, and stopping
@@ -83,24 +132,58 @@ func (e *env) figJoin(ctx context.Context, f *Figure) error {
 	n := e.scale.Joins
 	f.Name = "join latency: cold (place, claim, load) and warm (room loaded)"
 	f.Measures = fmt.Sprintf("%d rooms joined one after the other by a new client: WebSocket dial, auth, until the monolith's \"you\" "+
-		"(the last message of a join); cold = room loaded nowhere, warm = a second client of the loaded room; cluster of 3 nodes, 1 router", n)
-	rs, c, err := e.startCluster(ctx, "f5", 3, clusterDebounce, nil)
+		"(the last message of a join); cold = room loaded nowhere, warm = a second client of the loaded room; "+
+		"3 nodes (each a sidecar process in front of its own monolith process), 1 router process", n)
+	// One Redis, as in the in-process cluster: the registry and the
+	// monoliths' state. Direct's monolith is started first, as the run's
+	// kind: an unknown kind fails here.
+	rs, err := startRedis(e.dir, "f5-redis")
 	if err != nil {
 		return err
 	}
 	defer rs.close()
-	defer c.Stop()
 	direct, err := startMonolith(e.opts.Monolith, rs, nil)
 	if err != nil {
 		return err
 	}
 	defer direct.close()
+	// roomlb: 3 nodes, each a sidecar process in front of a monolith process
+	// of its own, and a router process, as in production.
+	reg, err := registry.New(rs.rdb, registry.Config{})
+	if err != nil {
+		return err
+	}
+	sidecars := map[string]string{} // node id -> ws:// of its sidecar
+	var ids []string
+	for i := range 3 {
+		id := fmt.Sprintf("node-%d", i+1)
+		m, stop, err := e.processMonolith(rs, "f5-monolith-"+id, clusterDebounce)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		s, err := startSidecar(e, "f5-sidecar-"+id, id, rs.url, m, "--state-debounce", clusterDebounce.String())
+		if err != nil {
+			return err
+		}
+		defer s.kill()
+		sidecars[id] = "ws://" + s.addr
+		ids = append(ids, id)
+	}
+	rp, err := startRouter(e, "f5-router", rs.url)
+	if err != nil {
+		return err
+	}
+	defer rp.kill()
+	if err := waitAlive(ctx, reg, ids, 10*time.Second); err != nil {
+		return err
+	}
 	token, err := grant(direct.httpAddr)
 	if err != nil {
 		return err
 	}
 	rooms, drooms := roomNames("f5-r", n), roomNames("f5-d", n)
-	warmRooms := roomNames("f5-warm", 3*len(c.Nodes))
+	warmRooms := roomNames("f5-warm", 3*len(ids))
 	if err := addRooms(ctx, rs.rdb, slices.Concat(rooms, drooms, warmRooms)); err != nil {
 		return err
 	}
@@ -125,13 +208,9 @@ func (e *env) figJoin(ctx context.Context, f *Figure) error {
 	}
 	// roomlb: through the router; then the same warm join straight to the
 	// owner's sidecar, to tell the router's part.
-	sidecars := map[string]string{}
-	for _, nd := range c.Nodes {
-		sidecars[nd.ID] = "ws://" + nd.SidecarAddr
-	}
 	d := dialer(nil)
-	router := "ws://" + c.Routers[0].Addr
-	secret := http.Header{"X-Roomlb-Secret": {c.Secret}}
+	router := "ws://" + rp.addr
+	secret := http.Header{"X-Roomlb-Secret": {e.secret}}
 	var rCold, rWarm, sWarm []time.Duration
 	var open []*wsClient
 	defer func() {

@@ -42,8 +42,10 @@ type workerReq struct {
 	Token   string      `json:"token,omitempty"`
 	Local   string      `json:"local,omitempty"`
 
-	// monolith: start a fake monolith over this Redis.
-	Redis string `json:"redis,omitempty"`
+	// monolith: start a fake monolith over this Redis, with this state
+	// debounce (0: the fake's default).
+	Redis         string        `json:"redis,omitempty"`
+	StateDebounce time.Duration `json:"state_debounce,omitempty"`
 }
 
 // workerResp answers a workerReq.
@@ -119,7 +121,7 @@ func (w *workerState) do(ctx context.Context, req *workerReq, resp *workerResp) 
 			return err
 		}
 		w.rdb = redis.NewClient(opt)
-		w.mono, err = otttest.New(otttest.Config{Redis: w.rdb})
+		w.mono, err = otttest.New(otttest.Config{Redis: w.rdb, StateDebounce: req.StateDebounce})
 		if err != nil {
 			return err
 		}
