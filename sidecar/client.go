@@ -2,7 +2,6 @@ package sidecar
 
 import (
 	"bufio"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
@@ -342,28 +341,13 @@ func isJSONObject(b []byte) bool {
 // send queues data for the client.
 func (c *client) send(data []byte) { c.enqueue(out{data: data}) }
 
-// sendFrame queues a broadcast's frame (textFrame) for the client.
-func (c *client) sendFrame(frame []byte) { c.enqueue(out{frame: frame}) }
-
-// textFrame is payload as one unmasked, uncompressed WebSocket text frame
-// (RFC 6455 section 5.2), what a server sends: built once per broadcast and
-// written as it is to every client of the room. (websocket.PreparedMessage
-// would do the same with a throwaway connection and its 4 KiB buffer per
-// message.)
-func textFrame(payload []byte) []byte {
-	n := len(payload)
-	var f []byte
-	switch {
-	case n < 126:
-		f = append(make([]byte, 0, 2+n), 0x81, byte(n))
-	case n <= 0xffff:
-		f = append(make([]byte, 0, 4+n), 0x81, 126, byte(n>>8), byte(n))
-	default:
-		f = append(make([]byte, 0, 10+n), 0x81, 127)
-		f = binary.BigEndian.AppendUint64(f, uint64(n))
-	}
-	return append(f, payload...)
-}
+// sendShared queues a broadcast's payload for the client: one copy per
+// broadcast, shared read-only by the room's clients, each writing it through
+// its own pooled write buffer. (websocket.PreparedMessage would build a
+// throwaway connection with a 4 KiB buffer per message; writing a prebuilt
+// frame to the socket directly would bypass websocket.Conn's write lock and
+// deadline.)
+func (c *client) sendShared(payload []byte) { c.enqueue(out{data: payload}) }
 
 // close queues a close frame after what is already queued; the connection
 // ends when it is written.
@@ -434,10 +418,6 @@ func (c *client) writeLoop() {
 					websocket.FormatCloseMessage(m.code, m.text), time.Now().Add(time.Second))
 				// The read loop ends when the peer answers or after a second.
 				c.conn.SetReadDeadline(time.Now().Add(time.Second))
-			case m.frame != nil:
-				// Between whole messages the connection is ours: nothing
-				// of websocket.Conn's is buffered (no compression).
-				_, err = c.conn.UnderlyingConn().Write(m.frame)
 			default:
 				err = c.conn.WriteMessage(websocket.TextMessage, m.data)
 			}

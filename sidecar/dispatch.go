@@ -135,10 +135,10 @@ func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
 		return
 	}
 	rm.lastChange.Store(now)
-	frame := textFrame(m.Payload)
+	payload := bytes.Clone(m.Payload) // the link reuses its read buffer
 	for c := range rm.clients {
 		if c.synced {
-			c.sendFrame(frame)
+			c.sendShared(payload)
 		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-
 	"github.com/roomlb/roomlb/ott"
 	"github.com/roomlb/roomlb/registry"
 )
@@ -270,10 +269,9 @@ func (s *Sidecar) announceLoop(ctx context.Context) {
 			s.log.Warn("sidecar: announcement is not a JSON object", "payload", truncate(payload, 200))
 			continue
 		}
-		frame := textFrame(payload)
 		s.mu.Lock()
 		for _, c := range s.clients {
-			c.sendFrame(frame)
+			c.sendShared(payload)
 		}
 		s.mu.Unlock()
 	}
