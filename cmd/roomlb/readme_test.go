@@ -17,7 +17,7 @@ func TestREADMEDocumentsEveryFlag(t *testing.T) {
 		t.Fatal(err)
 	}
 	flagLine := regexp.MustCompile(`^  -([a-z-]+)`)
-	for _, cmd := range []string{"sidecar", "router", "dev", "ctl"} {
+	for _, cmd := range []string{"sidecar", "router", "dev", "ctl", "bench"} {
 		var out bytes.Buffer
 		Run(context.Background(), []string{cmd, "--help"}, &out, &out)
 		n := 0
