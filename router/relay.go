@@ -203,6 +203,11 @@ func (rl *relay) pump(dir int, dst, src net.Conn, rc syscall.RawConn) (eof bool)
 					rl.wfailed[dir].Store(true)
 					return false
 				}
+				if rl.idle > 0 {
+					// A write that took long (a slow reader, within
+					// WriteTimeout) was activity too.
+					rl.last.Store(time.Now().UnixNano())
+				}
 			} else {
 				relayBufs.Put(bp)
 			}
