@@ -34,7 +34,6 @@ var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &
 // out is one message queued for a client: a broadcast shared by the room's
 // clients, a unicast, or the close frame that ends the connection.
 type out struct {
-	frame []byte // a whole text frame shared by a broadcast's clients (textFrame)
 	data  []byte
 	close bool
 	code  int
@@ -281,7 +280,7 @@ func (c *client) readFrame() bool {
 		*bp = frame[:0]
 		frameBufs.Put(bp)
 		c.s.mu.Lock()
-		s.fence(c.rm, "expired")
+		s.fence(c.rm, c.rm.invalidReason(now))
 		c.s.mu.Unlock()
 		return false
 	}

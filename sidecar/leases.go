@@ -86,12 +86,8 @@ func (s *Sidecar) fenceLoop(ctx context.Context) {
 		now := s.now()
 		s.mu.Lock()
 		for _, rm := range s.rooms {
-			switch u := rm.until.Load(); {
-			case u == 0:
-			case now >= u:
-				s.fence(rm, "expired")
-			case now >= s.heartbeatUntil.Load():
-				s.fence(rm, "heartbeat")
+			if rm.until.Load() != 0 && !rm.valid(now) {
+				s.fence(rm, rm.invalidReason(now))
 			}
 		}
 		s.mu.Unlock()

@@ -99,6 +99,16 @@ func (r *room) valid(now int64) bool {
 	return u != 0 && now < u && now < r.heartbeat.Load()
 }
 
+// invalidReason says why a claimed lease may not be used now, as fence
+// takes it: "heartbeat" when the node's heartbeat ran out first, else
+// "expired".
+func (r *room) invalidReason(now int64) string {
+	if u := r.until.Load(); u != 0 && now < u {
+		return "heartbeat"
+	}
+	return "expired"
+}
+
 // claimRoom returns the room owned by this node, claiming it in Redis if
 // nobody owns it. It waits for a claim another request started. The error
 // is a *registry.OwnerError when another node owns the room.
@@ -254,7 +264,7 @@ func (s *Sidecar) fence(rm *room, reason string) {
 	s.metrics.leasesLost.WithLabelValues(reason).Inc()
 	s.closeRoomClients(rm, closeServiceRestart, "room moved")
 	s.sendUnload(rm)
-	if reason == "expired" || reason == "heartbeat" {
+	if reason != "lost" {
 		// Not renewed in time, but maybe still ours in Redis: give it
 		// back so that another node need not wait for it to expire.
 		s.releaseRoom(rm)
