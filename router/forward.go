@@ -297,9 +297,7 @@ func (c *call) steal(victim string) (target, outcome, bool) {
 		// running out: look again after the backoff, but no later than
 		// when the heartbeat would have run out (or when the room changes
 		// owner).
-		d := c.backoff
-		c.backoff = min(2*c.backoff, maxBackoff)
-		if !c.holdFor(min(d, left+heartbeatSlack)) {
+		if !c.holdFor(min(c.nextBackoff(), left+heartbeatSlack)) {
 			return target{}, c.unavailable("the room's node is not answering; try again"), false
 		}
 		return target{}, 0, true
@@ -378,10 +376,13 @@ func (c *call) place(kind pickKind) (*node, outcome, bool) {
 // hold waits before the next attempt: the backoff, cut short by an
 // ownership change of the room. It reports false when the deadline has
 // passed.
-func (c *call) hold() bool {
+func (c *call) hold() bool { return c.holdFor(c.nextBackoff()) }
+
+// nextBackoff returns the current backoff and doubles it, up to maxBackoff.
+func (c *call) nextBackoff() time.Duration {
 	d := c.backoff
 	c.backoff = min(2*c.backoff, maxBackoff)
-	return c.holdFor(d)
+	return d
 }
 
 // holdFor is hold for d instead of the backoff.
