@@ -178,16 +178,11 @@ func startSidecar(e *env, name, nodeID, registryURL string, m *monolith, extra .
 	args := append([]string{e.opts.Binary, "sidecar", "--node-id", nodeID, "--listen", addr,
 		"--monolith", "ws://" + m.balancerAddr + "/", "--redis-url", registryURL, "--secret", e.secret,
 		"--log-level", "warn", "--announce-channel", "-"}, extra...)
-	p, err := startProc(e.dir, name, args, nil)
+	p, err := startServer(e.dir, name, args, "http://"+addr+"/readyz", 15*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	s := &roomlbProc{proc: p, addr: addr, admin: addr}
-	if err := waitHTTP(p, "http://"+addr+"/readyz", 15*time.Second); err != nil {
-		p.kill()
-		return nil, err
-	}
-	return s, nil
+	return &roomlbProc{proc: p, addr: addr, admin: addr}, nil
 }
 
 // startRouter runs `roomlb router` over the registry's Redis.
@@ -200,17 +195,12 @@ func startRouter(e *env, name, registryURL string) (*roomlbProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := startProc(e.dir, name, []string{e.opts.Binary, "router", "--listen", addr, "--admin-listen", admin,
-		"--redis-url", registryURL, "--secret", e.secret, "--log-level", "warn"}, nil)
+	p, err := startServer(e.dir, name, []string{e.opts.Binary, "router", "--listen", addr, "--admin-listen", admin,
+		"--redis-url", registryURL, "--secret", e.secret, "--log-level", "warn"}, "http://"+admin+"/readyz", 15*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	r := &roomlbProc{proc: p, addr: addr, admin: admin}
-	if err := waitHTTP(p, "http://"+admin+"/readyz", 15*time.Second); err != nil {
-		p.kill()
-		return nil, err
-	}
-	return r, nil
+	return &roomlbProc{proc: p, addr: addr, admin: admin}, nil
 }
 
 // startHAProxy runs HAProxy as a plain HTTP/WebSocket reverse proxy in
@@ -255,14 +245,9 @@ backend sidecar
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
-	p, err := startProc(e.dir, name, []string{bin, "-db", "-f", path}, nil)
+	p, err := startServer(e.dir, name, []string{bin, "-db", "-f", path}, "http://"+admin+"/", 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	h := &roomlbProc{proc: p, addr: addr, admin: admin}
-	if err := waitHTTP(p, "http://"+admin+"/", 10*time.Second); err != nil {
-		p.kill()
-		return nil, err
-	}
-	return h, nil
+	return &roomlbProc{proc: p, addr: addr, admin: admin}, nil
 }

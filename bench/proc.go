@@ -159,6 +159,20 @@ func (p *proc) kill() {
 	<-p.done
 }
 
+// startServer is startProc for a server: it returns once readyURL answers
+// 200 within limit, and kills the process when it does not.
+func startServer(dir, name string, argv []string, readyURL string, limit time.Duration) (*proc, error) {
+	p, err := startProc(dir, name, argv, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitHTTP(p, readyURL, limit); err != nil {
+		p.kill()
+		return nil, err
+	}
+	return p, nil
+}
+
 // waitHTTP polls url until it answers 200, the process exits or limit
 // passes.
 func waitHTTP(p *proc, url string, limit time.Duration) error {
