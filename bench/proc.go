@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/roomlb/roomlb/registry"
 )
 
 // clockTick is USER_HZ, the unit of /proc/<pid>/stat times: 100 on every
@@ -237,6 +239,18 @@ func startRedis(dir, name string) (*redisServer, error) {
 		err := r.rdb.Ping(ctx).Err()
 		cancel()
 		if err == nil {
+			// A new Redis: roomlb's first claims need not wait out a
+			// recovery window (registry.Bootstrap).
+			reg, err := registry.New(r.rdb, registry.Config{})
+			if err == nil {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				err = reg.Bootstrap(ctx)
+				cancel()
+			}
+			if err != nil {
+				r.close()
+				return nil, fmt.Errorf("bench: %w", err)
+			}
 			return r, nil
 		}
 		if i > 500 || p.exited() {

@@ -1,18 +1,23 @@
--- heartbeat: register or refresh a node.
--- KEYS[1] node key roomlb:node:N (hash, PX ttl), KEYS[2] roomlb:nodes (zset by load)
+-- heartbeat: register or refresh a node, and tell it the registry's
+-- generation (see generation in prelude.lua): a node that registered under
+-- another generation learns that Redis lost its rooms' keys.
+-- KEYS[1] node key roomlb:node:N (hash, PX ttl), KEYS[2] roomlb:nodes (zset by load),
+-- KEYS[3] generation key, KEYS[4] recovery key
 -- ARGV[1] node id, ARGV[2] ttl ms, ARGV[3] load, ARGV[4] events channel,
--- ARGV[5] state, ARGV[6..] more field, value pairs
+-- ARGV[5] state, ARGV[6] recovery window ms, ARGV[7..] more field, value pairs
 -- Publishes node_up for a new node and node_<state> when the state changes.
--- Returns 1 when the node was new, 0 otherwise.
+-- Returns {new, generation, recovery ms left}: new is 1 when the node key
+-- was new, 0 otherwise.
+local gen, left = generation(KEYS[3], KEYS[4], ARGV[6])
 local old = redis.call('HGET', KEYS[1], 'state')
-redis.call('HSET', KEYS[1], 'state', ARGV[5], 'load', ARGV[3], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], 'state', ARGV[5], 'load', ARGV[3], unpack(ARGV, 7))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+local new = 0
 if not old then
   publish(ARGV[4], 'node_up', '', ARGV[1], 0)
-  return 1
-end
-if old ~= ARGV[5] then
+  new = 1
+elseif old ~= ARGV[5] then
   publish(ARGV[4], 'node_' .. ARGV[5], '', ARGV[1], 0)
 end
-return 0
+return {new, gen, left}

@@ -36,6 +36,8 @@ var (
 	deregister string
 	//go:embed prune.lua
 	prune string
+	//go:embed reclaim.lua
+	reclaim string
 )
 
 // The scripts. Their calling conventions (KEYS, ARGV, replies) are documented
@@ -50,6 +52,7 @@ var (
 	Heartbeat   = script(heartbeat)
 	Deregister  = script(deregister)
 	Prune       = script(prune)
+	Reclaim     = script(reclaim)
 )
 
 // All lists every script, for tests and for preloading.
@@ -63,6 +66,7 @@ var All = map[string]*redis.Script{
 	"heartbeat":    Heartbeat,
 	"deregister":   Deregister,
 	"prune":        Prune,
+	"reclaim":      Reclaim,
 }
 
 func script(body string) *redis.Script {

@@ -36,3 +36,29 @@ end
 local function owner_node(value)
   return string.match(value, '^(.*):%d+$')
 end
+
+-- generation returns the registry's generation and how long its recovery
+-- window has left in ms (0: none). The generation key has no TTL, so its
+-- absence means Redis lost the registry (a restart without persistence,
+-- FLUSHALL, a failover to a replica that lagged) or never held one. Then a
+-- new generation starts with a recovery window of window_ms: owners that
+-- still serve rooms re-claim them (reclaim.lua), and nobody else may claim a
+-- room that has no owner until every owner has had the chance to notice the
+-- loss and either re-claim or stop serving (it stops at 0.9 x its heartbeat
+-- TTL without a heartbeat, and a heartbeat that finds a new generation does
+-- not extend rooms it has not re-claimed).
+local function generation(gen_key, rec_key, window_ms)
+  local g = redis.call('GET', gen_key)
+  if g then
+    local left = redis.call('PTTL', rec_key)
+    if left < 0 then
+      left = 0
+    end
+    return g, left
+  end
+  local t = redis.call('TIME')
+  g = t[1] .. string.format('%06d', tonumber(t[2]))
+  redis.call('SET', gen_key, g)
+  redis.call('SET', rec_key, g, 'PX', window_ms)
+  return g, tonumber(window_ms)
+end

@@ -3,6 +3,7 @@ package registry
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 var (
@@ -21,7 +22,23 @@ var (
 	ErrOwnerAlive = errors.New("registry: owner node alive")
 	// ErrNodeGone: the node has no heartbeat.
 	ErrNodeGone = errors.New("registry: node not alive")
+	// ErrRecovering: Redis lost the registry a moment ago; until the
+	// recovery window ends only the rooms' last owners may claim them.
+	ErrRecovering = errors.New("registry: recovering from lost data")
 )
+
+// RecoveryError is a claim refused during a recovery window; Left is how
+// long the window has left. It unwraps to ErrRecovering.
+type RecoveryError struct {
+	Room string
+	Left time.Duration
+}
+
+func (e *RecoveryError) Error() string {
+	return fmt.Sprintf("%v: %s may be claimed in %v", ErrRecovering, e.Room, e.Left)
+}
+
+func (e *RecoveryError) Unwrap() error { return ErrRecovering }
 
 // OwnerError says why an operation on a room was refused and who owns the
 // room now (Owner is zero when nobody does). It unwraps to one of ErrNotOwned,

@@ -50,23 +50,38 @@ func (r *Registry) Heartbeat(ctx context.Context, n Node, ttl time.Duration) err
 	return err
 }
 
-// Beat is Heartbeat, and reports whether the node's key was new: for a node
-// that heartbeat before, a new key means Redis lost it (a restart without
-// persistence, a flush, a manual DEL), and with it maybe the node's rooms.
-func (r *Registry) Beat(ctx context.Context, n Node, ttl time.Duration) (fresh bool, err error) {
+// BeatResult is what a heartbeat learned.
+type BeatResult struct {
+	// Fresh: the node's key was new. For a node that heartbeat before, a
+	// new key means Redis lost it (a restart without persistence, a flush,
+	// a manual DEL), and with it maybe the node's rooms.
+	Fresh bool
+	// Generation is the registry's generation: it changes when Redis loses
+	// the registry, and a node that registered under an earlier one must
+	// re-claim what it serves (Reclaim) before it serves it any longer.
+	Generation string
+	// Recovery is what is left of the recovery window after such a loss
+	// (0: none).
+	Recovery time.Duration
+}
+
+// Beat is Heartbeat, and reports what the heartbeat learned. A heartbeat
+// that finds the registry lost starts a new generation with a recovery
+// window of the longer of ttl and Config.RecoveryWindow.
+func (r *Registry) Beat(ctx context.Context, n Node, ttl time.Duration) (BeatResult, error) {
 	if err := ValidNode(n.ID); err != nil {
-		return false, err
+		return BeatResult{}, err
 	}
 	if n.State == "" {
 		n.State = StateActive
 	}
 	if n.State != StateActive && n.State != StateDraining {
-		return false, fmt.Errorf("registry: node %s: unknown state %q", n.ID, n.State)
+		return BeatResult{}, fmt.Errorf("registry: node %s: unknown state %q", n.ID, n.State)
 	}
 	load := strconv.FormatFloat(n.Load, 'f', -1, 64)
-	res, err := lua.Heartbeat.Run(ctx, r.rdb,
-		[]string{r.nodeKey(n.ID), r.nodesKey()},
-		n.ID, ms(ttl), load, r.Channel(), string(n.State),
+	a, err := toReply(lua.Heartbeat.Run(ctx, r.rdb,
+		[]string{r.nodeKey(n.ID), r.nodesKey(), r.generationKey(), r.recoveryKey()},
+		n.ID, ms(ttl), load, r.Channel(), string(n.State), ms(max(ttl, r.recovery)),
 		"addr", n.Addr,
 		"region", n.Region,
 		"rooms", n.Rooms,
@@ -74,11 +89,15 @@ func (r *Registry) Beat(ctx context.Context, n Node, ttl time.Duration) (fresh b
 		"capacity", n.Capacity,
 		"version", n.Version,
 		"started", n.Started.UTC().Format(time.RFC3339),
-	).Int()
+	).Result())
 	if err != nil {
-		return false, fmt.Errorf("heartbeat %s: %w", n.ID, err)
+		return BeatResult{}, fmt.Errorf("heartbeat %s: %w", n.ID, err)
 	}
-	return res == 1, nil
+	return BeatResult{
+		Fresh:      a.int(0) == 1,
+		Generation: a.str(1),
+		Recovery:   time.Duration(a.int(2)) * time.Millisecond,
+	}, nil
 }
 
 // Deregister removes the node at once (a graceful exit) and publishes

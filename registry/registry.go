@@ -16,6 +16,8 @@ const (
 	DefaultPrefix   = "roomlb:"
 	DefaultEpochTTL = 7 * 24 * time.Hour
 	DefaultMetaTTL  = 24 * time.Hour
+	// DefaultRecoveryWindow is the default heartbeat TTL of sidecars.
+	DefaultRecoveryWindow = 3 * time.Second
 )
 
 // Config says where the registry lives in Redis. The zero value works.
@@ -32,6 +34,14 @@ type Config struct {
 	// outlives the owner so that the next one learns the room's canonical
 	// casing (OpenTogetherTube keeps room state in Redis for 2 hours).
 	MetaTTL time.Duration
+	// RecoveryWindow is how long, after this registry finds that Redis lost
+	// it (the generation key is gone), only the nodes that were serving
+	// rooms may claim them back (Reclaim); plain claims of unowned rooms
+	// wait. It must be at least the longest heartbeat TTL of any sidecar:
+	// that is how long an owner that has not noticed the loss may go on
+	// serving. A heartbeat opens at least its own TTL. 0 means
+	// DefaultRecoveryWindow.
+	RecoveryWindow time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -43,6 +53,7 @@ type Registry struct {
 	prefix   string
 	epochTTL time.Duration
 	metaTTL  time.Duration
+	recovery time.Duration
 	log      *slog.Logger
 }
 
@@ -63,7 +74,10 @@ func New(rdb redis.UniversalClient, cfg Config) (*Registry, error) {
 	if cfg.MetaTTL == 0 {
 		cfg.MetaTTL = DefaultMetaTTL
 	}
-	if cfg.EpochTTL < 0 || cfg.MetaTTL < 0 {
+	if cfg.RecoveryWindow == 0 {
+		cfg.RecoveryWindow = DefaultRecoveryWindow
+	}
+	if cfg.EpochTTL < 0 || cfg.MetaTTL < 0 || cfg.RecoveryWindow < 0 {
 		return nil, errors.New("registry: negative TTL")
 	}
 	if cfg.Logger == nil {
@@ -74,12 +88,17 @@ func New(rdb redis.UniversalClient, cfg Config) (*Registry, error) {
 		prefix:   cfg.Prefix,
 		epochTTL: cfg.EpochTTL,
 		metaTTL:  cfg.MetaTTL,
+		recovery: cfg.RecoveryWindow,
 		log:      cfg.Logger,
 	}, nil
 }
 
 // Client is the Redis client the registry uses.
 func (r *Registry) Client() redis.UniversalClient { return r.rdb }
+
+// RecoveryWindow is the recovery window this registry opens when it finds
+// Redis lost the registry (Config.RecoveryWindow).
+func (r *Registry) RecoveryWindow() time.Duration { return r.recovery }
 
 // Prefix is the key prefix in use.
 func (r *Registry) Prefix() string { return r.prefix }
@@ -91,6 +110,8 @@ func (r *Registry) metaKey(room string) string  { return r.prefix + "room:{" + r
 func (r *Registry) nodeKey(id string) string    { return r.prefix + "node:" + id }
 func (r *Registry) nodesKey() string            { return r.prefix + "nodes" }
 func (r *Registry) lockKey(name string) string  { return r.prefix + "lock:" + name }
+func (r *Registry) generationKey() string       { return r.prefix + "generation" }
+func (r *Registry) recoveryKey() string         { return r.prefix + "recovery" }
 
 // Channel is the pub/sub channel of registry events.
 func (r *Registry) Channel() string { return r.prefix + "events" }

@@ -19,12 +19,19 @@ import (
 func newRegistry(t testing.TB) (*Registry, *redistest.Server) {
 	t.Helper()
 	srv := redistest.New(t)
-	r, err := New(srv.Client(), Config{Logger: testLogger(t)})
+	r, err := New(srv.Client(), Config{Logger: testLogger(t), RecoveryWindow: testRecoveryWindow})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Bootstrap(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return r, srv
 }
+
+// testRecoveryWindow is the recovery window of test registries: short, so
+// that tests that lose Redis's data do not wait long.
+const testRecoveryWindow = 200 * time.Millisecond
 
 func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -54,8 +61,11 @@ func counted(t testing.TB, srv *redistest.Server) (*Registry, *roundTrips) {
 	c := srv.Client()
 	rt := &roundTrips{}
 	c.AddHook(rt)
-	r, err := New(c, Config{Logger: testLogger(t)})
+	r, err := New(c, Config{Logger: testLogger(t), RecoveryWindow: testRecoveryWindow})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Bootstrap(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return r, rt
@@ -768,15 +778,18 @@ func TestBeatReportsLostKey(t *testing.T) {
 	r, srv := newRegistry(t)
 	ctx := context.Background()
 	n := Node{ID: "node-a", Addr: "127.0.0.1:1"}
+	var gen string
 	for i, want := range []bool{true, false} {
-		fresh, err := r.Beat(ctx, n, time.Minute)
-		if err != nil || fresh != want {
-			t.Fatalf("beat %d: fresh %v, %v; want %v", i, fresh, err, want)
+		b, err := r.Beat(ctx, n, time.Minute)
+		if err != nil || b.Fresh != want || b.Generation == "" || b.Recovery != 0 {
+			t.Fatalf("beat %d: %+v, %v; want fresh %v, a generation, no recovery", i, b, err, want)
 		}
+		gen = b.Generation
 	}
 	srv.Restart()
-	if fresh, err := r.Beat(ctx, n, time.Minute); err != nil || !fresh {
-		t.Fatalf("beat after a restart without persistence: fresh %v, %v; want true", fresh, err)
+	b, err := r.Beat(ctx, n, time.Second)
+	if err != nil || !b.Fresh || b.Generation == gen || b.Recovery <= 0 || b.Recovery > time.Second {
+		t.Fatalf("beat after a restart without persistence: %+v, %v; want fresh, a new generation, a recovery window of at most 1s", b, err)
 	}
 }
 

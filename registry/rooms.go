@@ -64,6 +64,11 @@ func (l Lease) check() error {
 // *OwnerError (ErrOwned) naming the owner, its epoch and the canonical name,
 // even when the owner is node itself (a router stole or moved the room to
 // it): the caller decides whether it may adopt that lease.
+//
+// While the registry recovers from lost data (see Reclaim), an unowned room
+// may be taken only by the node that served it: Claim waits until the
+// recovery window ends, or returns a *RecoveryError (ErrRecovering) at once
+// when ctx would end first.
 func (r *Registry) Claim(ctx context.Context, room, node string, ttl time.Duration) (Lease, error) {
 	room, err := RoomKey(room)
 	if err != nil {
@@ -72,21 +77,46 @@ func (r *Registry) Claim(ctx context.Context, room, node string, ttl time.Durati
 	if err := ValidNode(node); err != nil {
 		return Lease{}, err
 	}
-	a, err := toReply(lua.Claim.Run(ctx, r.rdb,
-		[]string{r.ownerKey(room), r.epochKey(room), r.metaKey(room)},
-		node, ms(ttl), ms(r.epochTTL), r.Channel(), room).Result())
-	if err != nil {
-		return Lease{}, fmt.Errorf("claim %s: %w", room, err)
+	for {
+		a, err := toReply(lua.Claim.Run(ctx, r.rdb,
+			[]string{r.ownerKey(room), r.epochKey(room), r.metaKey(room), r.generationKey(), r.recoveryKey()},
+			node, ms(ttl), ms(r.epochTTL), r.Channel(), room, ms(r.recovery)).Result())
+		if err != nil {
+			return Lease{}, fmt.Errorf("claim %s: %w", room, err)
+		}
+		switch a.int(0) {
+		case 1:
+			return Lease{Room: room, Node: node, Epoch: a.int(1), Name: a.str(2)}, nil
+		case -1:
+			if err := waitRecovery(ctx, room, a.int(1)); err != nil {
+				return Lease{}, err
+			}
+			continue
+		}
+		o, err := parseOwner(a.str(1))
+		if err != nil {
+			return Lease{}, fmt.Errorf("claim %s: %w", room, err)
+		}
+		o.TTL = time.Duration(a.int(2)) * time.Millisecond
+		return Lease{}, &OwnerError{Room: room, Name: a.str(3), Owner: o, Err: ErrOwned}
 	}
-	if a.int(0) == 1 {
-		return Lease{Room: room, Node: node, Epoch: a.int(1), Name: a.str(2)}, nil
+}
+
+// waitRecovery sleeps out a recovery window with leftMS to go, unless ctx
+// would end first: then it returns a *RecoveryError at once.
+func waitRecovery(ctx context.Context, room string, leftMS int64) error {
+	left := time.Duration(leftMS) * time.Millisecond
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < left {
+		return &RecoveryError{Room: room, Left: left}
 	}
-	o, err := parseOwner(a.str(1))
-	if err != nil {
-		return Lease{}, fmt.Errorf("claim %s: %w", room, err)
+	t := time.NewTimer(left)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return &RecoveryError{Room: room, Left: left}
 	}
-	o.TTL = time.Duration(a.int(2)) * time.Millisecond
-	return Lease{}, &OwnerError{Room: room, Name: a.str(3), Owner: o, Err: ErrOwned}
 }
 
 // Release gives the room up. Only the owner at the lease's epoch can; for
@@ -132,7 +162,8 @@ func (r *Registry) Transfer(ctx context.Context, l Lease, to string, ttl time.Du
 // victim and victim's heartbeat key must be gone (an unowned room is simply
 // claimed). This lets a router fail a room over at once instead of waiting
 // for the lease to run out. Errors: *OwnerError with ErrOwnerAlive when
-// victim still heartbeats, ErrOwned when another node owns the room now.
+// victim still heartbeats, ErrOwned when another node owns the room now. An
+// unowned room is claimed as Claim does, waiting out a recovery window.
 func (r *Registry) Steal(ctx context.Context, room, victim, node string, ttl time.Duration) (Lease, error) {
 	room, err := RoomKey(room)
 	if err != nil {
@@ -144,19 +175,25 @@ func (r *Registry) Steal(ctx context.Context, room, victim, node string, ttl tim
 	if err := ValidNode(node); err != nil {
 		return Lease{}, err
 	}
-	a, err := toReply(lua.Steal.Run(ctx, r.rdb,
-		[]string{r.ownerKey(room), r.epochKey(room), r.nodeKey(victim)},
-		victim, node, ms(ttl), ms(r.epochTTL), r.Channel(), room).Result())
-	if err != nil {
-		return Lease{}, fmt.Errorf("steal %s: %w", room, err)
-	}
-	switch a.int(0) {
-	case 1:
-		return Lease{Room: room, Node: node, Epoch: a.int(1)}, nil
-	case -1:
-		return Lease{}, refused(room, a.str(1), ErrOwnerAlive)
-	default:
-		return Lease{}, refused(room, a.str(1), ErrOwned)
+	for {
+		a, err := toReply(lua.Steal.Run(ctx, r.rdb,
+			[]string{r.ownerKey(room), r.epochKey(room), r.nodeKey(victim), r.generationKey(), r.recoveryKey()},
+			victim, node, ms(ttl), ms(r.epochTTL), r.Channel(), room, ms(r.recovery)).Result())
+		if err != nil {
+			return Lease{}, fmt.Errorf("steal %s: %w", room, err)
+		}
+		switch a.int(0) {
+		case 1:
+			return Lease{Room: room, Node: node, Epoch: a.int(1)}, nil
+		case -1:
+			return Lease{}, refused(room, a.str(1), ErrOwnerAlive)
+		case -2:
+			if err := waitRecovery(ctx, room, a.int(1)); err != nil {
+				return Lease{}, err
+			}
+		default:
+			return Lease{}, refused(room, a.str(1), ErrOwned)
+		}
 	}
 }
 

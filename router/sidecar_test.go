@@ -436,9 +436,13 @@ func newCluster(t *testing.T, cfg Config) *cluster {
 	if c.reg, err = registry.New(srv.Client(), registry.Config{Logger: testLogger(t)}); err != nil {
 		t.Fatal(err)
 	}
+	// A new Redis: no recovery window before the first claims.
+	if err := c.reg.Bootstrap(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	rc := srv.Client()
 	rc.AddHook(c.trips)
-	if cfg.Registry, err = registry.New(rc, registry.Config{Logger: testLogger(t)}); err != nil {
+	if cfg.Registry, err = registry.New(rc, registry.Config{Logger: testLogger(t), RecoveryWindow: beatTTL}); err != nil {
 		t.Fatal(err)
 	}
 	cfg.Secret = testSecret

@@ -297,7 +297,7 @@ func (c *client) readFrame() bool {
 	*bp = frame[:0]
 	frameBufs.Put(bp)
 	*mp = msg
-	c.link.sendPooled(mp)
+	c.link.sendPooled(mp, c.rm)
 	return true
 }
 

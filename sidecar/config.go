@@ -3,6 +3,7 @@ package sidecar
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -83,6 +84,11 @@ type Config struct {
 	// AnnounceChannel is the Redis channel of OpenTogetherTube
 	// announcements relayed to this node's clients; "-" turns it off.
 	AnnounceChannel string
+	// ServeLog, when set, receives a JSON line (ServeRecord) per room and
+	// epoch this node served, every 250 ms while it serves and when it
+	// stops: roomlb chaos checks from them that no two nodes served a room
+	// at once. nil means none (the hot path then does not read the clock).
+	ServeLog io.Writer
 
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -146,6 +152,11 @@ func (c *Config) validate() error {
 	}
 	if c.HeartbeatTTL < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("heartbeat ttl %v: at least 100ms", c.HeartbeatTTL))
+	}
+	if c.Registry != nil && c.Registry.RecoveryWindow() < c.HeartbeatTTL {
+		// After Redis lost its data, other nodes' claims must wait until
+		// this node has had the chance to re-claim its rooms.
+		errs = append(errs, fmt.Errorf("heartbeat ttl %v: longer than the registry's recovery window %v", c.HeartbeatTTL, c.Registry.RecoveryWindow()))
 	}
 	for name, d := range map[string]time.Duration{
 		"drain timeout": c.DrainTimeout, "auth timeout": c.AuthTimeout, "load timeout": c.LoadTimeout,

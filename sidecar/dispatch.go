@@ -76,9 +76,9 @@ func (s *Sidecar) linkDown(l *link, err error) {
 			}
 			ctx, cancel := s.redisCtx(context.Background())
 			s.flushMeta(ctx, rm)
-			if err := s.reg.Release(ctx, lease); err != nil {
+			if released, err := s.release(ctx, lease); err != nil {
 				s.log.Debug("sidecar: release", "room", lease.Room, "err", err)
-			} else if h != nil {
+			} else if released && h != nil {
 				h.offer(ctx, lease, name, cost)
 			}
 			cancel()
@@ -120,6 +120,9 @@ func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
 			}
 			c.synced = true
 			c.send(m.Payload)
+			if s.serves != nil {
+				c.rm.served()
+			}
 		}
 		s.mu.Unlock()
 		return
@@ -135,6 +138,9 @@ func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
 		return
 	}
 	rm.lastChange.Store(now)
+	if s.serves != nil {
+		rm.served()
+	}
 	payload := bytes.Clone(m.Payload) // the link reuses its read buffer
 	for c := range rm.clients {
 		if c.synced {

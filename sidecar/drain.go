@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
-	"github.com/roomlb/roomlb/registry"
 )
 
 // drainInBackground starts a drain bounded by DrainTimeout, as SIGTERM's
@@ -162,12 +160,12 @@ func (s *Sidecar) drainRoom(ctx context.Context, rm *room, h *handoffs) error {
 	}
 	rctx, cancel := s.redisCtx(context.Background())
 	defer cancel()
-	if err := s.reg.Release(rctx, lease); err != nil {
-		var oe *registry.OwnerError
-		if errors.As(err, &oe) {
-			return nil
-		}
+	released, err := s.release(rctx, lease)
+	if err != nil {
 		return fmt.Errorf("release %s: %w", lease.Room, err)
+	}
+	if !released {
+		return nil // someone else's by now
 	}
 	h.offer(rctx, lease, name, cost)
 	return nil

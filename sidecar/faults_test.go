@@ -267,27 +267,72 @@ func TestHeartbeatLossFences(t *testing.T) {
 	srv.Start() // so that the sidecar can deregister when the test ends
 }
 
-// Redis lost its data (a restart without persistence): the rooms' keys are
-// gone and any node may claim them. The next heartbeat finds the node's key
-// gone and renews at once, so the rooms stop being served here well before
-// their next scheduled renewal.
-func TestRedisDataLossFences(t *testing.T) {
+// Redis lost its data (FLUSHALL here; a restart without persistence is the
+// same): the owner keeps its room, at a new epoch, and its client is not
+// disturbed, while another node asked for the room at once (a router placed
+// a client there) must not take it: it waits out the recovery window and
+// then finds the room owned again. Without the window node-b would serve
+// the room alongside node-a; without the reclaim node-a would unload it,
+// and with the monolith's state gone from Redis too the room would be lost.
+func TestRedisDataLossKeepsRooms(t *testing.T) {
 	reg, srv := newTestRegistry(t)
-	mono := nodemonolith.Start(t, srv.URL())
-	sc := startSidecar(t, reg, "node-a", mono.BalancerAddr, func(c *Config) {
+	monoA := nodemonolith.Start(t, srv.URL())
+	monoB := nodemonolith.Start(t, srv.URL())
+	slow := func(c *Config) {
 		c.LeaseTTL = time.Minute
 		c.HeartbeatTTL = time.Second
-	})
-	createRoom(t, sc.Addr(), "Lagoon")
-	cl, _, err := dial(t, sc.Addr(), "lagoon", grant(t, sc.Addr()))
+	}
+	a := startSidecar(t, reg, "node-a", monoA.BalancerAddr, slow)
+	b := startSidecar(t, reg, "node-b", monoB.BalancerAddr, slow)
+	createRoom(t, a.Addr(), "Lagoon")
+	token := grant(t, a.Addr())
+	cl, _, err := dial(t, a.Addr(), "lagoon", token)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cl.next("you", 5*time.Second)
-	if err := reg.Client().FlushAll(context.Background()).Err(); err != nil {
+	ctx := context.Background()
+	before, err := reg.Owner(ctx, "lagoon")
+	if err != nil {
 		t.Fatal(err)
 	}
-	if code := cl.closeCode(10 * time.Second); code != closeServiceRestart {
-		t.Fatalf("client closed with %d, want %d", code, closeServiceRestart)
+
+	if err := reg.Client().FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
 	}
+	// A client sent to node-b right after the loss: node-b must not claim.
+	if cb, res, err := dial(t, b.Addr(), "lagoon", token); err == nil {
+		cb.Conn.Close()
+		t.Fatalf("node-b took the room while node-a still served it")
+	} else if res == nil || res.StatusCode != 421 || !strings.HasPrefix(res.Header.Get(HeaderOwner), "node-a:") {
+		t.Fatalf("join at node-b after the loss: %v, want 421 naming node-a", err)
+	}
+	after, err := reg.Owner(ctx, "lagoon")
+	if err != nil || after.Node != "node-a" || after.Epoch <= before.Epoch {
+		t.Fatalf("owner after the loss: %+v, %v; want node-a above epoch %d", after, err, before.Epoch)
+	}
+	// node-a's client was never disturbed and is still served.
+	cl.Chat("still here")
+	if m := cl.next("chat", 5*time.Second); m["text"] != "still here" {
+		t.Fatalf("chat after the loss: %v", m)
+	}
+	if n := testutilCounter(t, a.Sidecar, "roomlb_sidecar_reclaims_total"); n != 1 {
+		t.Fatalf("reclaims = %v, want 1", n)
+	}
+}
+
+// testutilCounter reads a counter without labels from s's metrics.
+func testutilCounter(t testing.TB, s *Sidecar, name string) float64 {
+	t.Helper()
+	mfs, err := s.metrics.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }

@@ -28,8 +28,11 @@ func testLogger(t testing.TB) *slog.Logger {
 func newTestRegistry(t testing.TB) (*registry.Registry, *redistest.Server) {
 	t.Helper()
 	srv := redistest.New(t)
-	reg, err := registry.New(srv.Client(), registry.Config{Logger: testLogger(t)})
+	reg, err := registry.New(srv.Client(), registry.Config{Logger: testLogger(t), RecoveryWindow: time.Second})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Bootstrap(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return reg, srv

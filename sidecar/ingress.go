@@ -254,7 +254,7 @@ func (s *Sidecar) admit(ctx *fasthttp.RequestCtx, key, name string) (*room, bool
 		s.refuse(ctx, reason, fasthttp.StatusServiceUnavailable, "roomlb: node takes no rooms now ("+reason+")\n")
 		return nil, false
 	}
-	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	cctx, cancel := context.WithTimeout(context.Background(), s.claimTimeout())
 	rm, err := s.claimRoom(cctx, key, name)
 	cancel()
 	var oe *registry.OwnerError
@@ -265,12 +265,21 @@ func (s *Sidecar) admit(ctx *fasthttp.RequestCtx, key, name string) (*room, bool
 		}
 		s.refuse(ctx, "owned", fasthttp.StatusMisdirectedRequest, "roomlb: "+oe.Error()+"\n")
 		return nil, false
+	case errors.Is(err, registry.ErrRecovering):
+		// Redis lost the registry a moment ago and the room's last owner
+		// may still take it back: the router holds the request and tries
+		// again, as for a room that is moving.
+		s.refuseMoving(ctx)
+		return nil, false
 	case err != nil:
 		ctx.Response.Header.Set("Retry-After", "1")
 		s.refuse(ctx, "redis", fasthttp.StatusServiceUnavailable, "roomlb: cannot claim the room: "+err.Error()+"\n")
 		return nil, false
 	}
-	if e, err := strconv.ParseInt(string(ctx.Request.Header.Peek(HeaderEpoch)), 10, 64); err == nil && e > rm.lease.Epoch {
+	s.mu.Lock()
+	held := rm.lease.Epoch
+	s.mu.Unlock()
+	if e, err := strconv.ParseInt(string(ctx.Request.Header.Peek(HeaderEpoch)), 10, 64); err == nil && e > held {
 		// The router has seen a newer claim than ours: our lease is stale.
 		s.refuse(ctx, "stale", fasthttp.StatusMisdirectedRequest, "roomlb: this node's claim is older than the router's\n")
 		return nil, false

@@ -7,7 +7,8 @@ import (
 	"github.com/roomlb/roomlb/registry"
 )
 
-// renewLoop renews every lease each third of the lease TTL, in one batch.
+// renewLoop renews every lease each third of the lease TTL, in one batch,
+// and re-claims the rooms whose keys Redis lost as soon as that is known.
 func (s *Sidecar) renewLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.LeaseTTL / 3)
 	defer t.Stop()
@@ -16,16 +17,21 @@ func (s *Sidecar) renewLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			s.renew(ctx)
 		case <-s.renewNow:
+			s.renew(ctx)
+		case <-s.reclaimNow:
 		}
-		s.renew(ctx)
+		s.reclaim(ctx)
 	}
 }
 
-// renew renews all leases once; lost ones are fenced at once.
+// renew renews all leases once; lost ones are fenced at once, and the
+// rooms whose keys are gone (Redis lost them) are marked for reclaim.
 func (s *Sidecar) renew(ctx context.Context) {
 	now := s.now()
 	s.mu.Lock()
+	seq := s.genSeq
 	leases := make([]registry.Lease, 0, len(s.rooms))
 	held := make([]*room, 0, len(s.rooms))
 	for _, rm := range s.rooms {
@@ -49,9 +55,9 @@ func (s *Sidecar) renew(ctx context.Context) {
 	}
 	s.metrics.renewSeconds.Observe(time.Since(res.Sent).Seconds())
 	until := s.at(res.Sent) + s.leaseMargin()
-	lost := make(map[string]bool, len(res.Lost))
+	lost := make(map[string]registry.Owner, len(res.Lost))
 	for _, l := range res.Lost {
-		lost[l.Lease.Room] = true
+		lost[l.Lease.Room] = l.Owner
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -59,16 +65,121 @@ func (s *Sidecar) renew(ctx context.Context) {
 		if rm.gone || rm.lease != leases[i] {
 			continue
 		}
-		if lost[rm.key] {
-			s.fence(rm, "lost")
+		if o, ok := lost[rm.key]; ok {
+			if o.Node != "" {
+				s.fence(rm, "lost")
+			} else {
+				// Unowned: Redis lost the key. The room is still ours
+				// to take back; the reclaim decides.
+				rm.stale = true
+			}
 			continue
 		}
-		// Only extend a lease that is still valid: one that ran out while
-		// the renewal was in flight has been fenced already.
-		if rm.valid(s.now()) {
+		// Only extend a lease that is still valid (one that ran out while
+		// the renewal was in flight has been fenced already), and not
+		// across a loss of the registry found meanwhile: the renewal may
+		// have run before it.
+		if rm.valid(s.now()) && !rm.stale && s.genSeq == seq {
 			rm.until.Store(until)
 		}
 	}
+}
+
+// registryLost binds every room to the last heartbeat of the registry's old
+// generation, hbUntil, and has them re-claimed: see registry.Reclaim for
+// why no other node can claim them before they stop being served here.
+// beatMu is held.
+func (s *Sidecar) registryLost(hbUntil int64) {
+	s.mu.Lock()
+	s.genSeq++
+	s.staleUntil = hbUntil
+	for _, rm := range s.rooms {
+		s.markStale(rm)
+	}
+	s.mu.Unlock()
+	s.signalReclaim()
+}
+
+// signalReclaim asks renewLoop for a reclaim now.
+func (s *Sidecar) signalReclaim() {
+	select {
+	case s.reclaimNow <- struct{}{}:
+	default:
+	}
+}
+
+// markStale caps rm's lease at the old generation's last heartbeat, until
+// it is re-claimed. s.mu is held.
+func (s *Sidecar) markStale(rm *room) {
+	rm.stale = true
+	for {
+		u := rm.until.Load()
+		if u == 0 || u <= s.staleUntil || rm.until.CompareAndSwap(u, s.staleUntil) {
+			return
+		}
+	}
+}
+
+// reclaim takes back, in one call, the rooms whose keys Redis lost, while
+// they are still valid here. A room another node holds now is fenced; one
+// that could not be re-claimed in time is fenced by its deadline.
+func (s *Sidecar) reclaim(ctx context.Context) {
+	now := s.now()
+	s.mu.Lock()
+	seq := s.genSeq
+	var leases []registry.Lease
+	var held []*room
+	for _, rm := range s.rooms {
+		if rm.stale && rm.lease.Epoch != 0 && rm.valid(now) {
+			leases = append(leases, rm.lease)
+			held = append(held, rm)
+		}
+	}
+	s.mu.Unlock()
+	if len(leases) == 0 {
+		return
+	}
+	rctx, cancel := s.redisCtx(ctx)
+	res, err := s.reg.Reclaim(rctx, s.cfg.NodeID, leases, s.cfg.LeaseTTL)
+	cancel()
+	if err != nil {
+		// Try again soon: the rooms are fenced at their capped deadline
+		// unless a reclaim gets through before it.
+		s.log.Warn("sidecar: reclaim", "rooms", len(leases), "err", err)
+		t := time.AfterFunc(s.cfg.HeartbeatTTL/10, s.signalReclaim)
+		context.AfterFunc(ctx, func() { t.Stop() })
+		return
+	}
+	until := s.at(res.Sent) + s.leaseMargin()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	kept := 0
+	for i, rm := range held {
+		got := res.Leases[i]
+		switch {
+		case rm.gone || rm.lease != leases[i] || s.genSeq != seq:
+			// Dropped or changed meanwhile, or the registry was lost
+			// again: a new epoch taken for nothing goes back.
+			if got.Epoch != 0 && got.Epoch != leases[i].Epoch && rm.lease.Epoch != got.Epoch {
+				s.releaseLease(got)
+			}
+		case got.Epoch == 0:
+			s.fence(rm, "lost")
+		default:
+			if got.Epoch != rm.lease.Epoch {
+				s.endSpan(rm)
+			}
+			rm.lease = got
+			rm.stale = false
+			rm.metaDirty = true // the metadata went with the rest
+			if rm.valid(s.now()) {
+				rm.until.Store(until)
+				kept++
+			}
+		}
+	}
+	s.log.Info("sidecar: rooms re-claimed", "rooms", kept, "of", len(leases), "generation", res.Generation)
+	s.metrics.reclaims.Add(float64(kept))
 }
 
 // fenceLoop stops serving rooms whose lease could not be renewed in time.
@@ -90,6 +201,7 @@ func (s *Sidecar) fenceLoop(ctx context.Context) {
 				s.fence(rm, rm.invalidReason(now))
 			}
 		}
+		s.pruneRetired(now)
 		s.mu.Unlock()
 	}
 }

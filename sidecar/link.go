@@ -24,7 +24,7 @@ type link struct {
 	conn *websocket.Conn
 	id   string // our balancer id, fresh per connection (§7 item 6)
 
-	out       chan *[]byte
+	out       chan linkMsg
 	done      chan struct{}
 	closeOnce sync.Once
 	lastPong  atomic.Int64 // lease clock
@@ -69,7 +69,7 @@ func (s *Sidecar) runLink(ctx context.Context) error {
 		s:    s,
 		conn: conn,
 		id:   uuid.NewString(),
-		out:  make(chan *[]byte, linkQueue),
+		out:  make(chan linkMsg, linkQueue),
 		done: make(chan struct{}),
 	}
 	defer l.close()
@@ -145,15 +145,25 @@ func truncate(b []byte, n int) string {
 // sends with Sidecar.mu held.
 const linkQueue = 1 << 16
 
+// linkMsg is one message queued for the monolith: a buffer (from
+// frameBufs when pooled) and, for a client message, the client's room,
+// whose lease is checked again when the message is written.
+type linkMsg struct {
+	bp *[]byte
+	rm *room
+}
+
 // send queues one message for the monolith without blocking. It is dropped
 // if the link is closed (the rooms and clients it was about are gone with
 // the link).
-func (l *link) send(msg []byte) { l.sendPooled(&msg) }
+func (l *link) send(msg []byte) { l.sendPooled(&msg, nil) }
 
 // sendPooled is send for a buffer from frameBufs; the writer returns it.
-func (l *link) sendPooled(bp *[]byte) {
+// A client message names its room rm: it is written only if the room may
+// still be served then (the queue may hold it past the lease's deadline).
+func (l *link) sendPooled(bp *[]byte, rm *room) {
 	select {
-	case l.out <- bp:
+	case l.out <- linkMsg{bp, rm}:
 		return
 	case <-l.done:
 	default:
@@ -181,9 +191,24 @@ func (l *link) writeLoop() {
 		select {
 		case <-l.done:
 			return
-		case bp := <-l.out:
+		case m := <-l.out:
+			bp := m.bp
+			if m.rm != nil && hooks.beforeClientMsg != nil {
+				hooks.beforeClientMsg()
+			}
+			if m.rm != nil && (!m.rm.valid(l.s.now()) || m.rm.movingNow.Load()) {
+				// The lease ran out (or the room started moving) while
+				// the message waited: this node may not serve it now.
+				l.s.metrics.dropped.Inc()
+				*bp = (*bp)[:0]
+				frameBufs.Put(bp)
+				continue
+			}
 			l.conn.SetWriteDeadline(time.Now().Add(writeWait))
 			err := l.conn.WriteMessage(websocket.TextMessage, *bp)
+			if m.rm != nil && l.s.serves != nil {
+				m.rm.served()
+			}
 			*bp = (*bp)[:0]
 			if cap(*bp) <= 64<<10 {
 				frameBufs.Put(bp)

@@ -15,6 +15,8 @@ type metrics struct {
 	claims       *prometheus.CounterVec
 	renewSeconds prometheus.Histogram
 	leasesLost   *prometheus.CounterVec
+	reclaims     prometheus.Counter
+	dropped      prometheus.Counter
 	handoffs     *prometheus.CounterVec
 	messages     *prometheus.CounterVec
 	refusals     *prometheus.CounterVec
@@ -42,6 +44,12 @@ func newMetrics() *metrics {
 		leasesLost: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomlb_sidecar_leases_lost_total", Help: "Rooms this node stopped serving because its lease was lost (taken, gone) or could not be renewed in time (expired), or because the node's heartbeat could not be refreshed in time (heartbeat).",
 		}, []string{"reason"}),
+		reclaims: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomlb_sidecar_reclaims_total", Help: "Rooms this node kept by re-claiming them after Redis lost the registry.",
+		}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roomlb_sidecar_client_messages_expired_total", Help: "Client messages dropped on the monolith link because their room's lease ran out (or the room started moving) while they waited to be written.",
+		}),
 		handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomlb_sidecar_handoffs_total", Help: "Rooms handed over by a drain (out) and taken from other nodes' drains (in).",
 		}, []string{"direction"}),
@@ -52,7 +60,7 @@ func newMetrics() *metrics {
 			Name: "roomlb_sidecar_refusals_total", Help: "Requests refused at the ingress, by reason.",
 		}, []string{"reason"}),
 	}
-	m.reg.MustRegister(m.rooms, m.clients, m.link, m.claims, m.renewSeconds, m.leasesLost, m.handoffs, m.messages, m.refusals,
+	m.reg.MustRegister(m.rooms, m.clients, m.link, m.claims, m.renewSeconds, m.leasesLost, m.reclaims, m.dropped, m.handoffs, m.messages, m.refusals,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

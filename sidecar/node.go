@@ -63,21 +63,28 @@ func (s *Sidecar) beat(ctx context.Context) (up bool, err error) {
 		return false, nil
 	}
 	sent := time.Now()
-	fresh, err := s.reg.Beat(ctx, n, s.cfg.HeartbeatTTL)
+	res, err := s.reg.Beat(ctx, n, s.cfg.HeartbeatTTL)
 	if err != nil {
 		return true, err
 	}
-	if fresh && s.heartbeatUntil.Load() > s.at(sent) {
-		// The key was there a moment ago: Redis lost it (a restart
-		// without persistence, a flush), and the rooms' keys with it, so
-		// other nodes may claim them. The renewal tells which are still
-		// ours; the rest are fenced.
+	switch {
+	case s.generation != "" && res.Generation != s.generation:
+		// Redis lost the registry (a restart without persistence, a
+		// flush): the rooms' keys are gone. Until each room is re-claimed
+		// it may be served only as long as the last heartbeat of the old
+		// generation allows, which other nodes' claims wait out.
+		s.log.Warn("sidecar: Redis lost the registry: re-claiming every room", "generation", res.Generation, "recovery", res.Recovery)
+		s.registryLost(s.heartbeatUntil.Load())
+	case res.Fresh && s.heartbeatUntil.Load() > s.at(sent):
+		// The node's key was there a moment ago and is gone (deleted by
+		// hand?): the renewal tells which rooms are still ours.
 		s.log.Warn("sidecar: the node's heartbeat key was gone from Redis; renewing every lease now")
 		select {
 		case s.renewNow <- struct{}{}:
 		default:
 		}
 	}
+	s.generation = res.Generation
 	until := s.at(sent) + int64(s.cfg.HeartbeatTTL-s.cfg.HeartbeatTTL/10)
 	for {
 		cur := s.heartbeatUntil.Load()

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -17,6 +18,12 @@ type room struct {
 	name string // canonical casing once the monolith reported it
 
 	lease registry.Lease
+	// span is when the room was served at its epoch, for the serve log.
+	span span
+	// stale: Redis lost the registry since the lease was granted or
+	// renewed; the lease is capped at Sidecar.staleUntil until the room is
+	// re-claimed (see reclaim).
+	stale bool
 	// claimed is closed when the claim has an outcome; claimErr says which.
 	claimed  chan struct{}
 	claimErr error
@@ -70,6 +77,17 @@ type room struct {
 	unloaded chan struct{}
 	// gone: removed from the table; late events for it are ignored.
 	gone bool
+}
+
+// hooks let tests order events that race in production; nil outside tests.
+var hooks struct {
+	// afterClaim runs when a claim's answer has come, before it is used.
+	afterClaim func(room string)
+	// beforeRelease runs before a background release is sent.
+	beforeRelease func(registry.Lease)
+	// beforeClientMsg runs when the link writer takes a client message
+	// from its queue.
+	beforeClientMsg func()
 }
 
 // timer wraps time.Timer so that room code can stop it when it is nil.
@@ -149,26 +167,53 @@ func (s *Sidecar) claimRoom(ctx context.Context, key, name string) (*room, error
 // outcome; a failed claim leaves the table. A room the registry already
 // gives to this node (a router stole it for this node, or an operator moved
 // it here) is adopted: its epoch was handed out for this node and nobody
-// has served it at that epoch.
+// has served it at that epoch. An epoch this node has given up itself is
+// never adopted (see retired): the claim waits until Redis has forgotten it.
 func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
-	cctx, cancel := s.redisCtx(ctx)
-	err := s.ensureHeartbeat(cctx)
-	sent := time.Now()
-	var lease registry.Lease
-	if err == nil {
-		lease, err = s.reg.Claim(cctx, rm.key, s.cfg.NodeID, s.cfg.LeaseTTL)
-	}
-	cancel()
-	validFor := s.leaseMargin()
-	var oe *registry.OwnerError
-	s.mu.Lock()
-	releasing, isReleasing := s.releasing[rm.key]
-	s.mu.Unlock()
-	if errors.As(err, &oe) && oe.Owner.Node == s.cfg.NodeID && oe.Owner.TTL > 0 &&
-		!(isReleasing && releasing == oe.Owner.Epoch) {
+	var (
+		lease    registry.Lease
+		err      error
+		sent     time.Time
+		validFor int64
+	)
+	var seq uint64
+	for try := 0; ; try++ {
+		s.mu.Lock()
+		seq = s.genSeq
+		s.mu.Unlock()
+		cctx, cancel := s.redisCtx(ctx)
+		err = s.ensureHeartbeat(cctx)
+		cancel()
+		sent = time.Now()
+		if err == nil {
+			lease, err = s.reg.Claim(ctx, rm.key, s.cfg.NodeID, s.cfg.LeaseTTL)
+		}
+		validFor = s.leaseMargin()
+		if hooks.afterClaim != nil {
+			hooks.afterClaim(rm.key)
+		}
+		var oe *registry.OwnerError
+		if !errors.As(err, &oe) || oe.Owner.Node != s.cfg.NodeID || oe.Owner.TTL <= 0 {
+			break
+		}
+		if wait := s.retiredAt(rm.key, oe.Owner.Epoch); wait != nil && try < 3 {
+			// Our own key, at an epoch this node fenced or released and
+			// whose release has not reached Redis yet: once it has, the
+			// room is free to claim at a new epoch.
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				err = fmt.Errorf("claim %s: waiting for its release: %w", rm.key, ctx.Err())
+			}
+			break
+		} else if wait != nil {
+			break // still ours at a retired epoch: refuse, the router retries
+		}
 		lease = registry.Lease{Room: rm.key, Node: s.cfg.NodeID, Epoch: oe.Owner.Epoch, Name: oe.Name}
 		validFor = int64(oe.Owner.TTL - s.cfg.LeaseTTL/10)
 		err = nil
+		break
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -205,6 +250,12 @@ func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 		rm.name = lease.Name
 	}
 	rm.until.Store(s.at(sent) + validFor)
+	if s.genSeq != seq {
+		// Claimed (or adopted) before a loss of the registry found
+		// meanwhile: maybe in the lost generation.
+		s.markStale(rm)
+		s.signalReclaim()
+	}
 	close(rm.claimed)
 	if rm.meta != nil {
 		s.writeMetaLocked(rm, rm.meta)
@@ -228,6 +279,7 @@ func (s *Sidecar) removeRoom(rm *room) {
 	}
 	rm.gone = true
 	rm.until.Store(0)
+	s.endSpan(rm)
 	delete(s.orphanLoads, rm.loaderID)
 	rm.loadTimer.stop()
 	if s.rooms[rm.key] == rm {
@@ -313,21 +365,108 @@ func (s *Sidecar) releaseRoom(rm *room) {
 	s.releaseLease(rm.lease)
 }
 
-// releaseLease gives a lease back in the background. s.mu is held.
+// retiredLease is an epoch of a room this node has fenced or released. A
+// claim that finds the room still owned by this node at that epoch must not
+// adopt it: the release may reach Redis just after the claim did, and the
+// node would serve a room with no key (another node could claim it).
+type retiredLease struct {
+	epoch int64
+	// gone is closed once Redis no longer holds the room at epoch (the
+	// release went through or found it taken); at is then the lease clock
+	// time it happened.
+	gone chan struct{}
+	at   int64
+}
+
+// retire records that this node gives lease up. s.mu is held.
+func (s *Sidecar) retire(lease registry.Lease) {
+	if r := s.retired[lease.Room]; r != nil && r.epoch >= lease.Epoch {
+		return
+	}
+	s.retired[lease.Room] = &retiredLease{epoch: lease.Epoch, gone: make(chan struct{})}
+}
+
+// retiredAt returns, when this node has given room up at epoch (or later)
+// and Redis may still hold it, a channel closed once it no longer does.
+func (s *Sidecar) retiredAt(room string, epoch int64) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r := s.retired[room]; r != nil && r.epoch >= epoch {
+		// Closed already when Redis forgot it after the claim read it: a
+		// new claim finds the room free.
+		return r.gone
+	}
+	return nil
+}
+
+// forgotten marks lease as no longer held in Redis.
+func (s *Sidecar) forgotten(lease registry.Lease) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r := s.retired[lease.Room]; r != nil && r.epoch == lease.Epoch && r.at == 0 {
+		r.at = s.now()
+		close(r.gone)
+	}
+}
+
+// pruneRetired forgets retired epochs Redis dropped more than a lease ago:
+// every claim that could have read them has long returned (claims are
+// bounded by claimTimeout). s.mu is held.
+func (s *Sidecar) pruneRetired(now int64) {
+	for room, r := range s.retired {
+		if r.at != 0 && now-r.at > int64(s.cfg.LeaseTTL+s.claimTimeout()) {
+			delete(s.retired, room)
+		}
+	}
+}
+
+// release gives a lease back now; released is false when the room was no
+// longer held at that epoch (someone else's by now: no error). When Redis
+// cannot be reached the release is retried in the background and the error
+// returned.
+func (s *Sidecar) release(ctx context.Context, lease registry.Lease) (released bool, err error) {
+	s.mu.Lock()
+	s.retire(lease)
+	s.mu.Unlock()
+	err = s.reg.Release(ctx, lease)
+	var oe *registry.OwnerError
+	if err == nil || errors.As(err, &oe) {
+		s.forgotten(lease)
+		return err == nil, nil
+	}
+	s.mu.Lock()
+	s.releaseLease(lease)
+	s.mu.Unlock()
+	return false, err
+}
+
+// releaseLease gives a lease back in the background, retrying while Redis
+// cannot be reached, until it has or the sidecar stops. s.mu is held.
 func (s *Sidecar) releaseLease(lease registry.Lease) {
-	s.releasing[lease.Room] = lease.Epoch
+	s.retire(lease)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		ctx, cancel := s.redisCtx(context.Background())
-		defer cancel()
-		if err := s.reg.Release(ctx, lease); err != nil {
-			s.log.Debug("sidecar: release", "room", lease.Room, "err", err)
+		if hooks.beforeRelease != nil {
+			hooks.beforeRelease(lease)
 		}
-		s.mu.Lock()
-		if s.releasing[lease.Room] == lease.Epoch {
-			delete(s.releasing, lease.Room)
+		backoff := s.cfg.HeartbeatTTL / 10
+		for {
+			ctx, cancel := s.redisCtx(context.Background())
+			err := s.reg.Release(ctx, lease)
+			cancel()
+			var oe *registry.OwnerError
+			if err == nil || errors.As(err, &oe) {
+				s.forgotten(lease)
+				return
+			}
+			s.log.Debug("sidecar: release", "room", lease.Room, "epoch", lease.Epoch, "err", err)
+			select {
+			case <-s.stopped:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Second)
 		}
-		s.mu.Unlock()
 	}()
 }

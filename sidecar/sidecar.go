@@ -39,9 +39,9 @@ type Sidecar struct {
 	// gossip has confirmed yet: a second unload would kill the monolith,
 	// and a stale gossip listing them must not make the node claim them.
 	unloading map[string]bool
-	// releasing holds the epoch of rooms whose release is in flight, so
-	// that the node does not adopt a lease it is giving back.
-	releasing map[string]int64
+	// retired holds, room by room, the last epoch this node fenced or
+	// released until Redis has surely forgotten it: never adopted again.
+	retired map[string]*retiredLease
 	// orphanLoads maps the client id of a loading join whose client left
 	// to its room: the kick that may still come for it fails the load.
 	orphanLoads map[string]*room
@@ -65,9 +65,25 @@ type Sidecar struct {
 	// renewNow asks renewLoop for a renewal at once: a heartbeat found the
 	// node's key gone from Redis, and maybe its rooms with it.
 	renewNow chan struct{}
+	// reclaimNow asks renewLoop to re-claim the stale rooms at once.
+	reclaimNow chan struct{}
+	// genSeq counts the losses of the registry this node has seen (guarded
+	// by mu): a renewal or claim sent before one must not extend a lease
+	// after it. staleUntil is the lease clock time the rooms of the lost
+	// generation may be served until unless re-claimed.
+	genSeq     uint64
+	staleUntil int64
 	// deregistered: the drain took the node out of the registry; no
 	// heartbeat may put it back.
 	deregistered atomic.Bool
+	// generation is the registry generation the node last heartbeat in
+	// (guarded by beatMu): a heartbeat that finds another one means Redis
+	// lost the registry, and the rooms must be re-claimed.
+	generation string
+	// stopped is closed when Run stops its loops: background retries end.
+	stopped chan struct{}
+	// serves is the serve log; nil when Config.ServeLog is.
+	serves *serveLog
 
 	wg sync.WaitGroup // every goroutine the sidecar starts
 	// conns tracks hijacked client connections; Close closes them.
@@ -99,11 +115,16 @@ func New(cfg Config) (*Sidecar, error) {
 		rooms:       make(map[string]*room),
 		clients:     make(map[string]*client),
 		unloading:   make(map[string]bool),
-		releasing:   make(map[string]int64),
+		retired:     make(map[string]*retiredLease),
+		stopped:     make(chan struct{}),
 		orphanLoads: make(map[string]*room),
 		drained:     make(chan struct{}),
 		killed:      make(chan struct{}),
 		renewNow:    make(chan struct{}, 1),
+		reclaimNow:  make(chan struct{}, 1),
+	}
+	if cfg.ServeLog != nil {
+		s.serves = &serveLog{w: cfg.ServeLog}
 	}
 	s.server = s.newServer()
 	return s, nil
@@ -131,7 +152,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		defer s.wg.Done()
 		serveErr <- s.server.Serve(s.ln)
 	}()
-	for _, loop := range []func(context.Context){s.linkLoop, s.renewLoop, s.fenceLoop, s.heartbeatLoop, s.handoffLoop, s.announceLoop, s.housekeepingLoop, s.metaLoop} {
+	for _, loop := range []func(context.Context){s.linkLoop, s.renewLoop, s.fenceLoop, s.heartbeatLoop, s.handoffLoop, s.announceLoop, s.housekeepingLoop, s.metaLoop, s.serveLogLoop} {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -150,8 +171,10 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		err = fmt.Errorf("sidecar: serve: %w", err)
 	}
 	stop()
+	close(s.stopped)
 	s.shutdown()
 	s.wg.Wait()
+	s.flushServeLog()
 	return err
 }
 
@@ -199,7 +222,21 @@ func (s *Sidecar) shutdown() {
 
 // redisCtx bounds one registry call made from a background loop.
 func (s *Sidecar) redisCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, 2*time.Second)
+	return context.WithTimeout(ctx, s.redisTimeout())
+}
+
+// redisTimeout bounds one registry call: half a heartbeat TTL (a call that
+// takes longer cannot keep the node's rooms served anyway; the heartbeat is
+// retried every tenth of it), at most 2 s, at least 100 ms.
+func (s *Sidecar) redisTimeout() time.Duration {
+	return min(max(s.cfg.HeartbeatTTL/2, 100*time.Millisecond), 2*time.Second)
+}
+
+// claimTimeout bounds a claim made for a client: long enough to wait out a
+// recovery window after Redis lost its data (at most a heartbeat TTL, see
+// registry.Reclaim) and then claim.
+func (s *Sidecar) claimTimeout() time.Duration {
+	return s.cfg.HeartbeatTTL + s.redisTimeout()
 }
 
 // isRedisDown tells errors of an unreachable Redis from refusals.

@@ -55,7 +55,7 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.Usage()
 		return flag.ErrHelp
 	}
-	reg, closeRedis, err := openRegistry(*redisURL, *prefix, nil)
+	reg, closeRedis, err := openRegistry(*redisURL, *prefix, 0, nil)
 	if err != nil {
 		return err
 	}

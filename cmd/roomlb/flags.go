@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -49,8 +50,8 @@ func parse(fs *flag.FlagSet, args []string) error {
 }
 
 // openRegistry connects to the registry at redisURL; close closes the
-// connection.
-func openRegistry(redisURL, prefix string, log *slog.Logger) (reg *registry.Registry, close func() error, err error) {
+// connection. recovery is the registry's recovery window (0: the default).
+func openRegistry(redisURL, prefix string, recovery time.Duration, log *slog.Logger) (reg *registry.Registry, close func() error, err error) {
 	opt, err := redis.ParseURL(redisURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--redis-url: %w", err)
@@ -61,7 +62,7 @@ func openRegistry(redisURL, prefix string, log *slog.Logger) (reg *registry.Regi
 	// sidecar's lease renewals).
 	opt.ContextTimeoutEnabled = true
 	rdb := redis.NewClient(opt)
-	reg, err = registry.New(rdb, registry.Config{Prefix: prefix, Logger: log})
+	reg, err = registry.New(rdb, registry.Config{Prefix: prefix, RecoveryWindow: recovery, Logger: log})
 	if err != nil {
 		rdb.Close()
 		return nil, nil, err

@@ -47,7 +47,7 @@ func TestParseEnv(t *testing.T) {
 // ContextTimeoutEnabled, and its own read timeout is 3s).
 func TestOpenRegistryHonorsContextDeadlines(t *testing.T) {
 	srv := redistest.New(t)
-	reg, closeRedis, err := openRegistry(srv.URL(), registry.DefaultPrefix, slog.New(slog.DiscardHandler))
+	reg, closeRedis, err := openRegistry(srv.URL(), registry.DefaultPrefix, 0, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

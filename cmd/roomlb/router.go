@@ -41,6 +41,7 @@ func runRouter(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.Region, "region", "", "this router's region: placement prefers nodes in it")
 	fs.Var(&trusted, "trusted-proxies", "comma-separated CIDRs of proxies whose X-Forwarded-For/-Proto are kept")
 	fs.Var(&origins, "allowed-origins", "comma-separated Origins allowed to open WebSockets (empty: all)")
+	recovery := fs.Duration("recovery-window", registry.DefaultRecoveryWindow, "after Redis lost its data, how long only the rooms' owners may claim them; at least the sidecars' --heartbeat-ttl")
 	fs.DurationVar(&cfg.HoldTimeout, "hold-timeout", router.DefaultHoldTimeout, "how long a join is held while its room moves or no node can take it")
 	fs.IntVar(&cfg.MaxWaiting, "max-waiting", router.DefaultMaxWaiting, "requests that may wait for a node at once")
 	fs.DurationVar(&cfg.WSIdleTimeout, "ws-idle-timeout", 0, "close relayed WebSockets idle this long (0: never)")
@@ -61,7 +62,7 @@ func runRouter(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	reg, closeRedis, err := openRegistry(*redisURL, *prefix, log)
+	reg, closeRedis, err := openRegistry(*redisURL, *prefix, *recovery, log)
 	if err != nil {
 		return err
 	}

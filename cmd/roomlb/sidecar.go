@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 
@@ -37,6 +38,7 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.MaxFrame, "max-frame", sidecar.DefaultMaxFrame, "largest client frame, bytes")
 	fs.IntVar(&cfg.SendQueue, "send-queue", sidecar.DefaultSendQueue, "messages that may wait for a slow client before it is disconnected")
 	fs.DurationVar(&cfg.PingInterval, "ping-interval", sidecar.DefaultPingInterval, "ping period of the monolith link")
+	serveLog := fs.String("serve-log", "", "append a JSON line per room served, with its epoch and first and last moment of service, to this file (for roomlb chaos)")
 	fs.StringVar(&cfg.AnnounceChannel, "announce-channel", sidecar.DefaultAnnounceChannel, "Redis channel of OpenTogetherTube announcements (- for none)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -45,13 +47,21 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	reg, closeRedis, err := openRegistry(*redisURL, *prefix, log)
+	reg, closeRedis, err := openRegistry(*redisURL, *prefix, max(registry.DefaultRecoveryWindow, cfg.HeartbeatTTL), log)
 	if err != nil {
 		return err
 	}
 	defer closeRedis()
 	cfg.Registry = reg
 	cfg.Logger = log
+	if *serveLog != "" {
+		f, err := os.OpenFile(*serveLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("--serve-log: %w", err)
+		}
+		defer f.Close()
+		cfg.ServeLog = f
+	}
 	s, err := sidecar.New(cfg)
 	if err != nil {
 		return err

@@ -114,6 +114,12 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The cluster's Redis is a new one (dev's own, a test's): its first
+	// claims need not wait out a recovery window.
+	if err := c.Registry.Bootstrap(ctx); err != nil {
+		c.rdb.Close()
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
 	for i := range o.Nodes {
 		if _, err := c.AddNode(ctx, fmt.Sprintf("node-%d", i+1)); err != nil {
 			c.Stop()

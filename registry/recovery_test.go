@@ -1,0 +1,106 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// After Redis lost its data, only the node that served a room may take it
+// during the recovery window: plain claims and steals of the unowned room
+// wait (or fail with ErrRecovering when they cannot wait), Reclaim takes it
+// at a new epoch; after the window claims work again.
+func TestRecoveryWindow(t *testing.T) {
+	r, _ := newRegistry(t)
+	ctx := context.Background()
+	a, err := r.Claim(ctx, "lobby", "node-a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := r.Claim(ctx, "other", "node-b", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Client().FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	short, cancel := context.WithTimeout(ctx, testRecoveryWindow/4)
+	_, err = r.Claim(short, "lobby", "node-c", time.Minute)
+	cancel()
+	var re *RecoveryError
+	if !errors.As(err, &re) || !errors.Is(err, ErrRecovering) || re.Left <= 0 || re.Left > testRecoveryWindow {
+		t.Fatalf("claim of a lost room in the window: %v, want a RecoveryError with at most %v left", err, testRecoveryWindow)
+	}
+	short, cancel = context.WithTimeout(ctx, testRecoveryWindow/4)
+	_, err = r.Steal(short, "lobby", "node-a", "node-c", time.Minute)
+	cancel()
+	if !errors.Is(err, ErrRecovering) {
+		t.Fatalf("steal of a lost room in the window: %v, want ErrRecovering", err)
+	}
+	gen, left, err := r.Generation(ctx)
+	if err != nil || gen == "" || left <= 0 {
+		t.Fatalf("generation in the window: %q, %v, %v", gen, left, err)
+	}
+
+	// node-b took "other" back already (a router placed a client there:
+	// the key is b's again); node-a reclaims both rooms it believes it holds.
+	b2, err := r.Reclaim(ctx, "node-b", []Lease{b}, time.Minute)
+	if err != nil || b2.Leases[0].Epoch <= b.Epoch || len(b2.Lost) != 0 {
+		t.Fatalf("reclaim by b: %+v, %v; want a new epoch above %d", b2, err, b.Epoch)
+	}
+	stale := Lease{Room: "other", Node: "node-a", Epoch: b.Epoch}
+	res, err := r.Reclaim(ctx, "node-a", []Lease{a, stale}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Generation != gen || res.Leases[0].Epoch <= a.Epoch || res.Leases[1].Epoch != 0 {
+		t.Fatalf("reclaim by a: %+v; want generation %s, lobby at a new epoch above %d, other lost", res, gen, a.Epoch)
+	}
+	if len(res.Lost) != 1 || res.Lost[0].Owner.Node != "node-b" {
+		t.Fatalf("reclaim by a: lost %+v, want other owned by node-b", res.Lost)
+	}
+	if o, err := r.Owner(ctx, "lobby"); err != nil || o.Node != "node-a" || o.Epoch != res.Leases[0].Epoch {
+		t.Fatalf("owner of lobby: %+v, %v", o, err)
+	}
+	// A second reclaim at the held epoch only renews.
+	again, err := r.Reclaim(ctx, "node-a", res.Leases[:1], time.Minute)
+	if err != nil || again.Leases[0].Epoch != res.Leases[0].Epoch {
+		t.Fatalf("reclaim at the held epoch: %+v, %v", again, err)
+	}
+
+	// After the window a plain claim of an unowned room goes through; a
+	// claim that has time waits the window out instead of failing.
+	if err := r.Client().FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	c, err := r.Claim(ctx, "lobby", "node-c", time.Minute)
+	if err != nil || c.Epoch <= res.Leases[0].Epoch {
+		t.Fatalf("claim after the window: %+v, %v", c, err)
+	}
+	if waited := time.Since(start); waited < testRecoveryWindow/2 {
+		t.Fatalf("claim right after a loss went through after %v, before the %v window", waited, testRecoveryWindow)
+	}
+}
+
+// Bootstrap starts a generation on a fresh Redis without a window, and does
+// not touch an existing one.
+func TestBootstrap(t *testing.T) {
+	r, _ := newRegistry(t) // bootstrapped
+	ctx := context.Background()
+	gen, left, err := r.Generation(ctx)
+	if err != nil || gen == "" || left != 0 {
+		t.Fatalf("after bootstrap: %q, %v, %v", gen, left, err)
+	}
+	if err := r.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if again, _, _ := r.Generation(ctx); again != gen {
+		t.Fatalf("a second bootstrap changed the generation %s to %s", gen, again)
+	}
+	if _, err := r.Claim(ctx, "lobby", "node-a", time.Minute); err != nil {
+		t.Fatalf("claim right after bootstrap: %v", err)
+	}
+}

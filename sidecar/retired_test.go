@@ -1,0 +1,135 @@
+package sidecar
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/roomlb/roomlb/registry"
+)
+
+// A node never adopts an epoch it has fenced. The race, ordered by hooks:
+// a room is fenced and its release waits (Redis paused, in the field); a
+// client rejoins and the node's claim finds the room still owned by the
+// node at that epoch; only then does the release reach Redis and delete
+// the key. Adopting the old epoch would serve the room with no key in
+// Redis, free for any other node to claim.
+func TestFencedEpochNeverAdopted(t *testing.T) {
+	reg, srv := newTestRegistry(t)
+	mono := startFake(t, srv)
+	sc := startSidecar(t, reg, "node-a", mono.BalancerAddr(), func(c *Config) { c.LeaseTTL = time.Minute })
+	createRoom(t, sc.Addr(), "Harbour")
+	token := grant(t, sc.Addr())
+	cl, _, err := dial(t, sc.Addr(), "harbour", token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.next("you", 5*time.Second)
+	ctx := context.Background()
+	waitFor(t, 5*time.Second, "the room's state in Redis", func() bool {
+		return srv.Client().Exists(ctx, "room:Harbour").Val() == 1
+	})
+	fenced, err := reg.Owner(ctx, "harbour")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	release := make(chan struct{})  // lets the held release go
+	released := make(chan struct{}) // the key is gone from Redis
+	var once sync.Once
+	hooks.beforeRelease = func(l registry.Lease) {
+		if l.Room == "harbour" {
+			<-release
+		}
+	}
+	hooks.afterClaim = func(room string) {
+		if room != "harbour" {
+			return
+		}
+		once.Do(func() {
+			close(release)
+			waitFor(t, 5*time.Second, "the release to reach Redis", func() bool {
+				_, err := reg.Owner(ctx, "harbour")
+				return err != nil
+			})
+			close(released)
+		})
+	}
+	t.Cleanup(func() { hooks.beforeRelease, hooks.afterClaim = nil, nil })
+
+	sc.mu.Lock()
+	sc.fence(sc.rooms["harbour"], "test")
+	sc.mu.Unlock()
+	if code := cl.closeCode(5 * time.Second); code != closeServiceRestart {
+		t.Fatalf("client of the fenced room closed with %d, want %d", code, closeServiceRestart)
+	}
+
+	waitFor(t, 5*time.Second, "the monolith to unload the room", func() bool {
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		return !sc.unloading["harbour"]
+	})
+	// The client comes back; its claim reads the old key, still there.
+	cl2, res, err := dial(t, sc.Addr(), "harbour", token)
+	<-released
+	if err != nil {
+		// Refused is fine too (the router retries); serving is not.
+		if res == nil || res.StatusCode == 200 || res.StatusCode == 101 {
+			t.Fatalf("rejoin: %v", err)
+		}
+		if cl2, _, err = dial(t, sc.Addr(), "harbour", token); err != nil {
+			t.Fatalf("second rejoin: %v", err)
+		}
+	}
+	cl2.next("you", 5*time.Second)
+	now, err := reg.Owner(ctx, "harbour")
+	if err != nil {
+		t.Fatalf("the node serves the room with no key in Redis (it adopted fenced epoch %d): %v", fenced.Epoch, err)
+	}
+	sc.mu.Lock()
+	held := sc.rooms["harbour"].lease
+	sc.mu.Unlock()
+	if now.Node != "node-a" || now.Epoch <= fenced.Epoch || held.Epoch != now.Epoch {
+		t.Fatalf("owner %+v, node holds epoch %d; want node-a at a new epoch above the fenced %d", now, held.Epoch, fenced.Epoch)
+	}
+}
+
+// A client message is checked against its room's lease again when the link
+// writer takes it from the queue: a backed-up link (the queue holds 65,536
+// messages, each write may take writeWait) must not deliver it to the
+// monolith after the node stopped serving the room.
+func TestQueuedClientMsgExpires(t *testing.T) {
+	reg, srv := newTestRegistry(t)
+	mono := startFake(t, srv)
+	sc := startSidecar(t, reg, "node-a", mono.BalancerAddr(), func(c *Config) { c.LeaseTTL = time.Minute })
+	createRoom(t, sc.Addr(), "Quay")
+	cl, _, err := dial(t, sc.Addr(), "quay", grant(t, sc.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.next("you", 5*time.Second)
+
+	taken := make(chan struct{})
+	resume := make(chan struct{})
+	var once sync.Once
+	hooks.beforeClientMsg = func() {
+		once.Do(func() {
+			close(taken)
+			<-resume
+		})
+	}
+	t.Cleanup(func() { hooks.beforeClientMsg = nil })
+	cl.Chat("late")
+	<-taken // valid when read and queued; the writer holds it now
+	// The lease runs out while the message waits (as if the link were
+	// backed up past the lease's deadline).
+	sc.mu.Lock()
+	sc.rooms["quay"].until.Store(sc.now())
+	sc.mu.Unlock()
+	close(resume)
+	// The writer drops it instead of writing it.
+	waitFor(t, 5*time.Second, "the expired message to be dropped", func() bool {
+		return testutilCounter(t, sc.Sidecar, "roomlb_sidecar_client_messages_expired_total") == 1
+	})
+}
