@@ -30,8 +30,15 @@ type ownerCache struct {
 	mu      sync.RWMutex
 	m       map[string]owner
 	seq     uint64
-	waiters map[string]chan struct{}
+	waiters map[string]*waiter
 	flights map[string]*flight
+}
+
+// waiter is the channel the requests held for one room share; n counts
+// them, so the last one to stop waiting without a wake removes it.
+type waiter struct {
+	ch chan struct{}
+	n  int
 }
 
 // flight is one Redis lookup of a room that concurrent misses share.
@@ -45,7 +52,7 @@ func newOwnerCache(max int) *ownerCache {
 	return &ownerCache{
 		max:     max,
 		m:       make(map[string]owner),
-		waiters: make(map[string]chan struct{}),
+		waiters: make(map[string]*waiter),
 		flights: make(map[string]*flight),
 	}
 }
@@ -155,23 +162,39 @@ func (c *ownerCache) clear() {
 	c.mu.Lock()
 	c.seq++
 	clear(c.m)
-	for room, ch := range c.waiters {
-		close(ch)
+	for room, w := range c.waiters {
+		close(w.ch)
 		delete(c.waiters, room)
 	}
 	c.mu.Unlock()
 }
 
-// wait returns a channel closed at the next ownership change of room.
-func (c *ownerCache) wait(room string) <-chan struct{} {
+// wait returns a waiter whose channel is closed at the next ownership
+// change of room. The caller must call unwait when it stops waiting: a
+// room whose owner does not change (its lease just runs out) would
+// otherwise keep its waiter for good.
+func (c *ownerCache) wait(room string) *waiter {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ch, ok := c.waiters[room]
+	w, ok := c.waiters[room]
 	if !ok {
-		ch = make(chan struct{})
-		c.waiters[room] = ch
+		w = &waiter{ch: make(chan struct{})}
+		c.waiters[room] = w
 	}
-	return ch
+	w.n++
+	return w
+}
+
+// unwait says one caller of wait no longer waits on w; the last one removes
+// w unless a wake (which removes it itself) came first.
+func (c *ownerCache) unwait(room string, w *waiter) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur, ok := c.waiters[room]; ok && cur == w {
+		if w.n--; w.n == 0 {
+			delete(c.waiters, room)
+		}
+	}
 }
 
 func (c *ownerCache) len() int {
@@ -181,8 +204,8 @@ func (c *ownerCache) len() int {
 }
 
 func (c *ownerCache) wakeLocked(room string) {
-	if ch, ok := c.waiters[room]; ok {
-		close(ch)
+	if w, ok := c.waiters[room]; ok {
+		close(w.ch)
 		delete(c.waiters, room)
 	}
 }

@@ -21,6 +21,9 @@
 // sidecar, and then relayed as bytes in both directions without parsing
 // frames. An idle relay holds no buffer: each direction waits for its source
 // to be readable in the network poller, then copies through a pooled
-// buffer. The router holds no state that it cannot rebuild from Redis
+// buffer. When a room's owner changes to another node (a higher epoch), the
+// router closes the room's clients it relays to the old owner with 1012, so
+// that a frozen or cut-off owner does not keep them: they reconnect to the
+// new owner. The router holds no state that it cannot rebuild from Redis
 // within a second.
 package router

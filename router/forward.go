@@ -311,6 +311,7 @@ func (c *call) steal(victim string) (target, outcome, bool) {
 	lease, err := c.r.reg.Steal(ctx, room, victim, n.ID, c.r.cfg.StealLease)
 	cancel()
 	var oe *registry.OwnerError
+	var re *registry.RecoveryError
 	switch {
 	case err == nil:
 		c.r.metrics.steals.Inc()
@@ -325,6 +326,13 @@ func (c *call) steal(victim string) (target, outcome, bool) {
 	case errors.As(err, &oe) && oe.Owner.Node != "":
 		// Somebody else took it first: go there.
 		c.r.cache.set(room, oe.Owner.Node, oe.Owner.Epoch)
+		return target{}, 0, true
+	case errors.As(err, &re):
+		// Redis lost the registry a moment ago: the room's last owner
+		// may still take it back. Look again when the window is over.
+		if !c.holdFor(min(c.nextBackoff(), re.Left)) {
+			return target{}, c.unavailable("the room registry is recovering; try again"), false
+		}
 		return target{}, 0, true
 	default:
 		return target{}, c.unavailable("the room registry is unavailable; try again"), false
@@ -392,13 +400,15 @@ func (c *call) holdFor(d time.Duration) bool {
 		return false
 	}
 	d = min(d, left)
-	wake := c.r.cache.wait(c.roomName())
+	room := c.roomName()
+	wake := c.r.cache.wait(room)
+	defer c.r.cache.unwait(room, wake)
 	tm := time.NewTimer(d)
 	defer tm.Stop()
 	start := time.Now()
 	defer func() { c.held += time.Since(start) }()
 	select {
-	case <-wake:
+	case <-wake.ch:
 	case <-tm.C:
 	case <-c.r.life.Done():
 		return false

@@ -125,12 +125,16 @@ type nodes struct {
 
 	mu      sync.Mutex
 	clients map[string]*fasthttp.HostClient // by address
+	// gone maps the nodes that left the live set to when the router saw
+	// them missing first; after a recovery window their relays are ended
+	// (a flush of Redis makes every node miss a heartbeat or two).
+	gone map[string]time.Time
 
 	kick chan struct{} // asks the refresher to refresh now
 }
 
 func newNodes(r *Router) *nodes {
-	n := &nodes{r: r, clients: map[string]*fasthttp.HostClient{}, kick: make(chan struct{}, 1)}
+	n := &nodes{r: r, clients: map[string]*fasthttp.HostClient{}, gone: map[string]time.Time{}, kick: make(chan struct{}, 1)}
 	n.cur.Store(emptyNodeSet())
 	return n
 }
@@ -192,6 +196,9 @@ func (ns *nodes) refresh(ctx context.Context) error {
 		set.list = append(set.list, n)
 		set.byID[rn.ID] = n
 	}
+	old := ns.cur.Load()
+	now := time.Now()
+	var dead []string
 	ns.mu.Lock()
 	for addr, c := range ns.clients {
 		if !live[addr] {
@@ -199,8 +206,27 @@ func (ns *nodes) refresh(ctx context.Context) error {
 			delete(ns.clients, addr)
 		}
 	}
+	for id := range old.byID {
+		if _, ok := set.byID[id]; !ok {
+			if _, seen := ns.gone[id]; !seen {
+				ns.gone[id] = now
+			}
+		}
+	}
+	for id, since := range ns.gone {
+		switch {
+		case set.byID[id] != nil:
+			delete(ns.gone, id)
+		case now.Sub(since) >= ns.r.reg.RecoveryWindow():
+			dead = append(dead, id)
+			delete(ns.gone, id)
+		}
+	}
 	ns.mu.Unlock()
-	old := ns.cur.Swap(set)
+	for _, id := range dead {
+		ns.r.endRelaysTo(id)
+	}
+	old = ns.cur.Swap(set)
 	close(old.changed)
 	ns.r.metrics.nodes.Set(float64(len(set.list)))
 	return nil

@@ -48,9 +48,14 @@ type relay struct {
 	crc, urc     syscall.RawConn
 	idle         time.Duration
 	writeTimeout time.Duration
+	// room, node: the owner the relay was routed to (room "" for none);
+	// epoch is its epoch, 0 until known for a placed room. See supersede.
+	room  string
+	node  string
+	epoch atomic.Int64
 
 	last     atomic.Int64 // when a byte was last read either way (unix ns), while idle > 0
-	stopping atomic.Bool  // Shutdown: close the client with 1012
+	stopping atomic.Bool  // Shutdown or a superseded owner: close the client with 1012
 	ending   atomic.Int64 // when the relay must end (unix ns): set once a direction ended, or by a stop
 	wfailed  [2]atomic.Bool
 	upDone   sync.WaitGroup
@@ -71,7 +76,9 @@ func (r *Router) relay(hj net.Conn, up *upgrade) {
 	if u, ok := hj.(interface{ UnsafeConn() net.Conn }); ok {
 		client = u.UnsafeConn()
 	}
-	rl := &relay{client: client, up: up.conn, idle: r.cfg.WSIdleTimeout, writeTimeout: r.cfg.WriteTimeout}
+	rl := &relay{client: client, up: up.conn, idle: r.cfg.WSIdleTimeout, writeTimeout: r.cfg.WriteTimeout,
+		room: up.room, node: up.node}
+	rl.epoch.Store(up.epoch)
 	rl.crc, rl.urc = rawConn(client), rawConn(up.conn)
 	if rl.idle > 0 {
 		rl.last.Store(time.Now().UnixNano())
@@ -93,6 +100,7 @@ func (r *Router) relay(hj net.Conn, up *upgrade) {
 		return
 	}
 	r.metrics.wsConns.Inc()
+	r.supersededAlready(rl)
 	go func() {
 		rl.run()
 		rl.closeBoth()
@@ -330,8 +338,10 @@ func (rl *relay) endIn(d time.Duration) {
 	rl.up.SetWriteDeadline(t)
 }
 
-// stop makes the relay close its client with 1012 (Shutdown), within
-// closeWait even when a peer does not read.
+// stop makes the relay close its client with 1012 (Shutdown, or its owner
+// was superseded) and the sidecar connection, within closeWait even when a
+// peer does not read. Calling it again, or after the relay ended, does no
+// harm.
 func (rl *relay) stop() {
 	rl.stopping.Store(true)
 	rl.up.SetReadDeadline(time.Unix(1, 0))
@@ -369,7 +379,8 @@ func (r *Router) releaseWS() { r.wsSlots.Add(-1) }
 // relayCount is the WebSockets relayed or being handshaken.
 func (r *Router) relayCount() int { return int(r.wsSlots.Load()) }
 
-// track registers a relay for Shutdown; false once Shutdown has begun.
+// track registers a relay for Shutdown, and by its room for supersede;
+// false once Shutdown has begun.
 func (r *Router) track(rl *relay) bool {
 	r.relayMu.Lock()
 	defer r.relayMu.Unlock()
@@ -377,6 +388,14 @@ func (r *Router) track(rl *relay) bool {
 		return false
 	}
 	r.relays[rl] = struct{}{}
+	if rl.room != "" {
+		set := r.relayRooms[rl.room]
+		if set == nil {
+			set = map[*relay]struct{}{}
+			r.relayRooms[rl.room] = set
+		}
+		set[rl] = struct{}{}
+	}
 	r.relayWG.Add(1)
 	return true
 }
@@ -384,6 +403,12 @@ func (r *Router) track(rl *relay) bool {
 func (r *Router) untrack(rl *relay) {
 	r.relayMu.Lock()
 	delete(r.relays, rl)
+	if set := r.relayRooms[rl.room]; set != nil {
+		delete(set, rl)
+		if len(set) == 0 {
+			delete(r.relayRooms, rl.room)
+		}
+	}
 	r.relayMu.Unlock()
 	r.relayWG.Done()
 }

@@ -23,8 +23,12 @@ const badPathMsg = "bad path: it must start with /, and empty segments (//), dot
 
 // Log keys.
 const (
-	logErr  = "err"
-	logAddr = "addr"
+	logErr   = "err"
+	logAddr  = "addr"
+	logRoom  = "room"
+	logNode  = "node"
+	logEpoch = "epoch"
+	logCount = "count"
 )
 
 // Router forwards clients' HTTP requests and WebSockets to the sidecars of
@@ -52,8 +56,10 @@ type Router struct {
 	wsSlots      atomic.Int64 // WebSockets relayed or being handshaken (reserveWS)
 	relayMu      sync.Mutex
 	relays       map[*relay]struct{}
+	relayRooms   map[string]map[*relay]struct{} // the relays of each room, for supersede
 	relaysClosed bool
 	relayWG      sync.WaitGroup
+	checks       *ownerChecks
 
 	mu       sync.Mutex // guards the fields Serve sets for shutdown
 	ln       net.Listener
@@ -86,6 +92,8 @@ func New(cfg Config) (*Router, error) {
 		cache:           newOwnerCache(s.CacheSize),
 		dialer:          &net.Dialer{Timeout: s.DialTimeout},
 		relays:          map[*relay]struct{}{},
+		relayRooms:      map[string]map[*relay]struct{}{},
+		checks:          newOwnerChecks(),
 		shutdownStarted: make(chan struct{}),
 		shutdownDone:    make(chan struct{}),
 	}
@@ -164,7 +172,7 @@ func (r *Router) Serve(ctx context.Context, ln, admin net.Listener) error {
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	r.bgCancel = cancel
-	r.bgWG.Add(2)
+	r.bgWG.Add(3)
 	go func() {
 		defer r.bgWG.Done()
 		r.reg.Watch(bg, r.onEvent)
@@ -172,6 +180,10 @@ func (r *Router) Serve(ctx context.Context, ln, admin net.Listener) error {
 	go func() {
 		defer r.bgWG.Done()
 		r.nodes.run(bg, r.cfg.NodeRefresh)
+	}()
+	go func() {
+		defer r.bgWG.Done()
+		r.runChecks(bg)
 	}()
 	r.ln = ln
 	r.serveWG.Add(1)
@@ -377,6 +389,7 @@ func (r *Router) onEvent(e registry.Event) {
 	case registry.EventClaim, registry.EventMove, registry.EventSteal:
 		if e.Room != "" && e.Node != "" {
 			r.cache.set(e.Room, e.Node, e.Epoch)
+			r.supersede(e.Room, e.Node, e.Epoch)
 		}
 	case registry.EventRelease:
 		if e.Room != "" {
@@ -390,6 +403,9 @@ func (r *Router) onEvent(e registry.Event) {
 	case registry.EventResync:
 		r.cache.clear()
 		r.nodes.refreshSoon()
+		// Owners may have changed unseen: read the owner of every room
+		// this router relays.
+		r.checks.add(r.relayedRooms()...)
 	}
 }
 

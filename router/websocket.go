@@ -20,6 +20,11 @@ type upgrade struct {
 	// timer closes conn if the hijack never happens (the client's
 	// connection failed before fasthttp handed it over).
 	timer *time.Timer
+	// room ("" for a WebSocket about no room), node and epoch (0: placed)
+	// are the owner the handshake was routed by; see supersede.
+	room  string
+	node  string
+	epoch int64
 }
 
 // isUpgrade reports whether the client asks for a WebSocket.
@@ -100,7 +105,11 @@ func (c *call) tryWS(t target) (verdict, hint) {
 	}
 	if resp.StatusCode() == fasthttp.StatusSwitchingProtocols {
 		conn.SetDeadline(time.Time{})
-		c.up = &upgrade{conn: conn, br: br, head: appendSwitching(nil, &resp.Header, t.node.ID)}
+		c.up = &upgrade{conn: conn, br: br, head: appendSwitching(nil, &resp.Header, t.node.ID),
+			node: t.node.ID, epoch: t.epoch}
+		if c.route == routeRoom {
+			c.up.room = c.roomName()
+		}
 		return served, hint{}
 	}
 	putUpgradeReader(br)

@@ -1,0 +1,175 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fasthttp/websocket"
+
+	"github.com/roomlb/roomlb/registry"
+)
+
+// wantServiceRestart reads ws until it ends and fails unless that is a
+// close frame with 1012 within a few seconds (the router ends a superseded
+// relay at once; the bound only keeps a broken router from hanging the test).
+func wantServiceRestart(t testing.TB, ws *websocket.Conn, what string) {
+	t.Helper()
+	start := time.Now()
+	ws.SetReadDeadline(time.Now().Add(3 * time.Second))
+	for {
+		_, msg, err := ws.ReadMessage()
+		if err == nil {
+			t.Logf("%s: message %q before the close", what, msg)
+			continue
+		}
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.CloseServiceRestart {
+			t.Fatalf("%s: the WebSocket ended with %v, want a close frame 1012 within 3s", what, err)
+		}
+		t.Logf("%s: closed with 1012 after %v", what, time.Since(start))
+		return
+	}
+}
+
+// TestSupersededRelays: when a room's owner changes to a higher epoch on
+// another node, the router closes the clients it relays to the old owner
+// with 1012, even when the old owner goes on answering (frozen, cut off
+// from Redis): they reconnect and reach the new owner. A new epoch on the
+// same node keeps them.
+func TestSupersededRelays(t *testing.T) {
+	c := newCluster(t, Config{})
+	ctx := context.Background()
+	b := c.node(registry.Node{ID: "node-b"})
+
+	t.Run("move", func(t *testing.T) {
+		a := c.node(registry.Node{ID: "node-a"})
+		la := c.claim("cinema", a)
+		ws, _, err := c.dial("/api/room/cinema", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		if got := echo(t, ws, "hi"); got != "node-a: hi" {
+			t.Fatalf("echo %q, want node-a's", got)
+		}
+
+		// The same node at a new epoch (a re-claim of its own room).
+		la, err = c.reg.Transfer(ctx, la, "node-a", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.waitEvent(registry.EventMove)
+		if got := echo(t, ws, "still"); got != "node-a: still" {
+			t.Fatalf("after node-a's new epoch: echo %q, want node-a's", got)
+		}
+
+		// Another node: node-a's relay ends although node-a still answers.
+		if _, err := c.reg.Transfer(ctx, la, "node-b", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		wantServiceRestart(t, ws, "relay to node-a after the move to node-b")
+		again, _, err := c.dial("/api/room/cinema", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer again.Close()
+		if got := echo(t, again, "back"); got != "node-b: back" {
+			t.Errorf("after reconnecting: echo %q, want node-b's", got)
+		}
+	})
+
+	t.Run("steal from a frozen owner", func(t *testing.T) {
+		a := c.node(registry.Node{ID: "node-f"})
+		c.claim("arcade", a)
+		ws, _, err := c.dial("/api/room/arcade", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		echo(t, ws, "hi")
+		// No more heartbeats and no new connections, but the relayed
+		// WebSocket stays open and served, as by a paused process.
+		a.crash()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			_, err := c.reg.Steal(ctx, "arcade", "node-f", "node-b", time.Minute)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, registry.ErrOwnerAlive) || time.Now().After(deadline) {
+				t.Fatalf("steal: %v", err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		wantServiceRestart(t, ws, "relay to the frozen node-f after the steal")
+	})
+
+	t.Run("frozen owner nobody asks about", func(t *testing.T) {
+		// As above, but no request makes a router steal the room: the
+		// router ends the relays to a node whose heartbeat has been gone
+		// for a recovery window.
+		a := c.node(registry.Node{ID: "node-g"})
+		c.claim("attic", a)
+		ws, _, err := c.dial("/api/room/attic", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		echo(t, ws, "hi")
+		a.crash()
+		wantServiceRestart(t, ws, "relay to the frozen node-g")
+	})
+
+	t.Run("placed room", func(t *testing.T) {
+		// A relay to a node the router placed the room on does not know
+		// the epoch: it is checked against Redis.
+		ws, resp, err := c.dial("/api/room/lounge", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		from := resp.Header.Get(HeaderNode)
+		if got := echo(t, ws, "hi"); got != from+": hi" {
+			t.Fatalf("echo %q from %s", got, from)
+		}
+		o, err := c.reg.Owner(ctx, "lounge")
+		if err != nil || o.Node != from {
+			t.Fatalf("owner %+v, %v; want %s", o, err, from)
+		}
+		to := "node-b"
+		if from == to {
+			to = "node-a"
+		}
+		if _, err := c.reg.Transfer(ctx, registry.Lease{Room: "lounge", Node: o.Node, Epoch: o.Epoch}, to, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		wantServiceRestart(t, ws, "relay of a placed room after a move")
+	})
+
+	t.Run("missed event", func(t *testing.T) {
+		la := c.claim("studio", b)
+		ws, _, err := c.dial("/api/room/studio", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		echo(t, ws, "hi")
+		// The move's event is lost; the subscription comes back.
+		c.blockEvents.Store(true)
+		if _, err := c.reg.Transfer(ctx, la, "node-a", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if got := echo(t, ws, "unseen"); !strings.HasPrefix(got, "node-b: ") {
+			t.Fatalf("echo %q, want node-b's", got)
+		}
+		c.blockEvents.Store(false)
+		if err := c.redis.Client().Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+			t.Fatal(err)
+		}
+		c.waitEvent(registry.EventResync)
+		wantServiceRestart(t, ws, "relay to node-b after a move the router did not see")
+	})
+}
