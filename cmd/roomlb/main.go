@@ -44,6 +44,7 @@ Usage:
   roomlb dev [flags]       a whole cluster on loopback: Redis, monoliths, sidecars, routers
   roomlb ctl [flags] CMD   inspect and steer a cluster: nodes, rooms, where, drain, move
   roomlb bench [flags]     measure roomlb against HAProxy and a direct link on loopback
+  roomlb chaos [flags]     inject faults into a cluster on loopback and check its promises
   roomlb help COMMAND      flags of a command
 
 Every flag can also be set with an environment variable ROOMLB_<FLAG>, e.g.
@@ -67,6 +68,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runCtl(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return runBench(ctx, args[1:], stdout, stderr)
+	case "chaos":
+		return runChaos(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		if len(args) > 1 {
 			return Run(ctx, []string{args[1], "--help"}, stdout, stderr)

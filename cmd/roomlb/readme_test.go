@@ -17,7 +17,7 @@ func TestREADMEDocumentsEveryFlag(t *testing.T) {
 		t.Fatal(err)
 	}
 	flagLine := regexp.MustCompile(`^  -([a-z-]+)`)
-	for _, cmd := range []string{"sidecar", "router", "dev", "ctl", "bench"} {
+	for _, cmd := range []string{"sidecar", "router", "dev", "ctl", "bench", "chaos"} {
 		var out bytes.Buffer
 		Run(context.Background(), []string{cmd, "--help"}, &out, &out)
 		n := 0

@@ -1,0 +1,292 @@
+package chaos
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// cluster is one phase's processes: Redis, monoliths with their sidecars
+// (each sidecar reaching Redis through a linkProxy), routers. Every address
+// is fixed when the cluster starts, so a process started again comes back
+// where clients and peers expect it.
+type cluster struct {
+	dir       string
+	hb        time.Duration
+	secret    string
+	redisAddr string
+	rdb       *redis.Client // the run's own client: FLUSHALL, the final check
+	serveLog  bool          // the sidecars write --serve-log files
+
+	redis   *component
+	nodes   []*node
+	routers []*routerProc
+	exits   *exitLog
+	wg      sync.WaitGroup // exit watchers
+}
+
+// node is a monolith and its sidecar.
+type node struct {
+	id       string
+	monolith *component
+	sidecar  *component
+	link     *linkProxy
+	addr     string // sidecar ingress
+	serveLog string // its --serve-log file
+}
+
+// routerProc is one router.
+type routerProc struct {
+	*component
+	addr, admin string
+}
+
+// startCluster starts Redis, the monoliths and sidecars, and the routers.
+func startCluster(ctx context.Context, cfg *Config, dir string, hb time.Duration, serveLog bool) (cl *cluster, err error) {
+	cl = &cluster{dir: dir, hb: hb, secret: randomHex(16), exits: &exitLog{}, serveLog: serveLog}
+	defer func() {
+		if err != nil {
+			cl.close()
+			cl = nil
+		}
+	}()
+	ports, err := freePorts(1 + 4*cfg.Nodes + 2*cfg.Routers)
+	if err != nil {
+		return nil, err
+	}
+	next := func() int { p := ports[0]; ports = ports[1:]; return p }
+	cl.redisAddr = addr(next())
+	if err := cl.startRedis(ctx); err != nil {
+		return cl, err
+	}
+	for i := range cfg.Nodes {
+		if err := cl.startNode(ctx, cfg, fmt.Sprintf("n%d", i+1), next(), next(), next(), next()); err != nil {
+			return cl, err
+		}
+	}
+	for i := range cfg.Routers {
+		if err := cl.startRouter(ctx, cfg, fmt.Sprintf("router%d", i+1), next(), next()); err != nil {
+			return cl, err
+		}
+	}
+	return cl, nil
+}
+
+func (cl *cluster) newComponent(name string, start func() (child, error), ready func(context.Context) error) *component {
+	return &component{name: name, start: start, ready: ready, exits: cl.exits, wg: &cl.wg}
+}
+
+func (cl *cluster) logPath(name string) string { return filepath.Join(cl.dir, name+".log") }
+
+func (cl *cluster) startRedis(ctx context.Context) error {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return errors.New("chaos: no redis-server on PATH (apt-get install -y redis-server)")
+	}
+	host, port, _ := net.SplitHostPort(cl.redisAddr)
+	argv := []string{bin, "--bind", host, "--port", port, "--save", "", "--appendonly", "no",
+		"--dir", cl.dir, "--maxmemory-policy", "noeviction", "--maxclients", "10000"}
+	cl.rdb = redis.NewClient(&redis.Options{Addr: cl.redisAddr, MaxRetries: -1, ContextTimeoutEnabled: true})
+	cl.redis = cl.newComponent("redis", func() (child, error) {
+		return startProc(cl.logPath("redis"), argv, nil)
+	}, func(ctx context.Context) error {
+		return waitFor(ctx, 10*time.Second, func(ctx context.Context) error { return cl.rdb.Ping(ctx).Err() })
+	})
+	return cl.redis.launch(ctx)
+}
+
+func (cl *cluster) startNode(ctx context.Context, cfg *Config, id string, httpPort, balancerPort, sidecarPort, proxyPort int) error {
+	n := &node{id: id, addr: addr(sidecarPort), serveLog: filepath.Join(cl.dir, id+".serve.jsonl")}
+	cl.nodes = append(cl.nodes, n)
+	redisURL := "redis://" + cl.redisAddr
+	n.monolith = cl.newComponent(id+"-monolith", func() (child, error) {
+		return startMonolith(cl.logPath(id+"-monolith"), cfg.MonolithDir, redisURL, httpPort, balancerPort)
+	}, nil)
+	if err := n.monolith.launch(ctx); err != nil {
+		return err
+	}
+	var err error
+	if n.link, err = newLinkProxy(addr(proxyPort), cl.redisAddr); err != nil {
+		return err
+	}
+	argv := []string{cfg.Binary, "sidecar", "--node-id", id, "--listen", n.addr,
+		"--monolith", "ws://" + addr(balancerPort) + "/", "--redis-url", "redis://" + n.link.Addr(),
+		"--secret", cl.secret, "--heartbeat-ttl", cl.hb.String(), "--announce-channel", "-", "--log-level", "info"}
+	if cl.serveLog {
+		argv = append(argv, "--serve-log", n.serveLog)
+	}
+	n.sidecar = cl.newComponent(id+"-sidecar", func() (child, error) {
+		return startProc(cl.logPath(id+"-sidecar"), argv, nil)
+	}, func(ctx context.Context) error { return waitHTTP(ctx, "http://"+n.addr+"/readyz", 20*time.Second) })
+	return n.sidecar.launch(ctx)
+}
+
+func (cl *cluster) startRouter(ctx context.Context, cfg *Config, name string, port, adminPort int) error {
+	r := &routerProc{addr: addr(port), admin: addr(adminPort)}
+	argv := []string{cfg.Binary, "router", "--listen", r.addr, "--admin-listen", r.admin,
+		"--redis-url", "redis://" + cl.redisAddr, "--secret", cl.secret, "--log-level", "info"}
+	r.component = cl.newComponent(name, func() (child, error) {
+		return startProc(cl.logPath(name), argv, nil)
+	}, func(ctx context.Context) error { return waitHTTP(ctx, "http://"+r.admin+"/readyz", 20*time.Second) })
+	cl.routers = append(cl.routers, r)
+	return r.launch(ctx)
+}
+
+// routerAddrs are the routers' client addresses.
+func (cl *cluster) routerAddrs() []string {
+	out := make([]string, len(cl.routers))
+	for i, r := range cl.routers {
+		out[i] = r.addr
+	}
+	return out
+}
+
+func (cl *cluster) node(id string) *node {
+	for _, n := range cl.nodes {
+		if n.id == id {
+			return n
+		}
+	}
+	return nil
+}
+
+// components lists every process of the cluster.
+func (cl *cluster) components() []*component {
+	var out []*component
+	if cl.redis != nil {
+		out = append(out, cl.redis)
+	}
+	for _, n := range cl.nodes {
+		out = append(out, n.monolith)
+		if n.sidecar != nil {
+			out = append(out, n.sidecar)
+		}
+	}
+	for _, r := range cl.routers {
+		out = append(out, r.component)
+	}
+	return out
+}
+
+// revive starts again every process that is not running (one that crashed,
+// or was stopped by a fault) and resumes every paused one, Redis first.
+func (cl *cluster) revive(ctx context.Context) error {
+	var errs []error
+	for _, c := range cl.components() {
+		if c.running() {
+			c.signal(syscall.SIGCONT)
+			continue
+		}
+		if err := c.launch(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, n := range cl.nodes {
+		n.link.setStalled(false)
+		n.link.setLatency(0)
+	}
+	return errors.Join(errs...)
+}
+
+// close kills every process and waits for them; it is safe on a cluster
+// that started only in part.
+func (cl *cluster) close() {
+	for _, c := range cl.components() {
+		c.kill()
+	}
+	for _, n := range cl.nodes {
+		if n.link != nil {
+			n.link.close()
+		}
+	}
+	cl.wg.Wait()
+	if cl.rdb != nil {
+		cl.rdb.Close()
+	}
+}
+
+// logFiles are the processes' log files.
+func (cl *cluster) logFiles() []string {
+	var out []string
+	for _, c := range cl.components() {
+		out = append(out, cl.logPath(c.name))
+	}
+	return out
+}
+
+// waitHTTP polls url until it answers 200 or limit passes.
+func waitHTTP(ctx context.Context, url string, limit time.Duration) error {
+	c := &http.Client{Timeout: time.Second}
+	return waitFor(ctx, limit, func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+		res, err := c.Do(req)
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			return fmt.Errorf("%s: HTTP %d", url, res.StatusCode)
+		}
+		return nil
+	})
+}
+
+// waitFor calls try every 20ms until it succeeds, limit passes or ctx ends.
+func waitFor(ctx context.Context, limit time.Duration, try func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for {
+		tctx, tcancel := context.WithTimeout(ctx, time.Second)
+		err := try(tctx)
+		tcancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// freePorts asks the kernel for n distinct free loopback ports. Another
+// process may take one before its owner binds it; that start then fails.
+func freePorts(n int) ([]int, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	out := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, l)
+		out = append(out, l.Addr().(*net.TCPAddr).Port)
+	}
+	return out, nil
+}
+
+func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,149 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// nemesis is how one fault is injected and healed.
+type nemesis struct {
+	target string
+	inject func(ctx context.Context) error
+	// hold is the least time between inject and heal; with untilServed the
+	// hold also lasts until every client is served again (or the bound
+	// passes), so that a kill tests the failover, not the restart; wait,
+	// when set, is waited for before the heal (a drain), also when the run
+	// is cancelled: it owns goroutines inject started.
+	hold        time.Duration
+	untilServed bool
+	wait        func() []string // returns notes
+	heal        func(ctx context.Context) error
+	// fromHeal: no node can work around this fault (a paused router holds
+	// its clients' sockets; with Redis paused nothing can be placed), so
+	// the service bound counts from its end.
+	fromHeal bool
+}
+
+// drainLimit bounds a sidecar's drain in a drain storm: its own
+// --drain-timeout (30 s) and a margin.
+const drainLimit = 40 * time.Second
+
+// nemesis builds the fault of kind for the cluster as it is now.
+func (p *phaseRun) nemesis(kind string) nemesis {
+	hb := p.hb
+	cl := p.cl
+	busiest := func() *node { return cl.node(p.w.busiestNodes(cl.nodeIDs(), p.rng)[0]) }
+	signal := func(c *component, sig syscall.Signal) func(context.Context) error {
+		return func(context.Context) error { return c.signal(sig) }
+	}
+	kill := func(c *component) func(context.Context) error {
+		return func(context.Context) error { c.kill(); return nil }
+	}
+	switch kind {
+	case SidecarKill:
+		n := busiest()
+		return nemesis{target: n.id, inject: kill(n.sidecar), hold: hb, untilServed: true, heal: n.sidecar.launch}
+	case SidecarPause:
+		n := busiest()
+		return nemesis{target: n.id, inject: signal(n.sidecar, syscall.SIGSTOP), hold: 2 * hb, untilServed: true,
+			heal: signal(n.sidecar, syscall.SIGCONT)}
+	case MonolithKill:
+		n := busiest()
+		return nemesis{target: n.id, inject: kill(n.monolith), hold: hb, untilServed: true, heal: n.monolith.launch}
+	case MonolithPause:
+		n := busiest()
+		return nemesis{target: n.id, inject: signal(n.monolith, syscall.SIGSTOP), hold: hb * 3 / 2,
+			heal: signal(n.monolith, syscall.SIGCONT), fromHeal: true}
+	case RouterKill:
+		r := cl.routers[p.rng.IntN(len(cl.routers))]
+		return nemesis{target: r.name, inject: kill(r.component), hold: hb, untilServed: true, heal: r.launch}
+	case RouterPause:
+		r := cl.routers[p.rng.IntN(len(cl.routers))]
+		return nemesis{target: r.name, inject: signal(r.component, syscall.SIGSTOP), hold: hb * 3 / 2,
+			heal: signal(r.component, syscall.SIGCONT), fromHeal: true}
+	case RedisPauseShort:
+		return nemesis{target: "redis", inject: signal(cl.redis, syscall.SIGSTOP), hold: hb * 2 / 5,
+			heal: signal(cl.redis, syscall.SIGCONT)}
+	case RedisPauseLong:
+		return nemesis{target: "redis", inject: signal(cl.redis, syscall.SIGSTOP), hold: 2 * hb,
+			heal: signal(cl.redis, syscall.SIGCONT), fromHeal: true}
+	case RedisRestart:
+		return nemesis{target: "redis", inject: func(ctx context.Context) error {
+			cl.redis.kill()
+			return cl.redis.launch(ctx)
+		}}
+	case RedisFlush:
+		return nemesis{target: "redis", inject: func(ctx context.Context) error {
+			return cl.rdb.FlushAll(ctx).Err()
+		}}
+	case LinkSlow:
+		n := busiest()
+		return nemesis{target: n.id, hold: 2 * hb,
+			inject: func(context.Context) error { n.link.setLatency(p.cfg.SlowLatency); return nil },
+			heal:   func(context.Context) error { n.link.setLatency(0); return nil }}
+	case LinkStall:
+		n := busiest()
+		return nemesis{target: n.id, hold: 2 * hb, untilServed: true,
+			inject: func(context.Context) error { n.link.setStalled(true); return nil },
+			heal:   func(context.Context) error { n.link.setStalled(false); return nil }}
+	case DrainStorm:
+		return p.drainStorm()
+	}
+	panic("chaos: no nemesis for " + kind)
+}
+
+// drainStorm sends SIGTERM to the two busiest sidecars at once while a
+// third of the clients leave and join again, waits for both drains, and
+// starts the two sidecars again.
+func (p *phaseRun) drainStorm() nemesis {
+	ids := p.w.busiestNodes(p.cl.nodeIDs(), p.rng)[:2]
+	nodes := []*node{p.cl.node(ids[0]), p.cl.node(ids[1])}
+	var (
+		wg    sync.WaitGroup
+		errs  [2]error
+		taken [2]time.Duration
+	)
+	return nemesis{
+		target: ids[0] + "+" + ids[1],
+		inject: func(ctx context.Context) error {
+			p.w.burst(p.rng)
+			for i, n := range nodes {
+				wg.Add(1)
+				go func() { // waited for by wait, which runFault always calls
+					defer wg.Done()
+					start := time.Now()
+					errs[i] = n.sidecar.term(ctx, drainLimit)
+					taken[i] = time.Since(start)
+				}()
+			}
+			return nil
+		},
+		wait: func() []string {
+			wg.Wait()
+			var notes []string
+			for i, n := range nodes {
+				s := fmt.Sprintf("%s drained in %.2f s", n.id, taken[i].Seconds())
+				if errs[i] != nil {
+					s += ": " + errs[i].Error()
+				}
+				notes = append(notes, s)
+			}
+			return notes
+		},
+		heal: func(ctx context.Context) error {
+			return errors.Join(nodes[0].sidecar.launch(ctx), nodes[1].sidecar.launch(ctx))
+		},
+	}
+}
+
+func (cl *cluster) nodeIDs() []string {
+	out := make([]string, len(cl.nodes))
+	for i, n := range cl.nodes {
+		out[i] = n.id
+	}
+	return out
+}
