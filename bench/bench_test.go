@@ -5,10 +5,11 @@ import (
 	"encoding/json"
 	"math"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/roomlb/roomlb/internal/roomlbtest"
 )
 
 // TestRunTiny runs every figure end to end at the Tiny scale and checks that
@@ -18,7 +19,7 @@ func TestRunTiny(t *testing.T) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Skip("needs redis-server on PATH")
 	}
-	bin := buildRoomlb(t)
+	bin := roomlbtest.Binary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	rep, err := Run(ctx, Options{
@@ -103,20 +104,4 @@ func hasPeer(f Figure, peer string) bool {
 		}
 	}
 	return false
-}
-
-// buildRoomlb builds the roomlb binary the bench runs as routers, sidecars
-// and workers.
-func buildRoomlb(t *testing.T) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("needs the go command to build roomlb")
-	}
-	bin := filepath.Join(t.TempDir(), "roomlb")
-	out, err := exec.Command(goBin, "build", "-o", bin, "github.com/roomlb/roomlb/cmd/roomlb").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }

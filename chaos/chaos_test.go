@@ -3,16 +3,18 @@ package chaos
 import (
 	"context"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/roomlb/roomlb/internal/roomlbtest"
 )
 
 // shortFaults are the faults TestRunShort injects, at a 1 s heartbeat: the
-// ones behind the safety defects of issue 10 (a lease re-adopted while it
-// was released, service after Redis lost its data, rooms lost with it, a
-// frozen owner stranding its clients) and a drain storm. Remove a kind here
+// ones behind the safety defects roomlb chaos was built to catch (a lease
+// re-adopted while it was released, service after Redis lost its data,
+// rooms lost with it, a frozen owner stranding its clients) and a drain
+// storm. Remove a kind here
 // to leave it out while its defect is being fixed.
 var shortFaults = []string{
 	SidecarKill, SidecarPause, MonolithKill, RouterKill,
@@ -31,7 +33,7 @@ func TestRunShort(t *testing.T) {
 			t.Skipf("needs %s on PATH", bin)
 		}
 	}
-	bin := buildRoomlb(t)
+	bin := roomlbtest.Binary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	rep, err := Run(ctx, Config{
@@ -64,20 +66,4 @@ func TestRunShort(t *testing.T) {
 	if rep.Violations != 0 {
 		t.Errorf("%d violations, want 0 (the table above has the evidence)", rep.Violations)
 	}
-}
-
-// buildRoomlb builds the roomlb binary the run starts as sidecars and
-// routers.
-func buildRoomlb(t *testing.T) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("needs the go command to build roomlb")
-	}
-	bin := filepath.Join(t.TempDir(), "roomlb")
-	out, err := exec.Command(goBin, "build", "-o", bin, "github.com/roomlb/roomlb/cmd/roomlb").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }

@@ -89,7 +89,7 @@ func (c *client) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		s := c.connect(ctx, reconnect)
 		if s.Open == 0 { // the upgrade failed: the browser's close event, 1006
-			if !c.sleep(ctx, c.backoff(attempt)) {
+			if !sleepCtx(ctx, c.backoff(attempt)) {
 				return
 			}
 			attempt++
@@ -108,7 +108,7 @@ func (c *client) run(ctx context.Context) {
 		case leaving:
 			c.away.Store(true)
 			from := time.Now().UnixNano()
-			ok := c.sleep(ctx, stay)
+			ok := sleepCtx(ctx, stay)
 			c.addAway(from)
 			c.away.Store(false)
 			if !ok {
@@ -133,7 +133,7 @@ func (c *client) run(ctx context.Context) {
 			if s.Sync != 0 {
 				attempt = 0
 			}
-			if !c.sleep(ctx, c.backoff(attempt)) {
+			if !sleepCtx(ctx, c.backoff(attempt)) {
 				return
 			}
 			attempt++
@@ -148,17 +148,6 @@ func (c *client) backoff(attempt int) time.Duration {
 	attempt = min(attempt, 2)
 	ms := float64(1000+2000*attempt) * (0.5 + c.rng.Float64())
 	return time.Duration(ms * float64(time.Millisecond))
-}
-
-func (c *client) sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 func (c *client) addAway(from int64) {
@@ -356,7 +345,7 @@ func (c *client) regrant(ctx context.Context) {
 			c.mu.Unlock()
 			return
 		}
-		c.sleep(ctx, 250*time.Millisecond)
+		sleepCtx(ctx, 250*time.Millisecond)
 	}
 }
 

@@ -4,45 +4,16 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/roomlb/roomlb/internal/nodemonolith"
+	"github.com/roomlb/roomlb/internal/roomlbtest"
 	"github.com/roomlb/roomlb/registry"
 )
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// roomlbBinary builds cmd/roomlb once per test run.
-func roomlbBinary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "roomlb-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "roomlb")
-		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/roomlb").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
 
 // sidecarProcess runs `roomlb sidecar` as its own process, so that it can
 // be paused and killed.
@@ -55,7 +26,7 @@ type sidecarProcess struct {
 
 func startSidecarProcess(t testing.TB, redisURL, node, balancerAddr string, args ...string) *sidecarProcess {
 	t.Helper()
-	cmd := exec.Command(roomlbBinary(t), append([]string{"sidecar",
+	cmd := exec.Command(roomlbtest.Binary(t), append([]string{"sidecar",
 		"--node-id", node, "--listen", "127.0.0.1:0", "--monolith", "ws://" + balancerAddr + "/",
 		"--secret", testSecret, "--redis-url", redisURL, "--log-level", "debug"}, args...)...)
 	stderr, err := cmd.StderrPipe()
