@@ -40,3 +40,57 @@ func hasPrefixFold(b []byte, prefix string) bool {
 	}
 	return true
 }
+
+// AmbiguousPath reports whether a raw (still percent-encoded) client path
+// could be read as another path by one of the servers it goes through:
+// path normalization (RFC 3986 section 6.2.2, as fasthttp's URI.Path() does
+// it for the sidecar) rewrites no leading '/', an empty segment ("//"), a
+// dot segment ("/./", "/../", a trailing "/." or "/.."), and a
+// percent-encoded '/' or unreserved character (letter, digit, '-', '.',
+// '_', '~'; "%2e", "%2F", "%61"); and Node's URL parser, which serves the
+// monolith, reads a backslash ('\' or "%5C") as '/'. Such a path could be
+// routed as one room and served as another, or name a room or an endpoint
+// the router would not see. Escapes of other characters are decoded too,
+// but cannot form a path segment separator, a dot segment, a room name or
+// a route prefix. Routers refuse these paths before any lookup, sidecars
+// again before they pass a request on. It does not allocate.
+func AmbiguousPath(path []byte) bool {
+	if len(path) > 0 && path[0] != '/' {
+		return true
+	}
+	for i := 0; i < len(path); i++ {
+		switch path[i] {
+		case '/':
+			// The segment after this slash.
+			end := i + 1
+			for end < len(path) && path[end] != '/' {
+				end++
+			}
+			switch string(path[i+1 : end]) {
+			case ".", "..":
+				return true
+			case "":
+				if end < len(path) {
+					return true // "//"
+				}
+			}
+		case '\\':
+			return true
+		case '%':
+			if i+2 < len(path) && unhex(path[i+1]) >= 0 && unhex(path[i+2]) >= 0 {
+				c := byte(unhex(path[i+1])<<4 | unhex(path[i+2]))
+				if c == '/' || c == '\\' || unreserved(c) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// unreserved reports whether c is an unreserved URI character (RFC 3986
+// section 2.3).
+func unreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '-' || c == '.' || c == '_' || c == '~'
+}

@@ -61,18 +61,18 @@ func (k *roomKey) set(name []byte) bool {
 // percent-decoded, not normalized), which is what the router forwards. The
 // sidecar routes on the normalized path (fasthttp's ctx.Path()), so a path
 // that normalizing would change in a way that matters is routeBadPath (see
-// normalizes). The prefixes match ASCII case-insensitively, as the
+// ott.AmbiguousPath). The prefixes match ASCII case-insensitively, as the
 // monolith's own routes do; the special room segments list, generate and
 // create match exactly, as OpenTogetherTube reserves them (so "List" is an
 // ordinary room). For routeRoom it fills key. It does not allocate.
 func parsePath(path []byte, key *roomKey) route {
-	if normalizes(path) {
+	if ott.AmbiguousPath(path) {
 		return routeBadPath
 	}
 	return routeOf(path, key)
 }
 
-// routeOf classifies a path that normalizes does not refuse.
+// routeOf classifies a path that ott.AmbiguousPath does not refuse.
 func routeOf(path []byte, key *roomKey) route {
 	if seg, ok := ott.RoomSegment(path); ok {
 		switch string(seg) {
@@ -112,67 +112,4 @@ func isInternal(path []byte) bool {
 		}
 	}
 	return false
-}
-
-// normalizes reports whether path has something that path normalization
-// (RFC 3986 section 6.2.2, as fasthttp's URI.Path() does it for the sidecar)
-// would rewrite into other bytes the router and the sidecar route by: no
-// leading '/', an empty segment ("//"), a dot segment ("/./", "/../", a
-// trailing "/." or "/.."), or a percent-encoded '/' or unreserved character
-// (letter, digit, '-', '.', '_', '~'; "%2e", "%2F", "%61"). Such a path could
-// be routed as one room and served as another, or name a room or an
-// endpoint the router would not see. Escapes of other characters are
-// decoded by the sidecar too, but cannot form a path segment separator, a
-// dot segment, a room name or a route prefix. FuzzParsePath checks that
-// every other path routes as its normalized form does. It does not
-// allocate.
-func normalizes(path []byte) bool {
-	if len(path) > 0 && path[0] != '/' {
-		return true
-	}
-	for i := 0; i < len(path); i++ {
-		switch path[i] {
-		case '/':
-			// The segment after this slash.
-			end := i + 1
-			for end < len(path) && path[end] != '/' {
-				end++
-			}
-			switch string(path[i+1 : end]) {
-			case ".", "..":
-				return true
-			case "":
-				if end < len(path) {
-					return true // "//"
-				}
-			}
-		case '%':
-			if i+2 < len(path) && unhex(path[i+1]) >= 0 && unhex(path[i+2]) >= 0 {
-				c := byte(unhex(path[i+1])<<4 | unhex(path[i+2]))
-				if c == '/' || unreserved(c) {
-					return true
-				}
-			}
-		}
-	}
-	return false
-}
-
-func unhex(c byte) int {
-	switch {
-	case '0' <= c && c <= '9':
-		return int(c - '0')
-	case 'a' <= c && c <= 'f':
-		return int(c - 'a' + 10)
-	case 'A' <= c && c <= 'F':
-		return int(c - 'A' + 10)
-	}
-	return -1
-}
-
-// unreserved reports whether c is an unreserved URI character (RFC 3986
-// section 2.3).
-func unreserved(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-		c == '-' || c == '.' || c == '_' || c == '~'
 }

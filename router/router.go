@@ -18,8 +18,8 @@ import (
 
 var badRoomMsg = fmt.Sprintf("bad room name: want 1 to %d of A-Z a-z 0-9 _ -", registry.MaxRoomLen)
 
-const badPathMsg = "bad path: it must start with /, and empty segments (//), dot segments (/./, /../) " +
-	"and percent-encoded / or unreserved characters (%2e, %2f, %41, ...) are refused"
+const badPathMsg = "bad path: it must start with /, and empty segments (//), dot segments (/./, /../), " +
+	"backslashes (\\, %5c) and percent-encoded / or unreserved characters (%2e, %2f, %41, ...) are refused"
 
 // Log keys.
 const (

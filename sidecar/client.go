@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fasthttp/websocket"
 	"github.com/google/uuid"
@@ -20,6 +21,7 @@ import (
 const (
 	closeNormal         = 1000
 	closeProtocol       = 1002
+	closeInvalidData    = 1007 // a text frame that is not UTF-8 (RFC 6455 §7.4.1)
 	closeTooBig         = 1009
 	closeServiceRestart = 1012 // room moved or node shutting down: reconnect
 	closeTryAgain       = 1013 // room could not be loaded in time: reconnect
@@ -218,6 +220,10 @@ func (s *Sidecar) readAuth(conn *websocket.Conn) (string, bool) {
 	if mt != websocket.TextMessage {
 		return "", false // upstream drops the connection without a close frame
 	}
+	if !utf8.Valid(data) {
+		closeNow(conn, closeInvalidData, "invalid UTF-8")
+		return "", false
+	}
 	var auth struct {
 		Action *string          `json:"action"`
 		Token  *json.RawMessage `json:"token"`
@@ -282,6 +288,17 @@ func (c *client) readFrame() bool {
 		c.s.mu.Lock()
 		s.fence(c.rm, c.rm.invalidReason(now))
 		c.s.mu.Unlock()
+		return false
+	}
+	if !utf8.Valid(frame) {
+		// The payload goes to the monolith inside a text frame of the
+		// link, and Node fails a link whose text frame is not UTF-8
+		// (1007), with every room of the node. A text frame that is not
+		// UTF-8 fails this client's connection alone, as RFC 6455 says;
+		// binary frames are relayed as text too, so the same holds.
+		*bp = frame[:0]
+		frameBufs.Put(bp)
+		c.close(closeInvalidData, "invalid UTF-8")
 		return false
 	}
 	// The monolith takes only JSON objects as payloads (§7 item 14);

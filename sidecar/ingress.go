@@ -105,6 +105,14 @@ func (s *Sidecar) serveIngress(ctx *fasthttp.RequestCtx) {
 		s.serveMove(ctx)
 		return
 	}
+	if ott.AmbiguousPath(ctx.Request.URI().PathOriginal()) {
+		// Routers refuse these too. A request is passed to the monolith
+		// with its path as it came, which Node may read as another path
+		// (a backslash is a '/' to it): it must reach the handler, and
+		// the room, it was routed for.
+		s.refuse(ctx, "bad_path", fasthttp.StatusBadRequest, "roomlb: bad path\n")
+		return
+	}
 	name, isRoom := roomFromPath(ctx.Path())
 	switch {
 	case isRoom && name == "generate" && ctx.IsPost():
@@ -196,8 +204,11 @@ func (s *Sidecar) serveRoomHTTP(ctx *fasthttp.RequestCtx, rm *room) {
 		s.awaitLoaded(rm)
 	}
 	rm.lastChange.Store(s.now())
-	if seg, ok := ott.RoomSegment(ctx.Path()); ok && string(seg) != name {
-		path := ctx.Path()
+	// The raw path, still percent-encoded: the request is passed on as it
+	// came (no path normalizing), and a decoded path would turn %5C into a
+	// backslash that Node reads as '/'.
+	if seg, ok := ott.RoomSegment(ctx.Request.URI().PathOriginal()); ok && string(seg) != name {
+		path := ctx.Request.URI().PathOriginal()
 		fixed := make([]byte, 0, len(path)-len(seg)+len(name))
 		fixed = append(fixed, path[:len(ott.RoomPrefix)]...)
 		fixed = append(fixed, name...)
