@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bufio"
+	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +14,7 @@ import (
 	"github.com/fasthttp/websocket"
 
 	"github.com/roomlb/roomlb/internal/cluster"
+	"github.com/roomlb/roomlb/registry"
 	"github.com/roomlb/roomlb/sidecar"
 )
 
@@ -160,4 +163,56 @@ func doRaw(t testing.TB, addr, method, path string, hdr ...string) (int, string)
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
 	return res.StatusCode, string(b)
+}
+
+// Requests for rooms that do not exist leave nothing in Redis for longer
+// than a lease: an anonymous client looping over random names must not
+// fill a Redis that evicts nothing (the recommended noeviction).
+func TestMissingRoomsLeaveNothingBehind(t *testing.T) {
+	const lease = 3 * time.Second // start's LeaseTTL
+	c, srv := start(t, 1, 1, nil)
+	r := c.Routers[0].Addr
+	for i := range 100 {
+		res, _ := do(t, r, "GET", fmt.Sprintf("/api/room/nothing-%d", i), "")
+		if res.StatusCode != 404 {
+			t.Fatalf("GET a room that does not exist: %d, want 404", res.StatusCode)
+		}
+	}
+	ctx := context.Background()
+	rdb := srv.Client()
+	var keys []string
+	iter := rdb.Scan(ctx, 0, "roomlb:room:*", 1000).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	for _, k := range keys {
+		if left := rdb.PTTL(ctx, k).Val(); left < 0 || left > lease {
+			t.Errorf("%s lives %v after a request for a room that does not exist, want at most the lease %v", k, left, lease)
+		}
+	}
+}
+
+// One room's metadata cannot make /api/room/list big for every client: the
+// registry keeps at most registry.MaxMetadata bytes of it.
+func TestHugeTitleBoundedInTheList(t *testing.T) {
+	c, _ := start(t, 1, 1, nil)
+	r := c.Routers[0].Addr
+	title := strings.Repeat("t", 900<<10)
+	if res, body := do(t, r, "POST", "/api/room/create", `{"name":"Big","title":"`+title+`","isTemporary":true,"visibility":"public"}`); res.StatusCode != 200 {
+		t.Fatalf("create: %d %.200s", res.StatusCode, body)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		res, body := do(t, r, "GET", "/api/room/list", "")
+		if res.StatusCode == 200 && strings.Contains(body, `"Big"`) {
+			if len(body) > 2*registry.MaxMetadata {
+				t.Fatalf("/api/room/list is %d bytes with one room, want at most about %d", len(body), registry.MaxMetadata)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the room never appeared in /api/room/list: %d %.300s", res.StatusCode, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

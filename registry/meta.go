@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 
@@ -35,7 +36,7 @@ func (r *Registry) WriteMeta(ctx context.Context, l Lease, m Meta) error {
 	if len(m.Metadata) > 0 && !json.Valid(m.Metadata) {
 		return fmt.Errorf("write meta %s: metadata is not valid JSON", l.Room)
 	}
-	cmd := lua.FencedWrite.Run(ctx, r.rdb, []string{r.ownerKey(l.Room), r.metaKey(l.Room)}, r.metaArgs(l, m)...)
+	cmd := lua.FencedWrite.Run(ctx, r.rdb, r.metaKeys(l.Room), r.metaArgs(l, m)...)
 	return r.fencedReply(l, cmd)
 }
 
@@ -59,7 +60,7 @@ func (r *Registry) WriteMetas(ctx context.Context, ms []LeaseMeta) ([]error, err
 			return nil, fmt.Errorf("write meta %s: metadata is not valid JSON", lm.Lease.Room)
 		}
 		calls[i] = &scriptCall{
-			keys: []string{r.ownerKey(lm.Lease.Room), r.metaKey(lm.Lease.Room)},
+			keys: r.metaKeys(lm.Lease.Room),
 			args: r.metaArgs(lm.Lease, lm.Meta),
 		}
 	}
@@ -79,13 +80,19 @@ func isScriptReplyError(err error) bool {
 	return errors.As(err, &re) && !redis.HasErrorPrefix(err, "NOSCRIPT")
 }
 
-// metaArgs are the fenced_write arguments of a metadata write.
+// metaKeys are the fenced_write keys of a metadata write.
+func (r *Registry) metaKeys(room string) []string {
+	return []string{r.ownerKey(room), r.metaKey(room), r.epochKey(room)}
+}
+
+// metaArgs are the fenced_write arguments of a metadata write: the room was
+// loaded, so its epoch counter is kept for EpochTTL from now.
 func (r *Registry) metaArgs(l Lease, m Meta) []any {
-	return []any{l.epoch(), ms(r.metaTTL),
+	return []any{l.epoch(), ms(r.metaTTL), ms(r.epochTTL),
 		"name", m.Name,
 		"visibility", m.Visibility,
 		"users", strconv.Itoa(m.Users),
-		"metadata", string(m.Metadata),
+		"metadata", string(boundMetadata(m.Metadata)),
 	}
 }
 
@@ -186,4 +193,65 @@ func (r *Registry) Rooms(ctx context.Context) ([]Room, error) {
 		}
 	}
 	return out, nil
+}
+
+// MaxMetadata bounds the RoomMetadata the registry keeps per room, in
+// bytes: /api/room/list returns every public room's, so one room with a
+// huge title or description must not make the list huge for every client.
+const MaxMetadata = 4 << 10
+
+// maxMetaString bounds each string of a RoomMetadata that is over
+// MaxMetadata (a title, a description, a video's description).
+const maxMetaString = 256
+
+// boundMetadata returns metadata as it is when it is within MaxMetadata;
+// else with every string cut to maxMetaString bytes (at a character
+// boundary, marked with an ellipsis); else with only its top-level numbers,
+// booleans and short strings.
+func boundMetadata(metadata json.RawMessage) json.RawMessage {
+	if len(metadata) <= MaxMetadata {
+		return metadata
+	}
+	var v map[string]any
+	if json.Unmarshal(metadata, &v) != nil {
+		return nil
+	}
+	if b, err := json.Marshal(cutStrings(v)); err == nil && len(b) <= MaxMetadata {
+		return b
+	}
+	flat := map[string]any{}
+	for k, x := range v {
+		switch x := x.(type) {
+		case string, float64, bool, nil:
+			flat[k] = x
+		}
+	}
+	if b, err := json.Marshal(flat); err == nil && len(b) <= MaxMetadata {
+		return b
+	}
+	return nil
+}
+
+// cutStrings cuts every string in v to maxMetaString bytes.
+func cutStrings(v any) any {
+	switch x := v.(type) {
+	case string:
+		if len(x) <= maxMetaString {
+			return x
+		}
+		cut := maxMetaString
+		for cut > 0 && !utf8.RuneStart(x[cut]) {
+			cut--
+		}
+		return x[:cut] + "…"
+	case map[string]any:
+		for k, e := range x {
+			x[k] = cutStrings(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = cutStrings(e)
+		}
+	}
+	return v
 }

@@ -92,7 +92,7 @@ func (r *Registry) Reclaim(ctx context.Context, node string, leases []Lease, ttl
 	keys := make([]string, 2, 2+2*len(leases))
 	keys[0], keys[1] = r.generationKey(), r.recoveryKey()
 	args := make([]any, 5, 5+2*len(leases))
-	args[0], args[1], args[2], args[3], args[4] = node, ms(ttl), ms(r.epochTTL), r.Channel(), ms(r.recovery)
+	args[0], args[1], args[2], args[3], args[4] = node, ms(ttl), r.claimEpochTTL(ttl), r.Channel(), ms(r.recovery)
 	for _, l := range leases {
 		keys = append(keys, r.ownerKey(l.Room), r.epochKey(l.Room))
 		args = append(args, l.epoch(), l.Room)

@@ -80,7 +80,7 @@ func (r *Registry) Claim(ctx context.Context, room, node string, ttl time.Durati
 	for {
 		a, err := toReply(lua.Claim.Run(ctx, r.rdb,
 			[]string{r.ownerKey(room), r.epochKey(room), r.metaKey(room), r.generationKey(), r.recoveryKey()},
-			node, ms(ttl), ms(r.epochTTL), r.Channel(), room, ms(r.recovery)).Result())
+			node, ms(ttl), r.claimEpochTTL(ttl), r.Channel(), room, ms(r.recovery)).Result())
 		if err != nil {
 			return Lease{}, fmt.Errorf("claim %s: %w", room, err)
 		}
@@ -100,6 +100,15 @@ func (r *Registry) Claim(ctx context.Context, room, node string, ttl time.Durati
 		o.TTL = time.Duration(a.int(2)) * time.Millisecond
 		return Lease{}, &OwnerError{Room: room, Name: a.str(3), Owner: o, Err: ErrOwned}
 	}
+}
+
+// claimEpochTTL is how long a claim keeps the room's epoch counter: one
+// lease. A room that gets loaded has it kept for EpochTTL by its first
+// metadata write; one that was only looked up (a request for a room that
+// does not exist) leaves nothing behind once its lease is over. Epochs stay
+// monotonic without the counter: they are seeded from the Redis clock.
+func (r *Registry) claimEpochTTL(lease time.Duration) string {
+	return ms(min(lease, r.epochTTL))
 }
 
 // waitRecovery sleeps out a recovery window with leftMS to go, unless ctx
@@ -148,7 +157,7 @@ func (r *Registry) Transfer(ctx context.Context, l Lease, to string, ttl time.Du
 	}
 	a, err := toReply(lua.Transfer.Run(ctx, r.rdb,
 		[]string{r.ownerKey(l.Room), r.epochKey(l.Room)},
-		l.Node, l.epoch(), to, ms(ttl), ms(r.epochTTL), r.Channel(), l.Room).Result())
+		l.Node, l.epoch(), to, ms(ttl), r.claimEpochTTL(ttl), r.Channel(), l.Room).Result())
 	if err != nil {
 		return Lease{}, fmt.Errorf("transfer %s: %w", l.Room, err)
 	}
@@ -178,7 +187,7 @@ func (r *Registry) Steal(ctx context.Context, room, victim, node string, ttl tim
 	for {
 		a, err := toReply(lua.Steal.Run(ctx, r.rdb,
 			[]string{r.ownerKey(room), r.epochKey(room), r.nodeKey(victim), r.generationKey(), r.recoveryKey()},
-			victim, node, ms(ttl), ms(r.epochTTL), r.Channel(), room, ms(r.recovery)).Result())
+			victim, node, ms(ttl), r.claimEpochTTL(ttl), r.Channel(), room, ms(r.recovery)).Result())
 		if err != nil {
 			return Lease{}, fmt.Errorf("steal %s: %w", room, err)
 		}
