@@ -196,7 +196,10 @@ func startRouter(e *env, name, registryURL string) (*roomlbProc, error) {
 		return nil, err
 	}
 	p, err := startServer(e.dir, name, []string{e.opts.Binary, "router", "--listen", addr, "--admin-listen", admin,
-		"--redis-url", registryURL, "--secret", e.secret, "--log-level", "warn"}, "http://"+admin+"/readyz", 15*time.Second)
+		"--redis-url", registryURL, "--secret", e.secret, "--log-level", "warn",
+		// The load generator opens thousands of connections, and creates
+		// rooms by the hundred, from a few loopback addresses.
+		"--max-conns-per-addr", "-1", "--creates-per-minute", "-1"}, "http://"+admin+"/readyz", 15*time.Second)
 	if err != nil {
 		return nil, err
 	}

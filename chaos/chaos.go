@@ -73,9 +73,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, err
 }
 
-// hasServeLog reports whether the binary's sidecar takes --serve-log: it
-// is newer than this package.
-func hasServeLog(bin string) bool {
-	out, _ := exec.Command(bin, "sidecar", "--help").CombinedOutput()
-	return bytes.Contains(out, []byte("-serve-log"))
+// hasServeLog reports whether the binary's sidecar takes --serve-log: an
+// older roomlb (a run against an earlier commit) does not.
+func hasServeLog(bin string) bool { return hasFlag(bin, "sidecar", "serve-log") }
+
+// hasFlag reports whether the binary's command takes --flag.
+func hasFlag(bin, command, flag string) bool {
+	out, _ := exec.Command(bin, command, "--help").CombinedOutput()
+	return bytes.Contains(out, []byte("-"+flag+" "))
 }

@@ -137,6 +137,11 @@ func (cl *cluster) startRouter(ctx context.Context, cfg *Config, name string, po
 	r := &routerProc{addr: addr(port), admin: addr(adminPort)}
 	argv := []string{cfg.Binary, "router", "--listen", r.addr, "--admin-listen", r.admin,
 		"--redis-url", "redis://" + cl.redisAddr, "--secret", cl.secret, "--log-level", "info"}
+	if hasFlag(cfg.Binary, "router", "creates-per-minute") {
+		// Every client is on one loopback address: the run creates (and
+		// after a lost room re-creates) more rooms than one person would.
+		argv = append(argv, "--creates-per-minute", "-1")
+	}
 	r.component = cl.newComponent(name, func() (child, error) {
 		return startProc(cl.logPath(name), argv, nil)
 	}, func(ctx context.Context) error { return waitHTTP(ctx, "http://"+r.admin+"/readyz", 20*time.Second) })

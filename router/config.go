@@ -14,24 +14,29 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultAddr            = ":8080"
-	DefaultAdminAddr       = ":9080"
-	DefaultHoldTimeout     = 5 * time.Second
-	DefaultMaxWaiting      = 1000
-	DefaultReadTimeout     = 10 * time.Second
-	DefaultWriteTimeout    = 60 * time.Second
-	DefaultIdleTimeout     = 60 * time.Second
-	DefaultMaxHeaderBytes  = 16 << 10
-	DefaultMaxBodyBytes    = 1 << 20
-	DefaultMaxConns        = 100_000
-	DefaultDialTimeout     = 2 * time.Second
-	DefaultUpstreamTimeout = 60 * time.Second
-	DefaultNodeRefresh     = time.Second
-	DefaultListCacheTTL    = time.Second
-	DefaultCacheSize       = 1 << 18
-	DefaultStealLease      = 15 * time.Second
-	DefaultShutdownTimeout = 10 * time.Second
-	DefaultRedisTimeout    = time.Second
+	DefaultAddr           = ":8080"
+	DefaultAdminAddr      = "127.0.0.1:9080"
+	DefaultHoldTimeout    = 5 * time.Second
+	DefaultMaxWaiting     = 1000
+	DefaultReadTimeout    = 10 * time.Second
+	DefaultWriteTimeout   = 60 * time.Second
+	DefaultIdleTimeout    = 60 * time.Second
+	DefaultMaxHeaderBytes = 16 << 10
+	DefaultMaxBodyBytes   = 1 << 20
+	DefaultMaxConns       = 100_000
+	// DefaultMaxConnsPerAddr leaves room for a school or an office behind
+	// one NAT address, not for one client holding the router's sockets.
+	DefaultMaxConnsPerAddr = 500
+	// DefaultCreatesPerMinute is far above what people create by hand.
+	DefaultCreatesPerMinute = 60
+	DefaultDialTimeout      = 2 * time.Second
+	DefaultUpstreamTimeout  = 60 * time.Second
+	DefaultNodeRefresh      = time.Second
+	DefaultListCacheTTL     = time.Second
+	DefaultCacheSize        = 1 << 18
+	DefaultStealLease       = 15 * time.Second
+	DefaultShutdownTimeout  = 10 * time.Second
+	DefaultRedisTimeout     = time.Second
 )
 
 // Config configures a Router. Registry and Secret are required; every other
@@ -45,9 +50,15 @@ type Config struct {
 
 	// Addr is the client listener used by Run; "" means DefaultAddr.
 	Addr string
-	// AdminAddr is the listener for /healthz, /readyz and /metrics used by
-	// Run; "" means DefaultAdminAddr, "-" means none.
+	// AdminAddr is the listener for /healthz, /readyz, /metrics and the
+	// dashboard used by Run; "" means DefaultAdminAddr (loopback), "-"
+	// means none.
 	AdminAddr string
+	// DashboardPrivate shows private rooms (visibility "private") on the
+	// dashboard too; by default they are left out (and counted). The admin
+	// listener has no authentication: keep it on loopback or a private
+	// network.
+	DashboardPrivate bool
 	// Region is this router's region: placement prefers nodes in it. ""
 	// means no preference.
 	Region string
@@ -90,10 +101,18 @@ type Config struct {
 	// read whole so that a request can be retried on another node. 0 means
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int
-	// MaxConns bounds concurrent client connections, and separately the
-	// relayed WebSockets (handshakes under way included); 0 means
-	// DefaultMaxConns.
+	// MaxConns bounds concurrent client connections, HTTP and relayed
+	// WebSockets together; a connection over it is answered 503 at once.
+	// 0 means DefaultMaxConns.
 	MaxConns int
+	// MaxConnsPerAddr bounds the concurrent connections of one client
+	// address (trusted proxies are not bound by it); 0 means
+	// DefaultMaxConnsPerAddr, -1 no bound.
+	MaxConnsPerAddr int
+	// CreatesPerMinute bounds the rooms one client address may create
+	// (generate or create) per minute, with bursts of half as many; more
+	// get 429. 0 means DefaultCreatesPerMinute, -1 no bound.
+	CreatesPerMinute int
 
 	// DialTimeout bounds connecting to a sidecar; 0 means
 	// DefaultDialTimeout.
@@ -186,6 +205,8 @@ func (c Config) check() (*settings, error) {
 		{&c.MaxBodyBytes, "MaxBodyBytes", DefaultMaxBodyBytes, 1},
 		{&c.MaxConns, "MaxConns", DefaultMaxConns, 1},
 		{&c.CacheSize, "CacheSize", DefaultCacheSize, 1},
+		{&c.MaxConnsPerAddr, "MaxConnsPerAddr", DefaultMaxConnsPerAddr, -1},
+		{&c.CreatesPerMinute, "CreatesPerMinute", DefaultCreatesPerMinute, -1},
 	} {
 		if *f.p == 0 {
 			*f.p = f.d

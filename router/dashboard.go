@@ -23,6 +23,8 @@ type dashboardState struct {
 	At    time.Time       `json:"at"`
 	Nodes []dashboardNode `json:"nodes"`
 	Rooms []dashboardRoom `json:"rooms"`
+	// Private counts the private rooms left out of Rooms.
+	Private int `json:"private"`
 }
 
 type dashboardNode struct {
@@ -47,9 +49,11 @@ type dashboardRoom struct {
 // dashboard caches the registry reading behind the dashboard.
 type dashboard struct {
 	reg *registry.Registry
-	mu  sync.Mutex
-	at  time.Time
-	js  []byte
+	// private: list private rooms too (Config.DashboardPrivate).
+	private bool
+	mu      sync.Mutex
+	at      time.Time
+	js      []byte
 }
 
 func (d *dashboard) state(req *http.Request) ([]byte, error) {
@@ -73,6 +77,10 @@ func (d *dashboard) state(req *http.Request) ([]byte, error) {
 	}
 	sort.Slice(st.Nodes, func(i, j int) bool { return st.Nodes[i].ID < st.Nodes[j].ID })
 	for _, r := range rooms {
+		if r.Meta.Visibility == "private" && !d.private {
+			st.Private++
+			continue
+		}
 		name := r.Meta.Name
 		if name == "" {
 			name = r.Room
@@ -91,7 +99,7 @@ func (d *dashboard) state(req *http.Request) ([]byte, error) {
 // serveDashboard adds the live dashboard to the admin mux: /dashboard is
 // the page, /dashboard/state the registry reading it polls.
 func (r *Router) serveDashboard(mux *http.ServeMux) {
-	d := &dashboard{reg: r.reg}
+	d := &dashboard{reg: r.reg, private: r.cfg.DashboardPrivate}
 	mux.HandleFunc("GET /dashboard", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write(dashboardHTML)

@@ -534,6 +534,9 @@ func (c *call) fail(status int, msg string) outcome {
 		return outcomeUnavailable
 	case fasthttp.StatusForbidden:
 		return outcomeForbidden
+	case fasthttp.StatusTooManyRequests:
+		c.ctx.Response.Header.Set("Retry-After", "5")
+		return outcomeLimited
 	case fasthttp.StatusBadGateway, fasthttp.StatusGatewayTimeout:
 		return outcomeBadGateway
 	}

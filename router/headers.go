@@ -44,6 +44,23 @@ const internalPrefix = "x-roomlb-"
 // prefix.
 var hopByHop = [...]string{"connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"}
 
+// forwardingHeaders say who the client is; a client's own are never passed
+// on (they could make the monolith believe another address): the router
+// sends X-Forwarded-For and -Proto of its own (see forwarded), keeping a
+// trusted proxy's.
+// In lower case.
+var forwardingHeaders = [...]string{"x-forwarded-for", "x-forwarded-proto", "forwarded", "x-real-ip", "x-forwarded-host"}
+
+// isForwarding reports whether key is one of forwardingHeaders.
+func isForwarding(key []byte) bool {
+	for _, h := range forwardingHeaders {
+		if equalFold(key, h) {
+			return true
+		}
+	}
+	return false
+}
+
 // dropHeader reports whether a client's or a sidecar's header must not be
 // passed on: hop-by-hop (Proxy-* included) or internal.
 func dropHeader(key []byte) bool {
@@ -122,8 +139,9 @@ func stripRequest(h *fasthttp.RequestHeader, s *scratch) {
 	for _, k := range hopByHop {
 		h.Del(k)
 	}
-	h.Del(headerXFF)
-	h.Del(headerXFP)
+	for _, k := range forwardingHeaders {
+		h.Del(k)
+	}
 	// The router has read the body already (and answered 100 Continue).
 	h.Del("Expect")
 }

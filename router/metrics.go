@@ -14,10 +14,11 @@ const (
 	outcomeForbidden                  // WebSocket from an origin not allowed
 	outcomeUnavailable                // 503: no node, Redis down, room still moving, shutting down
 	outcomeBadGateway                 // 502 or 504: the node failed, timed out or kept refusing
+	outcomeLimited                    // 429: the client address created rooms too fast
 	numOutcomes
 )
 
-var outcomeNames = [numOutcomes]string{"ok", "bad_request", "forbidden", "unavailable", "bad_gateway"}
+var outcomeNames = [numOutcomes]string{"ok", "bad_request", "forbidden", "unavailable", "bad_gateway", "limited"}
 
 // retryReason says why a request went to a node again.
 type retryReason uint8
@@ -44,6 +45,7 @@ type metrics struct {
 	redisReads prometheus.Counter
 	retries    [numRetryReasons]prometheus.Counter
 	steals     prometheus.Counter
+	refused    *prometheus.CounterVec
 	placement  prometheus.Histogram
 	hold       prometheus.Histogram
 	nodes      prometheus.Gauge
@@ -84,6 +86,10 @@ func newMetrics(cachedRooms func() float64) *metrics {
 		m.retries[r] = retries.WithLabelValues(retryNames[r])
 	}
 
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "roomlb_router_refused_connections_total",
+		Help: "Client connections answered 503 and closed at accept, by the bound they were over: max_conns or max_conns_per_addr.",
+	}, []string{"reason"})
 	m.steals = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "roomlb_router_steals_total",
 		Help: "Rooms this router took from a dead owner for a live node.",
@@ -107,7 +113,7 @@ func newMetrics(cachedRooms func() float64) *metrics {
 		Help: "Rooms in the router's owner cache.",
 	}, cachedRooms)
 
-	m.reg.MustRegister(conns, requests, lookups, retries, m.steals, m.placement, m.hold, m.nodes, m.cached,
+	m.reg.MustRegister(conns, requests, lookups, retries, m.steals, m.refused, m.placement, m.hold, m.nodes, m.cached,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 
@@ -60,6 +61,8 @@ type Router struct {
 	relaysClosed bool
 	relayWG      sync.WaitGroup
 	checks       *ownerChecks
+	limit        *connLimit   // MaxConns and MaxConnsPerAddr, at accept
+	creates      *createLimit // CreatesPerMinute; nil for none
 
 	mu       sync.Mutex // guards the fields Serve sets for shutdown
 	ln       net.Listener
@@ -98,7 +101,11 @@ func New(cfg Config) (*Router, error) {
 		shutdownDone:    make(chan struct{}),
 	}
 	r.life, r.stopLife = context.WithCancel(context.Background())
+	r.limit = &connLimit{max: s.MaxConns, perAddr: max(s.MaxConnsPerAddr, 0), byAddr: map[netip.Addr]int{}}
 	r.metrics = newMetrics(func() float64 { return float64(r.cache.len()) })
+	r.limit.trusted = r.trusted
+	r.creates = newCreateLimit(s.CreatesPerMinute)
+	r.limit.refused = func(reason string) { r.metrics.refused.WithLabelValues(reason).Inc() }
 	r.nodes = newNodes(r)
 	r.list = &roomList{r: r}
 	r.server = &fasthttp.Server{
@@ -170,6 +177,7 @@ func (r *Router) Serve(ctx context.Context, ln, admin net.Listener) error {
 		return nil
 	default:
 	}
+	ln = &limitListener{Listener: ln, lim: r.limit}
 	bg, cancel := context.WithCancel(context.Background())
 	r.bgCancel = cancel
 	r.bgWG.Add(3)
@@ -306,6 +314,8 @@ func (r *Router) handle(ctx *fasthttp.RequestCtx) {
 		o = c.fail(fasthttp.StatusBadRequest, badPathMsg)
 	case c.route == routeInternal:
 		o = c.fail(fasthttp.StatusNotFound, "not found")
+	case c.route == routePlace && ctx.IsPost() && !r.creates.allow(r.clientAddr(ctx)):
+		o = c.fail(fasthttp.StatusTooManyRequests, "too many rooms created from this address; try again later")
 	default:
 		c.ws = isUpgrade(&ctx.Request.Header)
 		if c.ws {

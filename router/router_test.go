@@ -115,6 +115,9 @@ func TestForwardedHeaders(t *testing.T) {
 		"X-Hop":             {"1"},
 		"Proxy-Foo":         {"1"},
 		"X-End-To-End":      {"kept"},
+		"Forwarded":         {"for=203.0.113.7;proto=https"},
+		"X-Real-Ip":         {"203.0.113.7"},
+		"X-Forwarded-Host":  {"evil.example"},
 	}
 	cases := []struct {
 		name     string
@@ -143,6 +146,11 @@ func TestForwardedHeaders(t *testing.T) {
 				}
 				if tc.hdr != nil && (s.hdr.Get("X-Hop") != "" || s.hdr.Get("Proxy-Foo") != "" || s.hdr.Get("X-End-To-End") != "kept") {
 					t.Errorf("%s: hop-by-hop handling wrong: sidecar saw %v", kind, s.hdr)
+				}
+				for _, h := range []string{"Forwarded", "X-Real-Ip", "X-Forwarded-Host"} {
+					if v := s.hdr.Get(h); v != "" {
+						t.Errorf("%s: the client's %s: %q reached the sidecar", kind, h, v)
+					}
 				}
 			}
 			status, body, _ := c.get("/api/room/room", tc.hdr)

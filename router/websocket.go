@@ -141,8 +141,7 @@ func (c *call) appendHandshake(b []byte, t target) []byte {
 	c.s.buf = append(c.s.buf[:0], h.Peek("Connection")...)
 	conn := c.s.buf
 	for k, v := range h.All() {
-		if dropHeader(k) || namedIn(conn, k) || equalFold(k, "x-forwarded-for") ||
-			equalFold(k, "x-forwarded-proto") || equalFold(k, "content-length") {
+		if dropHeader(k) || namedIn(conn, k) || isForwarding(k) || equalFold(k, "content-length") {
 			continue
 		}
 		b = append(b, k...)
