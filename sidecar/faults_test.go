@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/roomlb/roomlb/internal/nodemonolith"
+	"github.com/roomlb/roomlb/internal/redistest"
 	"github.com/roomlb/roomlb/internal/roomlbtest"
 	"github.com/roomlb/roomlb/registry"
 )
@@ -238,14 +239,26 @@ func TestHeartbeatLossFences(t *testing.T) {
 	srv.Start() // so that the sidecar can deregister when the test ends
 }
 
-// Redis lost its data (FLUSHALL here; a restart without persistence is the
-// same): the owner keeps its room, at a new epoch, and its client is not
+// Redis lost its data (FLUSHALL, or a restart without persistence): the
+// owner keeps its room, at a new epoch, and its client is not
 // disturbed, while another node asked for the room at once (a router placed
 // a client there) must not take it: it waits out the recovery window and
 // then finds the room owned again. Without the window node-b would serve
 // the room alongside node-a; without the reclaim node-a would unload it,
 // and with the monolith's state gone from Redis too the room would be lost.
 func TestRedisDataLossKeepsRooms(t *testing.T) {
+	for _, loss := range []struct {
+		name string
+		lose func(*redistest.Server) error
+	}{
+		{"flushall", func(srv *redistest.Server) error { return srv.Client().FlushAll(context.Background()).Err() }},
+		{"restart without persistence", func(srv *redistest.Server) error { srv.Restart(); return nil }},
+	} {
+		t.Run(loss.name, func(t *testing.T) { testRedisDataLoss(t, loss.lose) })
+	}
+}
+
+func testRedisDataLoss(t *testing.T, lose func(*redistest.Server) error) {
 	reg, srv := newTestRegistry(t)
 	monoA := nodemonolith.Start(t, srv.URL())
 	monoB := nodemonolith.Start(t, srv.URL())
@@ -268,7 +281,7 @@ func TestRedisDataLossKeepsRooms(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := reg.Client().FlushAll(ctx).Err(); err != nil {
+	if err := lose(srv); err != nil {
 		t.Fatal(err)
 	}
 	// A client sent to node-b right after the loss: node-b must not claim.

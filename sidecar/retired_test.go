@@ -133,3 +133,23 @@ func TestQueuedClientMsgExpires(t *testing.T) {
 		return testutilCounter(t, sc.Sidecar, "roomlb_sidecar_client_messages_expired_total") == 1
 	})
 }
+
+// The bounds of Redis calls follow the heartbeat TTL: a call that outlives
+// half of it cannot keep the node's rooms served anyway, and a claim for a
+// client may wait out one recovery window (a heartbeat TTL).
+func TestTimeoutsFollowTheHeartbeat(t *testing.T) {
+	for _, tc := range []struct{ hb, redis, claim time.Duration }{
+		{100 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond},
+		{600 * time.Millisecond, 300 * time.Millisecond, 900 * time.Millisecond},
+		{3 * time.Second, 1500 * time.Millisecond, 4500 * time.Millisecond},
+		{10 * time.Second, 2 * time.Second, 12 * time.Second},
+	} {
+		s := &Sidecar{cfg: Config{HeartbeatTTL: tc.hb}}
+		if got := s.redisTimeout(); got != tc.redis {
+			t.Errorf("heartbeat %v: Redis call bound %v, want %v", tc.hb, got, tc.redis)
+		}
+		if got := s.claimTimeout(); got != tc.claim {
+			t.Errorf("heartbeat %v: claim bound %v, want %v", tc.hb, got, tc.claim)
+		}
+	}
+}
