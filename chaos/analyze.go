@@ -175,13 +175,17 @@ func condense(vs []Violation) []Violation {
 	count := map[key]int{}
 	var out []Violation
 	for _, v := range vs {
+		if v.kept {
+			out = append(out, v)
+			continue
+		}
 		k := key{v.Invariant, v.Room}
 		if count[k]++; count[k] == 1 {
 			out = append(out, v)
 		}
 	}
 	for i, v := range out {
-		if n := count[key{v.Invariant, v.Room}]; n > 1 {
+		if n := count[key{v.Invariant, v.Room}]; n > 1 && !v.kept {
 			out[i].Detail += fmt.Sprintf(" (and %d more like it)", n-1)
 		}
 	}

@@ -13,12 +13,12 @@ import (
 // shortFaults are the faults TestRunShort injects, at a 1 s heartbeat: the
 // ones behind the safety defects roomlb chaos was built to catch (a lease
 // re-adopted while it was released, service after Redis lost its data,
-// rooms lost with it, a frozen owner stranding its clients) and a drain
-// storm. Remove a kind here
+// rooms lost with it, a frozen owner stranding its clients), a drain
+// storm and hostile clients. Remove a kind here
 // to leave it out while its defect is being fixed.
 var shortFaults = []string{
 	SidecarKill, SidecarPause, MonolithKill, RouterKill,
-	RedisPauseLong, RedisRestart, RedisFlush, LinkStall, DrainStorm,
+	RedisPauseLong, RedisRestart, RedisFlush, LinkStall, DrainStorm, HostileClients,
 }
 
 // TestRunShort runs a short fault run on a cluster of processes (Redis,

@@ -33,6 +33,10 @@ const (
 	InvCrash = "crash"
 	// A process the run starts again comes back.
 	InvRestart = "restart-failed"
+	// Every hostile request, frame or connection gets its documented
+	// refusal (hostile.go); any other answer is a violation, with the
+	// request and the answer.
+	InvHostile = "hostile-accepted"
 )
 
 // lossGrace is how long a chat has to reach every client.

@@ -29,6 +29,9 @@ type cluster struct {
 	redisAddr string
 	rdb       *redis.Client // the run's own client: FLUSHALL, the final check
 	serveLog  bool          // the sidecars write --serve-log files
+	// The routers' --creates-per-minute and --max-conns-per-addr; 0 when
+	// the binary's router has no such flag (an older roomlb).
+	createsPerMinute, perAddr int
 
 	redis   *component
 	nodes   []*node
@@ -67,6 +70,12 @@ func startCluster(ctx context.Context, cfg *Config, dir string, hb time.Duration
 		return nil, err
 	}
 	next := func() int { p := ports[0]; ports = ports[1:]; return p }
+	if hasFlag(cfg.Binary, "router", "creates-per-minute") {
+		cl.createsPerMinute = routerCreatesPerMinute(cfg)
+	}
+	if hasFlag(cfg.Binary, "router", "max-conns-per-addr") {
+		cl.perAddr = routerPerAddr(cfg)
+	}
 	cl.redisAddr = addr(next())
 	if err := cl.startRedis(ctx); err != nil {
 		return cl, err
@@ -137,10 +146,14 @@ func (cl *cluster) startRouter(ctx context.Context, cfg *Config, name string, po
 	r := &routerProc{addr: addr(port), admin: addr(adminPort)}
 	argv := []string{cfg.Binary, "router", "--listen", r.addr, "--admin-listen", r.admin,
 		"--redis-url", "redis://" + cl.redisAddr, "--secret", cl.secret, "--log-level", "info"}
-	if hasFlag(cfg.Binary, "router", "creates-per-minute") {
-		// Every client is on one loopback address: the run creates (and
-		// after a lost room re-creates) more rooms than one person would.
-		argv = append(argv, "--creates-per-minute", "-1")
+	// Every usual client is on 127.0.0.1, the attackers of hostile-clients
+	// on attackerIP: the bounds are set for the one and met by the other
+	// (routerCreatesPerMinute, routerPerAddr).
+	if cl.createsPerMinute > 0 {
+		argv = append(argv, "--creates-per-minute", strconv.Itoa(cl.createsPerMinute))
+	}
+	if cl.perAddr > 0 {
+		argv = append(argv, "--max-conns-per-addr", strconv.Itoa(cl.perAddr))
 	}
 	r.component = cl.newComponent(name, func() (child, error) {
 		return startProc(cl.logPath(name), argv, nil)

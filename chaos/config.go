@@ -26,12 +26,14 @@ const (
 	LinkSlow        = "link-slow"         // the busiest sidecar's Redis link delays each chunk, for 2 TTLs
 	LinkStall       = "link-stall"        // the busiest sidecar's Redis link forwards nothing, for 2 TTLs
 	DrainStorm      = "drain-storm"       // SIGTERM of the two busiest sidecars while clients join, then started again
+	HostileClients  = "hostile-clients"   // attackers send malformed frames, traversal paths and floods for 2 TTLs (hostile.go)
 )
 
 // Kinds lists every kind of fault, in a fixed order.
 var Kinds = []string{
 	SidecarKill, SidecarPause, MonolithKill, MonolithPause, RouterKill, RouterPause,
 	RedisPauseShort, RedisPauseLong, RedisRestart, RedisFlush, LinkSlow, LinkStall, DrainStorm,
+	HostileClients,
 }
 
 // Defaults for Config.

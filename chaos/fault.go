@@ -21,7 +21,10 @@ type nemesis struct {
 	hold        time.Duration
 	untilServed bool
 	wait        func() []string // returns notes
-	heal        func(ctx context.Context) error
+	// found, when set, returns the violations the fault itself observed
+	// (after wait).
+	found func() []Violation
+	heal  func(ctx context.Context) error
 	// fromHeal: no node can work around this fault (a paused router holds
 	// its clients' sockets; with Redis paused nothing can be placed), so
 	// the service bound counts from its end.
@@ -92,6 +95,8 @@ func (p *phaseRun) nemesis(kind string) nemesis {
 			heal:   func(context.Context) error { n.link.setStalled(false); return nil }}
 	case DrainStorm:
 		return p.drainStorm()
+	case HostileClients:
+		return p.hostileClients()
 	}
 	panic("chaos: no nemesis for " + kind)
 }

@@ -129,6 +129,9 @@ func (p *phaseRun) runFault(ctx context.Context, kind string) error {
 	if n.wait != nil {
 		f.Notes = append(f.Notes, n.wait()...)
 	}
+	if n.found != nil {
+		f.Violations = append(f.Violations, n.found()...)
+	}
 	if !held {
 		return ctx.Err()
 	}

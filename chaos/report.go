@@ -18,7 +18,8 @@ type Violation struct {
 	AtS    float64 `json:"at_s,omitempty"`
 	Detail string  `json:"detail"`
 
-	at int64 // wall-clock Unix ns; 0: none
+	at   int64 // wall-clock Unix ns; 0: none
+	kept bool  // already condensed by whoever found it: condense keeps it as it is
 }
 
 // Fault is one injected fault and what followed it until the next one.
