@@ -77,8 +77,13 @@ func walk(b *hclsyntax.Body, fn func(*hclsyntax.Block)) {
 	}
 }
 
+// maxKillTimeout is the Nomad client's default max_kill_timeout: a task's
+// kill_timeout above it is cut to it.
+const maxKillTimeout = 30 * time.Second
+
 // checkKillTimeout: a task that sets ROOMLB_DRAIN_TIMEOUT must be given a
-// longer kill_timeout, or Nomad kills it in the middle of its drain.
+// longer kill_timeout, or Nomad kills it in the middle of its drain, and
+// one within the client's max_kill_timeout, or Nomad cuts it short anyway.
 func checkKillTimeout(t *testing.T, file string, task *hclsyntax.Block) {
 	var drain, kill time.Duration
 	if a, ok := task.Body.Attributes["kill_timeout"]; ok {
@@ -97,4 +102,68 @@ func checkKillTimeout(t *testing.T, file string, task *hclsyntax.Block) {
 	if drain > 0 && kill <= drain {
 		t.Errorf("%s: task %q drains for up to %v but is killed after %v", file, task.Labels[0], drain, kill)
 	}
+	if kill > maxKillTimeout {
+		t.Errorf("%s: task %q has kill_timeout %v, above the Nomad client's default max_kill_timeout %v", file, task.Labels[0], kill, maxKillTimeout)
+	}
+}
+
+// TestNodeJobStopsTheSidecarFirst: in the node job the sidecar is the
+// group's leader and the monolith a prestart sidecar task, so that a stop
+// drains the sidecar while the monolith still runs (and still writes its
+// rooms' state), and stops the monolith after.
+func TestNodeJobStopsTheSidecarFirst(t *testing.T) {
+	f := "../../deploy/nomad/roomlb-node.nomad.hcl"
+	src, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, diags := hclsyntax.ParseConfig(src, f, hcl.InitialPos)
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	tasks := map[string]*hclsyntax.Block{}
+	walk(file.Body.(*hclsyntax.Body), func(task *hclsyntax.Block) { tasks[task.Labels[0]] = task })
+	sc, mono := tasks["sidecar"], tasks["monolith"]
+	if sc == nil || mono == nil {
+		t.Fatalf("tasks %v, want sidecar and monolith", tasks)
+	}
+	if v := attr(sc.Body, "leader"); v != "true" {
+		t.Errorf("sidecar task: leader = %q, want true", v)
+	}
+	var hook, sidecar string
+	for _, blk := range mono.Body.Blocks {
+		if blk.Type == "lifecycle" {
+			hook, sidecar = attr(blk.Body, "hook"), attr(blk.Body, "sidecar")
+		}
+	}
+	if hook != "prestart" || sidecar != "true" {
+		t.Errorf("monolith task: lifecycle hook %q sidecar %q, want prestart and true", hook, sidecar)
+	}
+	for _, blk := range sc.Body.Blocks {
+		if blk.Type == "lifecycle" {
+			t.Errorf("sidecar task: has a lifecycle block; as the leader it is the main task")
+		}
+	}
+}
+
+// attr renders a literal attribute of b ("" when missing).
+func attr(b *hclsyntax.Body, name string) string {
+	a, ok := b.Attributes[name]
+	if !ok {
+		return ""
+	}
+	v, diags := a.Expr.Value(nil)
+	if diags.HasErrors() {
+		return ""
+	}
+	switch {
+	case v.Type().FriendlyName() == "bool":
+		if v.True() {
+			return "true"
+		}
+		return "false"
+	case v.Type().FriendlyName() == "string":
+		return v.AsString()
+	}
+	return v.GoString()
 }

@@ -5,12 +5,21 @@
 #   nomad var put nomad/jobs/ott-node secret=$(openssl rand -hex 16) redis_url=redis://redis.service.consul:6379
 #   nomad job run deploy/nomad/roomlb-node.nomad.hcl
 #
-# Stopping an allocation (deploys, scale-in, node drains): Nomad stops the
-# monolith first; it closes its balancer link with 1001 and writes every
-# room to Redis; the sidecar waits ROOMLB_SHUTDOWN_FLUSH, releases the rooms
-# and offers them to the other nodes, then Nomad stops the sidecar (SIGTERM:
-# it deregisters and exits 0 within ROOMLB_DRAIN_TIMEOUT, well inside its
-# kill_timeout).
+# Stopping an allocation (deploys, scale-in, node drains): the sidecar is
+# the group's leader, so Nomad sends it SIGTERM first, while the monolith
+# still runs: it drains (each room waits for the monolith's last state
+# write, is unloaded, released and offered to another node), deregisters
+# and exits 0 within ROOMLB_DRAIN_TIMEOUT. Only then does Nomad stop the
+# monolith, which exits without writing its rooms (the real OpenTogetherTube
+# server does not flush on SIGTERM): by then it holds none.
+#
+# A sidecar that dies is restarted at once; one that cannot run fails the
+# allocation, so its monolith never goes on holding stale copies of rooms
+# that moved (it would reap them after room.unload_after, 300 s, and delete
+# their state in Redis, though they live elsewhere).
+#
+# kill_timeout stays within the Nomad client's default max_kill_timeout
+# (30 s); raise that client setting to drain longer.
 
 variable "ott_image" {
   type    = string
@@ -63,7 +72,14 @@ job "ott-node" {
 
     task "monolith" {
       driver       = "docker"
-      kill_timeout = "15s"
+      kill_timeout = "10s"
+
+      # Started before the sidecar and kept running beside it; stopped
+      # after the leader (the sidecar) has drained.
+      lifecycle {
+        hook    = "prestart"
+        sidecar = true
+      }
 
       config {
         image = var.ott_image
@@ -92,14 +108,18 @@ job "ott-node" {
 
     task "sidecar" {
       driver = "docker"
+      leader = true
 
-      lifecycle {
-        hook    = "poststart"
-        sidecar = true
+      # Longer than ROOMLB_DRAIN_TIMEOUT, so a drain is never cut short,
+      # and within the client's default max_kill_timeout (30 s).
+      kill_timeout = "28s"
+
+      restart {
+        attempts = 3
+        interval = "5m"
+        delay    = "0s"
+        mode     = "fail"
       }
-
-      # Longer than ROOMLB_DRAIN_TIMEOUT, so a drain is never cut short.
-      kill_timeout = "45s"
 
       config {
         image = var.roomlb_image
@@ -113,7 +133,7 @@ job "ott-node" {
         ROOMLB_REGION         = "${NOMAD_REGION}"
         ROOMLB_MONOLITH       = "ws://127.0.0.1:3002/"
         ROOMLB_CAPACITY       = "5000"
-        ROOMLB_DRAIN_TIMEOUT  = "30s"
+        ROOMLB_DRAIN_TIMEOUT  = "25s"
         ROOMLB_SHUTDOWN_FLUSH = "3s"
         ROOMLB_LOG_LEVEL      = "info"
       }
