@@ -16,7 +16,7 @@ import (
 const (
 	DefaultAddr           = ":8080"
 	DefaultAdminAddr      = "127.0.0.1:9080"
-	DefaultHoldTimeout    = 5 * time.Second
+	DefaultHoldTimeout    = 10 * time.Second
 	DefaultMaxWaiting     = 1000
 	DefaultReadTimeout    = 10 * time.Second
 	DefaultWriteTimeout   = 60 * time.Second

@@ -308,7 +308,9 @@ func (c *client) readFrame() bool {
 		frameBufs.Put(bp)
 		return true
 	}
-	c.rm.lastChange.Store(now)
+	if ott.RequestChangesState(frame) {
+		c.rm.lastChange.Store(now)
+	}
 	mp := frameBufs.Get().(*[]byte)
 	msg := ott.ClientMsg{ClientID: c.id, Payload: frame}.Append((*mp)[:0])
 	*bp = frame[:0]

@@ -137,7 +137,9 @@ func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
 	if rm == nil || !rm.valid(now) || len(rm.clients) == 0 {
 		return
 	}
-	rm.lastChange.Store(now)
+	if ott.BroadcastChangesState(m.Payload) {
+		rm.lastChange.Store(now)
+	}
 	if s.serves != nil {
 		rm.served()
 	}
@@ -455,10 +457,12 @@ func (s *Sidecar) armLoadTimer(rm *room) {
 
 // sendJoin joins c to rm on the monolith. s.mu is held.
 func (s *Sidecar) sendJoin(rm *room, c *client) {
+	if len(rm.clients) == 0 {
+		rm.seenSince = s.now()
+	}
 	rm.clients[c] = struct{}{}
 	c.link.send(ott.Join{Room: rm.name, Client: c.id, Token: c.token}.Append(nil))
 	c.token = ""
-	rm.lastChange.Store(s.now())
 	c.markJoined()
 }
 
@@ -475,6 +479,9 @@ func (s *Sidecar) removeClient(c *client) {
 	rm := c.rm
 	_, joined := rm.clients[c]
 	delete(rm.clients, c)
+	if len(rm.clients) == 0 {
+		rm.seenSince = 0
+	}
 	for i, w := range rm.waiting {
 		if w == c {
 			rm.waiting = append(rm.waiting[:i], rm.waiting[i+1:]...)

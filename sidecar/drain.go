@@ -108,6 +108,15 @@ func (s *Sidecar) Drain(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// drainSettle is how long a drain waits, before it decides a room has
+// nothing pending, for the monolith's answer to what was forwarded last;
+// drainMargin is added to the monolith's state debounce for its write to
+// land.
+const (
+	drainSettle = 100 * time.Millisecond
+	drainMargin = 250 * time.Millisecond
+)
+
 // drainRoom hands one room over.
 func (s *Sidecar) drainRoom(ctx context.Context, rm *room, h *handoffs) error {
 	s.mu.Lock()
@@ -116,23 +125,29 @@ func (s *Sidecar) drainRoom(ctx context.Context, rm *room, h *handoffs) error {
 		return nil
 	}
 	s.startMoving(rm)
+	blind := rm.blindAt
 	loading := !rm.loaded && (rm.loader != nil || rm.loadSent)
 	s.mu.Unlock()
 
-	// The monolith writes a room StateDebounce after its last change, and an
-	// unload drops a pending write (ott-protocol.md §3.6): wait for it.
+	// The monolith writes a room StateDebounce after its last storable
+	// change, and the next owner must not load it before that write has
+	// landed (ott-protocol.md §3.6, §8). A room with nothing pending moves
+	// at once: chats, user updates and the like are not written.
 	if loading {
 		s.waitLoaded(ctx, rm)
 	}
-	quiet := time.Duration(rm.lastChange.Load()+int64(s.cfg.StateDebounce)-s.now()) + 250*time.Millisecond
-	if rm.lastChange.Load() == 0 {
-		quiet = 0
-	}
-	if quiet > 0 {
+	// A sync answering a request forwarded just before the move may still
+	// be on its way.
+	settle := min(drainSettle, s.cfg.StateDebounce)
+	for wait := settle; wait > 0; {
 		select {
-		case <-time.After(quiet):
+		case <-time.After(wait):
 		case <-ctx.Done():
+			wait = 0
+			continue
 		}
+		last := max(rm.lastChange.Load(), blind)
+		wait = time.Duration(last+int64(s.cfg.StateDebounce)-s.now()) + drainMargin
 	}
 
 	s.mu.Lock()
@@ -181,6 +196,13 @@ func (s *Sidecar) startMoving(rm *room) {
 	rm.moving = true
 	rm.movingNow.Store(true)
 	rm.cost = len(rm.clients) + len(rm.waiting)
+	// Changes of a room reach this node only while it has clients here:
+	// the room is blind from the last moment it had none (now, when it has
+	// none), and whatever changed then may still be written.
+	rm.blindAt = rm.seenSince
+	if len(rm.clients) == 0 || rm.blindAt == 0 {
+		rm.blindAt = s.now()
+	}
 	s.closeRoomClients(rm, closeServiceRestart, "room moving")
 }
 

@@ -203,7 +203,11 @@ func (s *Sidecar) serveRoomHTTP(ctx *fasthttp.RequestCtx, rm *room) {
 	if inFlight {
 		s.awaitLoaded(rm)
 	}
-	rm.lastChange.Store(s.now())
+	if !ctx.IsGet() && !ctx.IsHead() {
+		// It may change the room (the monolith writes it a debounce
+		// later); reads load it at most.
+		rm.lastChange.Store(s.now())
+	}
 	// The raw path, still percent-encoded: the request is passed on as it
 	// came (no path normalizing), and a decoded path would turn %5C into a
 	// backslash that Node reads as '/'.

@@ -34,9 +34,18 @@ type room struct {
 	// the room once the node's heartbeat key is gone, whatever the lease
 	// says, so the room is served only while both hold.
 	heartbeat *atomic.Int64
-	// lastChange is the lease clock time of the last client request or
-	// broadcast: the monolith writes the room to Redis StateDebounce later.
+	// lastChange is the lease clock time of the last thing seen that may
+	// change a storable property of the room (a client request other than
+	// chat and the like, a sync broadcast carrying one, an HTTP write): the
+	// monolith writes the room to Redis StateDebounce later.
 	lastChange atomic.Int64
+	// seenSince is the lease clock time since which the room has had joined
+	// clients without a break; 0 while it has none. Only then does the
+	// monolith send its changes here: before, they went unseen.
+	seenSince int64
+	// blindAt is, once the room moves, the last moment before it when its
+	// changes could not be seen here (see startMoving).
+	blindAt int64
 
 	// loaded: the monolith has reported the room loaded (loaded or gossip)
 	// and not unloaded since. Only then may unload be sent (§3.6).
