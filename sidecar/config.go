@@ -14,17 +14,20 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultListen          = "127.0.0.1:7070"
-	DefaultLeaseTTL        = 10 * time.Second
-	DefaultHeartbeatTTL    = 3 * time.Second
-	DefaultDrainTimeout    = 30 * time.Second
-	DefaultAuthTimeout     = 20 * time.Second
-	DefaultLoadTimeout     = 10 * time.Second
-	DefaultStateDebounce   = 5 * time.Second
-	DefaultShutdownFlush   = 2 * time.Second
-	DefaultMaxFrame        = 64 << 10
-	DefaultSendQueue       = 256
-	DefaultPingInterval    = 5 * time.Second
+	DefaultListen        = "127.0.0.1:7070"
+	DefaultLeaseTTL      = 10 * time.Second
+	DefaultHeartbeatTTL  = 3 * time.Second
+	DefaultDrainTimeout  = 30 * time.Second
+	DefaultAuthTimeout   = 20 * time.Second
+	DefaultLoadTimeout   = 10 * time.Second
+	DefaultStateDebounce = 5 * time.Second
+	DefaultShutdownFlush = 2 * time.Second
+	DefaultMaxFrame      = 64 << 10
+	DefaultSendQueue     = 256
+	DefaultPingInterval  = 5 * time.Second
+	// DefaultMonolithIdle is below Node's HTTP keep-alive timeout (5 s),
+	// which the OpenTogetherTube server keeps.
+	DefaultMonolithIdle    = 3 * time.Second
 	DefaultRedialMax       = 5 * time.Second
 	DefaultAnnounceChannel = "announcement"
 )
@@ -81,6 +84,11 @@ type Config struct {
 	// PingInterval is how often the monolith link is pinged; a pong missing
 	// for two intervals drops the link.
 	PingInterval time.Duration
+	// MonolithIdle is how long a connection to the monolith's HTTP API may
+	// idle in the pool; it must be below the monolith's keep-alive timeout,
+	// or a request may reuse a connection the monolith is closing and fail
+	// (a POST is not retried: 502).
+	MonolithIdle time.Duration
 	// AnnounceChannel is the Redis channel of OpenTogetherTube
 	// announcements relayed to this node's clients; "-" turns it off.
 	AnnounceChannel string
@@ -111,6 +119,7 @@ func (c *Config) setDefaults() {
 	def(&c.StateDebounce, DefaultStateDebounce)
 	def(&c.ShutdownFlush, DefaultShutdownFlush)
 	def(&c.PingInterval, DefaultPingInterval)
+	def(&c.MonolithIdle, DefaultMonolithIdle)
 	if c.MaxFrame == 0 {
 		c.MaxFrame = DefaultMaxFrame
 	}
@@ -161,6 +170,7 @@ func (c *Config) validate() error {
 	for name, d := range map[string]time.Duration{
 		"drain timeout": c.DrainTimeout, "auth timeout": c.AuthTimeout, "load timeout": c.LoadTimeout,
 		"state debounce": c.StateDebounce, "shutdown flush": c.ShutdownFlush, "ping interval": c.PingInterval,
+		"monolith idle": c.MonolithIdle,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s %v: must not be negative", name, d))

@@ -101,7 +101,7 @@ func (s *Sidecar) runLink(ctx context.Context) error {
 		MaxConns:                      1024,
 		ReadTimeout:                   30 * time.Second,
 		WriteTimeout:                  30 * time.Second,
-		MaxIdleConnDuration:           monolithIdle,
+		MaxIdleConnDuration:           s.cfg.MonolithIdle,
 		DisableHeaderNamesNormalizing: true,
 		DisablePathNormalizing:        true,
 	}
@@ -118,12 +118,6 @@ func (s *Sidecar) runLink(ctx context.Context) error {
 	s.linkDown(l, err)
 	return err
 }
-
-// monolithIdle is how long a connection to the monolith's HTTP API may
-// idle in the pool: less than Node's keep-alive timeout (5 s, which the
-// OpenTogetherTube server keeps), or a request reusing a connection the
-// monolith is closing fails (a POST is not retried: 502).
-const monolithIdle = 3 * time.Second
 
 func hostOf(rawURL string) string {
 	u, err := url.Parse(rawURL)
