@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -413,20 +412,9 @@ func (h *hostile) partNote(part string) string {
 }
 
 func (h *hostile) createRoom(ctx context.Context, name string) error {
-	body := `{"name":"` + name + `","title":"attackers","isTemporary":true}`
+	body := []byte(`{"name":"` + name + `","title":"attackers","isTemporary":true}`)
 	return waitFor(ctx, 10*time.Second, func(ctx context.Context) error {
-		req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+h.front.addr+"/api/room/create", strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		res, err := h.hc.Do(req)
-		if err != nil {
-			return err
-		}
-		b, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if res.StatusCode == 200 || bytes.Contains(b, []byte("RoomNameTaken")) {
-			return nil
-		}
-		return fmt.Errorf("HTTP %d %s", res.StatusCode, truncate(string(b), 200))
+		return createAt(ctx, h.hc, h.front.addr, body)
 	})
 }
 

@@ -100,19 +100,28 @@ func (w *workload) createRoom(ctx context.Context, i int, r roomSpec, limit time
 	body, _ := json.Marshal(map[string]any{"name": r.Name, "title": r.Title, "visibility": "public"})
 	return waitFor(ctx, limit, func(ctx context.Context) error {
 		i++
-		req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+w.routers[i%len(w.routers)]+"/api/room/create", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		res, err := w.hc.Do(req)
-		if err != nil {
-			return err
+		if err := createAt(ctx, w.hc, w.routers[i%len(w.routers)], body); err != nil {
+			return fmt.Errorf("%s: %w", r.Name, err)
 		}
-		b, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if res.StatusCode == 200 || bytes.Contains(b, []byte("RoomNameTaken")) {
-			return nil
-		}
-		return fmt.Errorf("create %s: HTTP %d %s", r.Name, res.StatusCode, truncate(string(b), 200))
+		return nil
 	})
+}
+
+// createAt sends one POST /api/room/create of body through router; a name
+// already taken counts as created.
+func createAt(ctx context.Context, hc *http.Client, router string, body []byte) error {
+	req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+router+"/api/room/create", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	res, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode == 200 || bytes.Contains(b, []byte("RoomNameTaken")) {
+		return nil
+	}
+	return fmt.Errorf("create: HTTP %d %s", res.StatusCode, truncate(string(b), 200))
 }
 
 // start grants every client a token and starts the clients, the chat
