@@ -50,7 +50,7 @@ func TestMalformedFramesHurtOnlyTheirSender(t *testing.T) {
 		name   string
 		kind   int
 		data   string
-		closed bool // the attacker's connection ends with 1007
+		closed bool // the attacker's connection ends with 1007 (1009 for the frame too large)
 	}{
 		{"text, JSON-shaped, invalid UTF-8 in a string", websocket.TextMessage, `{"x":"` + "\xff" + `"}`, closes},
 		{"binary, JSON-shaped, invalid UTF-8 in a string", websocket.BinaryMessage, `{"action":"req","request":{"type":11,"text":"` + "\xc3\x28" + `"}}`, closes},
@@ -58,6 +58,7 @@ func TestMalformedFramesHurtOnlyTheirSender(t *testing.T) {
 		{"text, UTF-16 surrogate as UTF-8", websocket.TextMessage, `{"x":"` + "\xed\xa0\x80" + `"}`, closes},
 		{"text, truncated sequence at the end", websocket.TextMessage, `{"x":1}` + "\xe2\x82", closes},
 		{"binary garbage", websocket.BinaryMessage, "\x00\x01\x02\xfe\xff", closes},
+		{"text, over the frame limit", websocket.TextMessage, `{"action":"req","request":{"type":11,"text":"` + strings.Repeat("x", 70<<10) + `"}}`, closes},
 		{"text, not JSON", websocket.TextMessage, "hello", stays},
 		{"text, JSON array", websocket.TextMessage, `[1,2,3]`, stays},
 		{"text, empty", websocket.TextMessage, "", stays},
@@ -76,8 +77,12 @@ func TestMalformedFramesHurtOnlyTheirSender(t *testing.T) {
 			t.Fatalf("%s: write: %v", tc.name, err)
 		}
 		if tc.closed {
-			if code := mallory.CloseCode(5 * time.Second); code != 1007 {
-				t.Errorf("%s: the sender was closed with %d, want 1007", tc.name, code)
+			want := 1007
+			if len(tc.data) > 64<<10 {
+				want = 1009
+			}
+			if code := mallory.CloseCode(5 * time.Second); code != want {
+				t.Errorf("%s: the sender was closed with %d, want %d", tc.name, code, want)
 			}
 		} else {
 			// Still served: a chat of its own comes back.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -194,11 +195,30 @@ func (c *client) wakeLocked() {
 func (c *client) end() {
 	c.s.removeClient(c)
 	c.finish()
-	c.conn.Close()
+	lingerClose(c.conn.NetConn())
 	if c.poll != nil {
 		clientPoller().forget(c)
 	}
 	c.s.conns.Done()
+}
+
+// Closing a socket that still holds unread bytes (the rest of a frame too
+// large, what a client sent after its last frame was refused) sends a
+// reset, which may make the client drop the close frame written just before
+// and see 1006 instead of its code. lingerClose shuts the sending side after
+// the close frame and reads what is left, up to lingerBytes for lingerWait,
+// before it closes.
+const (
+	lingerBytes = 256 << 10
+	lingerWait  = 500 * time.Millisecond
+)
+
+func lingerClose(nc net.Conn) {
+	if cw, ok := nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		nc.SetReadDeadline(time.Now().Add(lingerWait))
+		io.CopyN(io.Discard, nc, lingerBytes)
+	}
+	nc.Close()
 }
 
 // readAuth reads the client's first frame: {"action":"auth","token":...}
