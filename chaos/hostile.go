@@ -72,6 +72,10 @@ type hostileFrame struct {
 	// want is the close code the attacker's connection must get; 0: the
 	// frame is dropped and the connection kept (its own chat comes back).
 	want int
+	// resetOK: a reset (1006) is taken too. The rest of a frame too large
+	// may still be on its way when the connection closes, and a reset
+	// then overtakes the close frame on the attacker's side.
+	resetOK bool
 }
 
 // hostileFrames are the frames the attackers send, in turn.
@@ -79,12 +83,12 @@ func hostileFrames() []hostileFrame {
 	nested := strings.Repeat(`{"a":`, 5000) + "1" + strings.Repeat("}", 5000)
 	big := `{"action":"req","request":{"type":11,"text":"` + strings.Repeat("a", hostileOversize) + `"}}`
 	return []hostileFrame{
-		{"text, JSON-shaped, invalid UTF-8", websocket.TextMessage, []byte(`{"x":"` + "\xff" + `"}`), 1007},
-		{"binary, JSON chat, invalid UTF-8", websocket.BinaryMessage, []byte(`{"action":"req","request":{"type":11,"text":"` + "\xc3\x28" + `"}}`), 1007},
-		{"binary garbage", websocket.BinaryMessage, []byte("\x00\x01\x02\xfe\xff\x80garbage\xc0"), 1007},
-		{"text, oversized JSON chat", websocket.TextMessage, []byte(big), 1009},
-		{"text, not JSON", websocket.TextMessage, []byte("hello, this is not JSON"), 0},
-		{"text, nested 5000 deep", websocket.TextMessage, []byte(nested), 0},
+		{"text, JSON-shaped, invalid UTF-8", websocket.TextMessage, []byte(`{"x":"` + "\xff" + `"}`), 1007, false},
+		{"binary, JSON chat, invalid UTF-8", websocket.BinaryMessage, []byte(`{"action":"req","request":{"type":11,"text":"` + "\xc3\x28" + `"}}`), 1007, false},
+		{"binary garbage", websocket.BinaryMessage, []byte("\x00\x01\x02\xfe\xff\x80garbage\xc0"), 1007, false},
+		{"text, oversized JSON chat", websocket.TextMessage, []byte(big), 1009, true},
+		{"text, not JSON", websocket.TextMessage, []byte("hello, this is not JSON"), 0, false},
+		{"text, nested 5000 deep", websocket.TextMessage, []byte(nested), 0, false},
 	}
 }
 
@@ -440,7 +444,7 @@ func (h *hostile) frames(ctx context.Context, room, token string, first int) {
 		fr := frames[k%len(frames)]
 		answer, open := sendHostileFrame(conn, fr, fmt.Sprintf("hostile:%d:%d", h.seq, k))
 		h.t.add(fr.name, answer)
-		if want := fr.expected(); answer != want {
+		if want := fr.expected(); answer != want && !(fr.resetOK && answer == "closed 1006") {
 			h.found.add("frame "+fr.name+" "+answer, room, fmt.Sprintf("frame %q (%d bytes) from %s in room %s via %s: %s, want %s",
 				fr.name, len(fr.data), attackerIP, room, h.front.name, answer, want))
 		}

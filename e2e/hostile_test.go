@@ -81,7 +81,9 @@ func TestMalformedFramesHurtOnlyTheirSender(t *testing.T) {
 			if len(tc.data) > 64<<10 {
 				want = 1009
 			}
-			if code := mallory.CloseCode(5 * time.Second); code != want {
+			// The rest of a frame too large may still be on its way when
+			// the connection closes; a reset may then overtake the close.
+			if code := mallory.CloseCode(5 * time.Second); code != want && !(want == 1009 && code == 1006) {
 				t.Errorf("%s: the sender was closed with %d, want %d", tc.name, code, want)
 			}
 		} else {
