@@ -71,8 +71,11 @@ func TestChatOnlyDrainIsQuick(t *testing.T) {
 	if back.node == alice.node {
 		t.Fatalf("rejoined on the drained node %s", back.node)
 	}
-	if took > time.Second {
-		t.Fatalf("the room was back after %v, want under a second with nothing pending", took)
+	// Not a speed figure (a loaded machine may take longer than the 0.1 s
+	// seen on an idle one): a drain that waited for the 5 s debounce would
+	// take longer than this whatever the load.
+	if took > 4*time.Second {
+		t.Fatalf("the room was back after %v: the drain waited for the monolith's state debounce with nothing pending", took)
 	}
 	t.Logf("room back on %s %v after the close", back.node, took)
 }
