@@ -167,8 +167,9 @@ func (p *Process) Kill() {
 	<-p.done
 }
 
-// Stop asks the monolith to shut down (SIGTERM: it writes its rooms to
-// Redis) and kills it if it has not exited within limit.
+// Stop asks the monolith to shut down (SIGTERM: like the real one, it
+// closes its balancer links and exits without writing its rooms) and kills
+// it if it has not exited within limit.
 func (p *Process) Stop(limit time.Duration) error {
 	p.Signal(syscall.SIGTERM)
 	if exited, err := p.Wait(limit); exited {

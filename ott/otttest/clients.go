@@ -459,11 +459,19 @@ func (m *Monolith) requestLocked(c *client, raw json.RawMessage) {
 		}{prev})
 		m.changedLocked(r, "playbackPosition", "_playbackStart")
 	case reqSkip:
-		video := r.st.CurrentSource
+		// Nothing playing: nothing happens, not even an event.
+		if r.st.CurrentSource == nil {
+			m.log.Debug("skip: nothing playing", logClient, c.id)
+			return
+		}
+		video, prev := r.st.CurrentSource, r.position(now)
 		m.dequeueNextLocked(r, now)
 		m.publishEventLocked(r, c, request, struct {
-			Video json.RawMessage `json:"video"`
-		}{video})
+			Video        json.RawMessage `json:"video"`
+			PrevPosition float64         `json:"prevPosition"`
+		}{video, prev})
+		r.st.VideoSegments = json.RawMessage("[]")
+		m.changedLocked(r, "videoSegments")
 	case reqAdd:
 		videos, ok := videosOf(req)
 		if !ok {
@@ -480,10 +488,8 @@ func (m *Monolith) requestLocked(c *client, raw json.RawMessage) {
 		m.publishEventLocked(r, c, request, struct {
 			Videos []json.RawMessage `json:"videos"`
 		}{videos})
+		// Only queued: the next tick moves it into an empty player.
 		m.changedLocked(r, "queue")
-		if r.st.CurrentSource == nil {
-			m.dequeueNextLocked(r, now)
-		}
 	case reqRemove:
 		i := slices.IndexFunc(r.st.Queue, func(q json.RawMessage) bool { return sameVideo(q, req["video"]) })
 		if i < 0 {
@@ -501,26 +507,111 @@ func (m *Monolith) requestLocked(c *client, raw json.RawMessage) {
 	}
 }
 
-// dequeueNextLocked plays the next queued video, or stops.
+// updateLocked is the real Room.update, as far as the fake models it: an
+// empty player takes the next queued video, and a playing video ends (the
+// next one plays, or the player empties and stops) once its position has
+// passed its endAt, else its length, else 0. Videos carry no length unless
+// a client sent one (there are no video lookups), so a video without one
+// ends at the first tick after it began to play, as in the real one.
+func (m *Monolith) updateLocked(r *room, now time.Time) {
+	switch {
+	case r.st.CurrentSource == nil && len(r.st.Queue) > 0:
+	case r.st.CurrentSource != nil && r.st.IsPlaying && r.position(now) > videoEnd(r.st.CurrentSource):
+	default:
+		return
+	}
+	m.dequeueNextLocked(r, now)
+}
+
+// dequeueNextLocked is the real room's dequeueNext: in dj mode the current
+// video restarts; in loop mode it goes back to the end of the queue first.
+// Then the next queued video plays from its startAt (else 0), or, with an
+// empty queue, the player empties and stops. _playbackStart is now either
+// way (it counts only while playing), and the speed goes back to 1.
 func (m *Monolith) dequeueNextLocked(r *room, now time.Time) {
-	changed := []string{"currentSource", "queue", "playbackPosition"}
-	if len(r.st.Queue) > 0 {
+	ms := now.UnixMilli()
+	var changed []string
+	if r.st.CurrentSource != nil {
+		switch r.st.QueueMode {
+		case "dj":
+			r.st.PlaybackPosition = videoStart(r.st.CurrentSource)
+			r.st.PlaybackStart = &ms
+			m.changedLocked(r, "playbackPosition", "_playbackStart")
+			return
+		case "loop":
+			r.st.Queue = append(r.st.Queue, r.st.CurrentSource)
+			changed = append(changed, "queue")
+		}
+	}
+	switch {
+	case len(r.st.Queue) > 0:
 		r.st.CurrentSource = r.st.Queue[0]
 		r.st.Queue = slices.Delete(r.st.Queue, 0, 1)
-	} else {
-		r.st.CurrentSource = nil
+		r.st.PlaybackPosition = videoStart(r.st.CurrentSource)
+		r.st.PlaybackStart = &ms
+		changed = append(changed, "currentSource", "queue", "playbackPosition", "_playbackStart")
+		if hasSegments(r.st.VideoSegments) {
+			r.st.VideoSegments = json.RawMessage("[]")
+			changed = append(changed, "videoSegments")
+		}
+	case r.st.CurrentSource != nil:
 		if r.st.IsPlaying {
 			r.st.IsPlaying = false
 			changed = append(changed, "isPlaying")
 		}
-	}
-	r.st.PlaybackPosition = 0
-	r.st.PlaybackStart = nil
-	if r.st.IsPlaying {
-		ms := now.UnixMilli()
+		r.st.PlaybackPosition = 0
 		r.st.PlaybackStart = &ms
+		r.st.CurrentSource = nil
+		changed = append(changed, "playbackPosition", "_playbackStart", "currentSource")
 	}
+	if r.st.CurrentSource == nil && hasSegments(r.st.VideoSegments) {
+		r.st.VideoSegments = json.RawMessage("[]")
+		changed = append(changed, "videoSegments")
+	}
+	r.st.PlaybackSpeed = 1
+	changed = append(changed, "playbackSpeed")
 	m.changedLocked(r, changed...)
+}
+
+// videoField is a number field of a video, ok false when it is absent or
+// null (JavaScript's ??) and NaN when it is not a number (every comparison
+// with it fails).
+func videoField(v json.RawMessage, name string) (f float64, ok bool) {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(v, &fields) != nil {
+		return 0, false
+	}
+	raw, ok := fields[name]
+	if !ok || jsonNull(raw) {
+		return 0, false
+	}
+	if json.Unmarshal(raw, &f) != nil {
+		return math.NaN(), true
+	}
+	return f, true
+}
+
+// videoEnd is where a video ends: endAt ?? length ?? 0.
+func videoEnd(v json.RawMessage) float64 {
+	for _, name := range []string{"endAt", "length"} {
+		if f, ok := videoField(v, name); ok {
+			return f
+		}
+	}
+	return 0
+}
+
+// videoStart is where a video starts: startAt ?? 0 (numbers only).
+func videoStart(v json.RawMessage) float64 {
+	if f, ok := videoField(v, "startAt"); ok && !math.IsNaN(f) {
+		return f
+	}
+	return 0
+}
+
+func hasSegments(raw json.RawMessage) bool {
+	var segments []json.RawMessage
+	return json.Unmarshal(raw, &segments) == nil && len(segments) > 0
 }
 
 func (m *Monolith) publishEventLocked(r *room, c *client, request json.RawMessage, additional any) {

@@ -42,8 +42,10 @@
 //     (§3.4): any link may leave any client; unknown ids only log; the leaver
 //     is removed before the broadcasts. A closing link makes its clients
 //     leave.
-//   - client_msg (§3.5): req 11 chat, 2 playback, 3 skip, 4 seek, 5 add,
-//     6 remove (other requests and malformed ones are logged and ignored);
+//   - client_msg (§3.5): req 11 chat, 2 playback, 3 skip (nothing at all,
+//     not even an event, when no video is playing), 4 seek, 5 add (only
+//     queues: the next tick moves the video into an empty player), 6 remove
+//     (other requests and malformed ones are logged and ignored);
 //     status; kickme (reason echoed unvalidated, any JSON value, default
 //     4000); notify usernameChanged; auth ignored; a null payload or a req
 //     without request gets kick 4000; an array is an unknown action. No
@@ -51,13 +53,28 @@
 //     join finished.
 //   - Broadcasts: one room_msg per balancer id with a member in the room,
 //     sent on the first link with that id (§7 item 6). A room emits a sync
-//     of its changed fields 50 ms after a change and after loading.
-//   - State (§6): every change debounces SET room:<name> EX RoomExpire by
-//     StateDebounce (a trailing debounce: each change pushes it back); a room
-//     starts dirty, so its first write comes StateDebounce after its load.
+//     of its changed fields 50 ms after the last change (a trailing
+//     debounce) and after loading, or at the next tick if that comes first.
+//   - State (§6): a sync with a stored field among its changed ones
+//     (re)starts the debounce of SET room:<name> EX RoomExpire by
+//     StateDebounce (trailing: each such sync pushes it back), so the write
+//     lands about StateDebounce+50ms after the last change; a room starts
+//     dirty, so its first write comes StateDebounce+50ms after its load.
+//   - Tick: every TickInterval (1 s) each loaded room is updated, then
+//     synced at once, like the real Room.update: an empty player with a
+//     queue takes the next video; a playing video whose position is past its
+//     endAt ?? length ?? 0 ends (the next one plays, or the player empties
+//     and stops). The move (dequeueNext: currentSource, queue,
+//     playbackPosition from startAt ?? 0, _playbackStart, isPlaying false
+//     when the queue runs empty, playbackSpeed 1; dj mode restarts the
+//     video, loop mode requeues it) has its own sync and restarts the write.
 //   - unload (§3.6): kick 1001 per member, then unloaded Commanded to all;
-//     room:<name> kept, the pending write dropped. unload of a room that is
-//     not loaded "crashes" the fake: every connection and listener closes at
+//     room:<name> kept. The instance leaves the monolith at once but its
+//     timers do not stop: a sync still due fires (to nobody) and starts the
+//     write, and a pending write lands later with the state as of the
+//     unload, even over what a newer instance of the room, loaded in
+//     between, has written (a real flaw). unload of a room that is not
+//     loaded "crashes" the fake: every connection and listener closes at
 //     once and it stops working (Crashed reports it).
 //   - Keepalive (§3.7): every KeepaliveInterval; the stamp is refreshed (with
 //     EXPIRE room:<name>) at most every UnloadAfter/2 while the room has
@@ -65,8 +82,9 @@
 //     4003, refused while users are present), its pending write flushed and
 //     room:<name>, room-sync:<name> deleted.
 //   - Shutdown (§1.5): every link closed 1001 "Server shutting down" (no
-//     kick, no unloaded); after ShutdownDelay every room unloaded Shutdown
-//     with its state written to Redis.
+//     kick, no unloaded); after ShutdownDelay it stops without writing any
+//     room state, like the real one's exit: pending writes are lost. Until
+//     then the rooms live on (tick, keepalive, syncs, writes that fall due).
 //
 // # Simplified (the spec is silent or it does not matter to a balancer)
 //
@@ -75,8 +93,9 @@
 //     no announcements), no SQL, no users table (a logged-in session's name
 //     is its "username", else "user<id>"), no prevQueue saving, no admin API
 //     (no Admin unloads), no rate limits, no video lookups (add with a url
-//     queues {"service":"direct","id":url}), no automatic advance at the end
-//     of a video.
+//     queues {"service":"direct","id":url}; a video has no length unless the
+//     client sent one, so once playing it ends at the next tick), no votes
+//     (vote mode orders nothing), no SponsorBlock segments.
 //   - Unload kicks do not broadcast leave events to the remaining clients.
 //   - HTTP: GET /api/status, GET /api/auth/grant, POST /api/room/create,
 //     POST /api/room/generate, GET /api/room/list, GET /api/room/<name>;

@@ -32,6 +32,7 @@ func testConfig(rdb *redis.Client, t testing.TB) otttest.Config {
 		GossipInterval:    time.Minute,
 		UnloadAfter:       time.Minute,
 		KeepaliveInterval: 50 * time.Millisecond,
+		TickInterval:      time.Hour, // TickNow drives the room tick
 		InitTimeout:       wait,
 		ShutdownDelay:     20 * time.Millisecond,
 		Logger:            slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),

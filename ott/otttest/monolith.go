@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,6 +28,7 @@ const (
 	DefaultInitTimeout       = 10 * time.Second
 	DefaultRoomExpire        = 7200 * time.Second
 	DefaultShutdownDelay     = time.Second
+	DefaultTickInterval      = time.Second
 )
 
 // syncDebounce is how long a room coalesces changes before one sync
@@ -47,13 +49,17 @@ type Config struct {
 	KeepaliveInterval time.Duration // how often rooms are checked for reaping
 	InitTimeout       time.Duration // a balancer must send init within this
 	RoomExpire        time.Duration // TTL of room:<name>, whole seconds (EX)
+	TickInterval      time.Duration // period of the room tick (update, then sync)
 	// LoadDelay is an artificial delay in the asynchronous load path, after
 	// the lookup in Redis and before the room is added: it widens the window
 	// in which a second load of the same room makes a duplicate instance.
 	// Zero means none.
 	LoadDelay time.Duration
+	// WriteLate is added to every state write's debounce, as a loaded
+	// machine fires timers late. Zero means none.
+	WriteLate time.Duration
 	// ShutdownDelay is the pause of Shutdown between closing the balancer
-	// links and unloading the rooms. Negative means none.
+	// links and stopping. Negative means none.
 	ShutdownDelay time.Duration
 
 	// Logger receives the fake's logs; nil discards them.
@@ -93,8 +99,6 @@ type Monolith struct {
 	upgrader        upgrader
 
 	stopOnce sync.Once
-	tickStop chan struct{} // closed when gossip and keepalive stop
-	tickOnce sync.Once
 	wg       sync.WaitGroup // every goroutine of the monolith
 
 	mu           sync.Mutex
@@ -103,6 +107,7 @@ type Monolith struct {
 	shuttingDown bool
 	links        []*link // open links in accept order
 	rooms        []*room // loaded instances in load order
+	unloaded     []*room // instances unloaded by the balancer whose sync or state write is still to come
 	clients      map[string]*client
 	clientSeq    uint64
 	sent         map[string]int
@@ -122,6 +127,7 @@ func New(cfg Config) (*Monolith, error) {
 	setDefault(&cfg.InitTimeout, DefaultInitTimeout)
 	setDefault(&cfg.RoomExpire, DefaultRoomExpire)
 	setDefault(&cfg.ShutdownDelay, DefaultShutdownDelay)
+	setDefault(&cfg.TickInterval, DefaultTickInterval)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -130,7 +136,6 @@ func New(cfg Config) (*Monolith, error) {
 		id:       uuid.NewString(),
 		log:      cfg.Logger,
 		rdb:      cfg.Redis,
-		tickStop: make(chan struct{}),
 		clients:  make(map[string]*client),
 		sent:     make(map[string]int),
 		received: make(map[string]int),
@@ -147,11 +152,12 @@ func New(cfg Config) (*Monolith, error) {
 	m.upgrader = newUpgrader()
 	m.httpSrv = &http.Server{Handler: m.tracked(http.HandlerFunc(m.serveAPI)), ErrorLog: slog.NewLogLogger(m.log.Handler(), slog.LevelDebug)}
 	m.balSrv = &http.Server{Handler: m.tracked(http.HandlerFunc(m.serveBalancer)), ErrorLog: slog.NewLogLogger(m.log.Handler(), slog.LevelDebug)}
-	m.wg.Add(4)
+	m.wg.Add(5)
 	go func() { defer m.wg.Done(); m.httpSrv.Serve(m.httpLn) }()
 	go func() { defer m.wg.Done(); m.balSrv.Serve(m.balLn) }()
 	go func() { defer m.wg.Done(); m.every(m.cfg.GossipInterval, m.gossipAll) }()
 	go func() { defer m.wg.Done(); m.every(m.cfg.KeepaliveInterval, m.keepalive) }()
+	go func() { defer m.wg.Done(); m.every(m.cfg.TickInterval, m.tick) }()
 	m.log.Info("monolith ready", "http", m.HTTPAddr(), "balancer", m.BalancerAddr(), "id", m.id, "region", cfg.Region)
 	return m, nil
 }
@@ -185,12 +191,15 @@ func (m *Monolith) Close() error {
 	return nil
 }
 
-// Shutdown stops the monolith gracefully, like the real one on SIGTERM
-// (§1.5): it stops accepting balancers, closes every balancer link with 1001
-// "Server shutting down" (no kick, no unloaded), waits ShutdownDelay, then
-// unloads every room with reason Shutdown, writing each room's state to
-// Redis, and stops. When ctx ends first it stops hard (Close) and returns
-// ctx's error.
+// Shutdown stops the monolith like the real one on SIGTERM (§1.5): it stops
+// accepting balancers, closes every balancer link with 1001 "Server shutting
+// down" (no kick, no unloaded), waits ShutdownDelay, then stops like Close
+// without writing any room state. The real one starts its room manager's
+// shutdown without awaiting it and exits at once, so nothing reaches Redis:
+// a state write still pending then is lost. During the delay the rooms live
+// on as in the still running process: the room tick, the keepalive reaper,
+// syncs and any state write that falls due; only gossip stops. When ctx ends
+// first it stops at once and returns ctx's error.
 func (m *Monolith) Shutdown(ctx context.Context) error {
 	m.mu.Lock()
 	if m.closed || m.shuttingDown {
@@ -200,7 +209,6 @@ func (m *Monolith) Shutdown(ctx context.Context) error {
 	m.shuttingDown = true
 	links := append([]*link(nil), m.links...)
 	m.mu.Unlock()
-	m.stopTicks()
 	m.balLn.Close() // stop accepting balancers; open links are hijacked and stay
 	m.log.Info("shutting down")
 	for _, l := range links {
@@ -215,14 +223,12 @@ func (m *Monolith) Shutdown(ctx context.Context) error {
 		}
 	}
 	m.mu.Lock()
-	rooms := append([]*room(nil), m.rooms...)
-	m.mu.Unlock()
-	for _, r := range rooms {
-		if ctx.Err() != nil {
-			break
+	for _, r := range slices.Concat(m.rooms, m.unloaded) {
+		if r.storeTimer != nil {
+			m.log.Info("pending state write lost (shutdown)", logRoom, r.st.Name)
 		}
-		m.unload(ctx, r, ott.UnloadShutdown)
 	}
+	m.mu.Unlock()
 	m.Close()
 	return ctx.Err()
 }
@@ -237,8 +243,11 @@ func (m *Monolith) stop() {
 		for _, r := range m.rooms {
 			r.stopTimers()
 		}
+		for _, r := range m.unloaded {
+			r.stopTimers()
+		}
+		m.unloaded = nil
 		m.mu.Unlock()
-		m.stopTicks()
 		m.cancel()
 		m.httpSrv.Close()
 		m.balSrv.Close()
@@ -246,10 +255,6 @@ func (m *Monolith) stop() {
 			l.kill()
 		}
 	})
-}
-
-func (m *Monolith) stopTicks() {
-	m.tickOnce.Do(func() { close(m.tickStop) })
 }
 
 // crash is what an unhandled rejection does to the real monolith: the
@@ -319,7 +324,7 @@ func (m *Monolith) tracked(h http.Handler) http.Handler {
 	})
 }
 
-// every calls f every d until the ticks stop.
+// every calls f every d until the monolith stops.
 func (m *Monolith) every(d time.Duration, f func()) {
 	t := time.NewTicker(d)
 	defer t.Stop()
@@ -327,7 +332,7 @@ func (m *Monolith) every(d time.Duration, f func()) {
 		select {
 		case <-t.C:
 			f()
-		case <-m.tickStop:
+		case <-m.ctx.Done():
 			return
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -323,24 +324,28 @@ func TestUnloadOfUnloadedRoomCrashes(t *testing.T) {
 }
 
 func TestUnloadCommanded(t *testing.T) {
-	m, rdb := start(t, func(c *otttest.Config) { c.StateDebounce = 200 * time.Millisecond })
+	const debounce = 400 * time.Millisecond
+	m, rdb := start(t, func(c *otttest.Config) { c.StateDebounce = debounce })
 	ctx := context.Background()
 	token := session(t, rdb, "u")
 	b := connect(t, m)
 	createRoom(t, m, `{"name":"ProbeRoom"}`)
 	b.expect(ott.TypeLoaded)
 	id := b.join("proberoom", "ProbeRoom", token)
-	// The first write comes StateDebounce after the load.
+	// The first write comes StateDebounce after the sync that follows the
+	// load.
 	eventually(t, "room:ProbeRoom written", func() bool { return rdb.Exists(ctx, "room:ProbeRoom").Val() == 1 })
 	if ttl := rdb.TTL(ctx, "room:ProbeRoom").Val(); ttl < 7100*time.Second || ttl > 7200*time.Second {
 		t.Errorf("TTL = %v, want EX 7200", ttl)
 	}
 	written := rdb.Get(ctx, "room:ProbeRoom").Val()
 
-	// A change, then unload before the debounce: the write is dropped.
+	// A change, then unload before the debounce: the instance is gone at
+	// once, its pending write is not: it lands StateDebounce after the
+	// change's sync.
+	changed := time.Now()
 	b.send(clientMsg(id, `{"action":"req","request":{"type":4,"value":42.5}}`))
 	b.skipUntil(ott.TypeRoomMsg, "event")
-	eventually(t, "seek applied", func() bool { return strings.Contains(string(m.State("ProbeRoom")), `"playbackPosition":42.5`) })
 	b.send(ott.Unload{Room: "PROBEROOM"})
 	if k := b.skipUntil(ott.TypeKick, "").Kick; k.ClientID != id || k.Reason != ott.CloseAway {
 		t.Errorf("kick = %+v, want 1001", k)
@@ -348,10 +353,19 @@ func TestUnloadCommanded(t *testing.T) {
 	if u := b.expect(ott.TypeUnloaded).Unloaded; u.Name != "ProbeRoom" || u.Reason != ott.UnloadCommanded {
 		t.Errorf("unloaded = %+v", u)
 	}
-	time.Sleep(400 * time.Millisecond)
-	if got := rdb.Get(ctx, "room:ProbeRoom").Val(); got != written {
-		t.Errorf("room:ProbeRoom = %s, want the state before the change %s", got, written)
+	if rooms := m.Rooms(); len(rooms) != 0 {
+		t.Errorf("Rooms = %+v after the unload, want none", rooms)
 	}
+	if got := rdb.Get(ctx, "room:ProbeRoom").Val(); got != written {
+		t.Errorf("room:ProbeRoom = %s right after the unload, want the state before the change %s", got, written)
+	}
+	eventually(t, "the kept write", func() bool {
+		return strings.Contains(rdb.Get(ctx, "room:ProbeRoom").Val(), `"playbackPosition":42.5`)
+	})
+	if d := time.Since(changed); d < debounce+50*time.Millisecond {
+		t.Errorf("the kept write landed %v after the change, want at least StateDebounce+50ms", d)
+	}
+	b.quiet(100 * time.Millisecond)
 	// The key is case-sensitive (§7 item 1): another casing is not found.
 	cid := uuid.NewString()
 	b.send(ott.Join{Room: "proberoom", Client: cid, Token: token})
@@ -363,9 +377,67 @@ func TestUnloadCommanded(t *testing.T) {
 	if l := b.expect(ott.TypeLoaded).Loaded; l.LoadEpoch != 2 {
 		t.Errorf("reload epoch = %d, want 2", l.LoadEpoch)
 	}
+	if !strings.Contains(string(m.State("ProbeRoom")), `"playbackPosition":42.5`) {
+		t.Errorf("reloaded state = %s, want the change", m.State("ProbeRoom"))
+	}
 	if m.Sent("kick") != 2 || m.Sent("unloaded") != 1 || m.Sent("loaded") != 2 {
 		t.Errorf("Sent kick %d unloaded %d loaded %d", m.Sent("kick"), m.Sent("unloaded"), m.Sent("loaded"))
 	}
+}
+
+// A change right before a commanded unload, its sync still due: the sync
+// fires after the unload and starts the write. A new instance loaded
+// before that write lands starts from the older state and is overwritten by
+// the old instance's write, until its own first write (a real flaw).
+func TestUnloadCommandedLateWrite(t *testing.T) {
+	const debounce = time.Second
+	m, rdb := start(t, func(c *otttest.Config) { c.StateDebounce = debounce })
+	ctx := context.Background()
+	token := session(t, rdb, "u")
+	b := connect(t, m)
+	createRoom(t, m, `{"name":"Late"}`)
+	b.expect(ott.TypeLoaded)
+	id := b.join("late", "Late", token)
+	// After the first write nothing is pending.
+	eventually(t, "room:Late written", func() bool { return rdb.Exists(ctx, "room:Late").Val() == 1 })
+	written := rdb.Get(ctx, "room:Late").Val()
+
+	// The change and the unload back to back: the unload comes within the
+	// 50 ms before the change's sync.
+	changed := time.Now()
+	b.send(clientMsg(id, `{"action":"req","request":{"type":4,"value":7.5}}`))
+	b.send(ott.Unload{Room: "Late"})
+	b.skipUntil(ott.TypeKick, "")
+	if u := b.expect(ott.TypeUnloaded).Unloaded; u.Name != "Late" || u.Reason != ott.UnloadCommanded {
+		t.Errorf("unloaded = %+v", u)
+	}
+	// A new instance, loaded before the old one's write lands: it has the
+	// older state.
+	time.Sleep(300 * time.Millisecond)
+	if got := rdb.Get(ctx, "room:Late").Val(); got != written {
+		t.Fatalf("room:Late = %s before the reload, want the state before the change", got)
+	}
+	b.send(ott.Load{Room: "Late"})
+	if l := b.expect(ott.TypeLoaded).Loaded; l.LoadEpoch != 2 {
+		t.Errorf("reload epoch = %d, want 2", l.LoadEpoch)
+	}
+	if st := string(m.State("Late")); strings.Contains(st, `"playbackPosition":7.5`) {
+		t.Fatalf("new instance state = %s, want the state before the change", st)
+	}
+	// The old instance's write: sync (50 ms), then StateDebounce.
+	eventually(t, "the old instance's late write", func() bool {
+		return strings.Contains(rdb.Get(ctx, "room:Late").Val(), `"playbackPosition":7.5`)
+	})
+	if d := time.Since(changed); d < debounce+50*time.Millisecond {
+		t.Errorf("the late write landed %v after the change, want at least StateDebounce+50ms", d)
+	}
+	if st := string(m.State("Late")); strings.Contains(st, `"playbackPosition":7.5`) {
+		t.Errorf("new instance state = %s, want it untouched by the late write", st)
+	}
+	// The new instance's first write puts its older state back.
+	eventually(t, "the new instance's first write", func() bool {
+		return !strings.Contains(rdb.Get(ctx, "room:Late").Val(), `"playbackPosition":7.5`)
+	})
 }
 
 func TestStateDebounce(t *testing.T) {
@@ -415,20 +487,27 @@ func TestRequests(t *testing.T) {
 	createSettled(t, m, b, `{"name":"requests"}`)
 	id := b.join("requests", "requests", token)
 
-	b.send(clientMsg(id, `{"action":"req","request":{"type":5,"video":{"service":"youtube","id":"v1"}}}`))
-	b.expectRoomMsg("requests", "", "event")
+	b.send(clientMsg(id, `{"action":"req","request":{"type":5,"video":{"service":"youtube","id":"v1","length":600}}}`))
+	b.skipUntil(ott.TypeRoomMsg, "event")
 	b.send(clientMsg(id, `{"action":"req","request":{"type":5,"url":"https://x/v2.mp4"}}`))
-	b.expectRoomMsg("requests", "", "event")
+	b.skipUntil(ott.TypeRoomMsg, "event")
 	b.send(clientMsg(id, `{"action":"req","request":{"type":2,"state":true}}`))
-	b.expectRoomMsg("requests", "", "event")
-	sync := b.skipUntil(ott.TypeRoomMsg, "sync")
-	if p := payloadOf(sync); string(p["isPlaying"]) != "true" || p["currentSource"] == nil {
-		t.Errorf("sync after changes = %s", sync.RoomMsg.Payload)
-	}
+	b.skipUntil(ott.TypeRoomMsg, "event")
+	b.drain(100 * time.Millisecond) // the syncs
+	// Adding only queues: the player stays empty until the next tick.
 	st := string(m.State("requests"))
-	if !strings.Contains(st, `"currentSource":{"service":"youtube","id":"v1"}`) || !strings.Contains(st, `"queue":[{"service":"direct","id":"https://x/v2.mp4"}]`) || !strings.Contains(st, `"isPlaying":true`) {
+	if !strings.Contains(st, `"currentSource":null`) || !strings.Contains(st, `"queue":[{"service":"youtube","id":"v1","length":600},{"service":"direct","id":"https://x/v2.mp4"}]`) || !strings.Contains(st, `"isPlaying":true`) {
 		t.Errorf("state = %s", st)
 	}
+	m.TickNow()
+	if sync := b.expectRoomMsg("requests", "", "sync"); string(sync["currentSource"]) != `{"service":"youtube","id":"v1","length":600}` {
+		t.Errorf("sync of the tick = %v", sync)
+	}
+	st = string(m.State("requests"))
+	if !strings.Contains(st, `"queue":[{"service":"direct","id":"https://x/v2.mp4"}]`) || !strings.Contains(st, `"isPlaying":true`) {
+		t.Errorf("state = %s", st)
+	}
+	b.quiet(100 * time.Millisecond) // the debounced sync finds nothing left
 	b.send(clientMsg(id, `{"action":"req","request":{"type":6,"video":{"service":"direct","id":"https://x/v2.mp4"}}}`))
 	b.expectRoomMsg("requests", "", "event")
 	if sync := b.expectRoomMsg("requests", "", "sync"); string(sync["queue"]) != "[]" || len(sync) != 2 {
@@ -471,6 +550,143 @@ func TestRequests(t *testing.T) {
 		// The kicked client has left: the others hear it.
 		b.expectRoomMsg("requests", "", "event")
 		b.expectRoomMsg("requests", "", "user")
+	}
+}
+
+// The room tick, driven here by TickNow: the real Room.update, then a sync
+// at once. An empty player takes the next queued video (adding only
+// queues); a playing video ends once its position is past endAt ?? length
+// ?? 0, so at the first tick after it began without either. A skip with
+// nothing playing does nothing.
+func TestTick(t *testing.T) {
+	m, rdb := start(t, nil)
+	token := session(t, rdb, "u")
+	b := connect(t, m)
+	createSettled(t, m, b, `{"name":"ticker"}`)
+	id := b.join("ticker", "ticker", token)
+	req := func(r string) { b.send(clientMsg(id, `{"action":"req","request":`+r+`}`)) }
+	fields := func(p map[string]json.RawMessage) string {
+		return strings.Join(slices.Sorted(maps.Keys(p)), " ")
+	}
+
+	// Nothing to do: no sync, and a skip does nothing at all.
+	m.TickNow()
+	req(`{"type":3}`)
+	b.quiet(100 * time.Millisecond)
+
+	req(`{"type":5,"video":{"service":"direct","id":"a"}}`)
+	b.expectRoomMsg("ticker", "", "event")
+	if sync := b.expectRoomMsg("ticker", "", "sync"); fields(sync) != "action queue" {
+		t.Errorf("sync after add = %v, want the queue only", sync)
+	}
+	if st := string(m.State("ticker")); !strings.Contains(st, `"currentSource":null`) {
+		t.Errorf("state after add = %s, want an empty player", st)
+	}
+	m.TickNow()
+	sync := b.expectRoomMsg("ticker", "", "sync")
+	if fields(sync) != "action currentSource playbackPosition playbackSpeed queue" || string(sync["currentSource"]) != `{"service":"direct","id":"a"}` || string(sync["queue"]) != "[]" {
+		t.Errorf("sync of the tick = %v", sync)
+	}
+	b.quiet(100 * time.Millisecond) // the debounced sync finds nothing left
+	// Paused, it stays.
+	m.TickNow()
+	b.quiet(50 * time.Millisecond)
+	// Playing without a length, it ends at the next tick: the queue is
+	// empty, so the player empties and stops.
+	req(`{"type":2,"state":true}`)
+	b.expectRoomMsg("ticker", "", "event")
+	b.expectRoomMsg("ticker", "", "sync")
+	time.Sleep(5 * time.Millisecond)
+	m.TickNow()
+	sync = b.expectRoomMsg("ticker", "", "sync")
+	if fields(sync) != "action currentSource isPlaying playbackPosition playbackSpeed" || string(sync["currentSource"]) != "null" || string(sync["isPlaying"]) != "false" {
+		t.Errorf("sync of the end = %v", sync)
+	}
+
+	// A length keeps it playing; endAt comes before the length.
+	req(`{"type":5,"video":{"service":"direct","id":"long","length":600}}`)
+	b.expectRoomMsg("ticker", "", "event")
+	b.expectRoomMsg("ticker", "", "sync")
+	req(`{"type":5,"video":{"service":"direct","id":"cut","length":600,"endAt":0}}`)
+	b.expectRoomMsg("ticker", "", "event")
+	b.expectRoomMsg("ticker", "", "sync")
+	req(`{"type":2,"state":true}`)
+	b.expectRoomMsg("ticker", "", "event")
+	b.expectRoomMsg("ticker", "", "sync")
+	m.TickNow()
+	if sync := b.expectRoomMsg("ticker", "", "sync"); string(sync["currentSource"]) != `{"service":"direct","id":"long","length":600}` {
+		t.Errorf("sync of the tick = %v", sync)
+	}
+	time.Sleep(5 * time.Millisecond)
+	m.TickNow()
+	b.quiet(100 * time.Millisecond)
+	// A skip plays the next one at once.
+	req(`{"type":3}`)
+	ev := b.expectRoomMsg("ticker", "", "event")
+	var additional struct {
+		Video        json.RawMessage
+		PrevPosition float64
+	}
+	if err := json.Unmarshal(ev["additional"], &additional); err != nil || string(additional.Video) != `{"service":"direct","id":"long","length":600}` || additional.PrevPosition <= 0 {
+		t.Errorf("skip event additional = %s", ev["additional"])
+	}
+	sync = b.expectRoomMsg("ticker", "", "sync")
+	if fields(sync) != "action currentSource playbackPosition playbackSpeed queue videoSegments" || !strings.Contains(string(sync["currentSource"]), `"id":"cut"`) {
+		t.Errorf("sync after skip = %v", sync)
+	}
+	time.Sleep(5 * time.Millisecond)
+	m.TickNow()
+	if sync := b.expectRoomMsg("ticker", "", "sync"); string(sync["currentSource"]) != "null" || string(sync["isPlaying"]) != "false" {
+		t.Errorf("sync of the end at endAt = %v", sync)
+	}
+}
+
+// The tick's sync restarts the state write, like the sync of any stored
+// field.
+func TestTickWritesState(t *testing.T) {
+	const debounce = 300 * time.Millisecond
+	m, rdb := start(t, func(c *otttest.Config) { c.StateDebounce = debounce })
+	ctx := context.Background()
+	token := session(t, rdb, "u")
+	b := connect(t, m)
+	createSettled(t, m, b, `{"name":"tickwrite"}`)
+	id := b.join("tickwrite", "tickwrite", token)
+	b.send(clientMsg(id, `{"action":"req","request":{"type":5,"video":{"service":"direct","id":"w"}}}`))
+	b.expectRoomMsg("tickwrite", "", "event")
+	b.expectRoomMsg("tickwrite", "", "sync")
+	eventually(t, "the queue written", func() bool {
+		return strings.Contains(rdb.Get(ctx, "room:tickwrite").Val(), `"queue":[{"service":"direct","id":"w"}]`)
+	})
+	ticked := time.Now()
+	m.TickNow()
+	b.expectRoomMsg("tickwrite", "", "sync")
+	eventually(t, "the tick's change written", func() bool {
+		return strings.Contains(rdb.Get(ctx, "room:tickwrite").Val(), `"currentSource":{"service":"direct","id":"w"}`)
+	})
+	if d := time.Since(ticked); d < debounce {
+		t.Errorf("written %v after the tick, want at least StateDebounce", d)
+	}
+}
+
+// The tick runs on its own every TickInterval.
+func TestTickPeriodic(t *testing.T) {
+	m, rdb := start(t, func(c *otttest.Config) { c.TickInterval = 100 * time.Millisecond })
+	token := session(t, rdb, "u")
+	b := connect(t, m)
+	createSettled(t, m, b, `{"name":"periodic"}`)
+	id := b.join("periodic", "periodic", token)
+	b.send(clientMsg(id, `{"action":"req","request":{"type":5,"video":{"service":"direct","id":"p"}}}`))
+	b.send(clientMsg(id, `{"action":"req","request":{"type":2,"state":true}}`))
+	// Into the player at one tick, over at a later one (no length).
+	for _, want := range []string{`{"service":"direct","id":"p"}`, `null`} {
+		for {
+			if sync := payloadOf(b.skipUntil(ott.TypeRoomMsg, "sync")); string(sync["currentSource"]) == want {
+				break
+			}
+		}
+	}
+	if st := string(m.State("periodic")); !strings.Contains(st, `"isPlaying":false`) || !strings.Contains(st, `"queue":[]`) {
+		t.Errorf("state = %s", st)
 	}
 }
 
@@ -531,32 +747,28 @@ func TestKeepalive(t *testing.T) {
 	eventually(t, "room:busy deleted", func() bool { return rdb.Exists(ctx, "room:busy").Val() == 0 })
 }
 
-func TestShutdownFlushes(t *testing.T) {
-	m, rdb := start(t, nil) // StateDebounce 10 s: nothing written on its own
+// Shutdown writes no room state: a pending write is lost, and a room whose
+// first write was still to come is never written.
+func TestShutdownWritesNothing(t *testing.T) {
+	const debounce = 300 * time.Millisecond
+	m, rdb := start(t, func(c *otttest.Config) { c.StateDebounce = debounce })
 	ctx := context.Background()
 	token := session(t, rdb, "u")
 	b := connect(t, m)
-	createRoom(t, m, `{"name":"flushme"}`)
+	createRoom(t, m, `{"name":"lostwrite"}`)
 	b.expect(ott.TypeLoaded)
-	id := b.join("flushme", "flushme", token)
+	id := b.join("lostwrite", "lostwrite", token)
+	eventually(t, "room:lostwrite written", func() bool { return rdb.Exists(ctx, "room:lostwrite").Val() == 1 })
+	written := rdb.Get(ctx, "room:lostwrite").Val()
 	b.send(clientMsg(id, `{"action":"req","request":{"type":4,"value":99}}`))
 	b.skipUntil(ott.TypeRoomMsg, "event")
-	if rdb.Exists(ctx, "room:flushme").Val() != 0 {
-		t.Fatalf("room:flushme written before the debounce")
-	}
+	createRoom(t, m, `{"name":"neverwritten"}`)
 
 	var seen []string
-	var mu sync.Mutex
 	done := make(chan error, 1)
 	go func() { done <- m.Shutdown(ctx) }()
-	for {
-		f, ok := <-b.in
-		if !ok {
-			break
-		}
-		mu.Lock()
+	for f := range b.in {
 		seen = append(seen, f.msg.Type.String())
-		mu.Unlock()
 	}
 	if code, text := closeCode(b.closeErr); code != 1001 || text != "Server shutting down" {
 		t.Errorf("close = %d %q, want 1001 Server shutting down", code, text)
@@ -569,8 +781,12 @@ func TestShutdownFlushes(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	if got := rdb.Get(ctx, "room:flushme").Val(); !strings.Contains(got, `"playbackPosition":99`) {
-		t.Errorf("room:flushme = %q, want the flushed state", got)
+	time.Sleep(debounce + 200*time.Millisecond)
+	if got := rdb.Get(ctx, "room:lostwrite").Val(); got != written {
+		t.Errorf("room:lostwrite = %q, want the state before the change %q (the pending write lost)", got, written)
+	}
+	if n := rdb.Exists(ctx, "room:neverwritten").Val(); n != 0 {
+		t.Errorf("room:neverwritten written: %s", rdb.Get(ctx, "room:neverwritten").Val())
 	}
 	if _, err := http.Get("http://" + m.HTTPAddr() + "/api/status"); err == nil {
 		t.Errorf("HTTP still answers after Shutdown")

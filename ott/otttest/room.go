@@ -25,7 +25,7 @@ type roomState struct {
 	Grants                    json.RawMessage   `json:"grants"`
 	UserRoles                 json.RawMessage   `json:"userRoles"`
 	Owner                     json.RawMessage   `json:"owner"`
-	PlaybackStart             *int64            `json:"_playbackStart"` // Unix ms while playing
+	PlaybackStart             *int64            `json:"_playbackStart"` // Unix ms; counts only while playing
 	VideoSegments             json.RawMessage   `json:"videoSegments"`
 	AutoSkipSegmentCategories json.RawMessage   `json:"autoSkipSegmentCategories"`
 	PrevQueue                 json.RawMessage   `json:"prevQueue"`
@@ -111,7 +111,8 @@ type room struct {
 	storeTimer *time.Timer // non-nil: a state write is pending
 	syncGen    uint64
 	storeGen   uint64
-	stopped    bool
+	stopped    bool // for good: its timers are stopped or done
+	detached   bool // unloaded by the balancer, its timers still running
 }
 
 func newRoom(st roomState, epoch int64, now time.Time) *room {

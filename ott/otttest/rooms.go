@@ -109,7 +109,7 @@ func (m *Monolith) addRoom(ctx context.Context, st roomState) (*room, error) {
 	r := newRoom(st, epoch, time.Now())
 	m.rooms = append(m.rooms, r)
 	// Like the real room, a new instance has every field changed: a sync
-	// broadcast 50 ms later and its first state write StateDebounce later.
+	// broadcast 50 ms later, which starts its first state write.
 	m.changedLocked(r, storedFields...)
 	// Looked up by name again, as the real one does: with a duplicate, loaded
 	// reports the first instance (§7 item 4).
@@ -158,19 +158,37 @@ type dbSettings struct {
 }
 
 // unloadCommandedLocked is the B2M unload (§3.6): kick 1001, unloaded to
-// all at once; room:<name> kept, the pending write dropped.
+// all at once; room:<name> kept. The instance leaves the monolith but its
+// timers do not stop, as in the real one: a sync still due (a change in the
+// last 50 ms) fires and starts the state write, and a pending state write
+// still lands StateDebounce later with the state as of the unload. It may
+// then overwrite what a newer instance of the room, loaded in between, has
+// written (a real flaw).
 func (m *Monolith) unloadCommandedLocked(r *room) {
-	if m.detachLocked(r, ott.UnloadCommanded) {
-		m.log.Info("pending state write dropped (Commanded unload)", logRoom, r.st.Name)
+	m.detachLocked(r, ott.UnloadCommanded)
+	if r.syncTimer != nil || r.storeTimer != nil {
+		r.detached = true
+		m.unloaded = append(m.unloaded, r)
+		m.log.Info("pending sync or state write kept (Commanded unload)", logRoom, r.st.Name)
+	} else {
+		r.stopTimers()
 	}
 	m.log.Info("room unloaded", logRoom, r.st.Name, logReason, ott.UnloadCommanded)
 	m.sendAllLocked(ott.TypeUnloaded, ott.Unloaded{Name: r.st.Name, Reason: ott.UnloadCommanded}.Append(nil))
 }
 
-// unload unloads one instance for the other reasons: Shutdown writes the
-// state; Keepalive and Admin flush a pending write and delete the keys. A
-// Keepalive unload is refused while the room has users. Not called with
-// m.mu held.
+// settleLocked forgets an instance unloaded by the balancer once it has no
+// timer left.
+func (m *Monolith) settleLocked(r *room) {
+	if r.detached && r.syncTimer == nil && r.storeTimer == nil {
+		r.stopped = true
+		m.unloaded = slices.DeleteFunc(m.unloaded, func(x *room) bool { return x == r })
+	}
+}
+
+// unload unloads one instance for the other reasons, Keepalive and Admin:
+// a pending write is flushed, then the keys are deleted. A Keepalive unload
+// is refused while the room has users. Not called with m.mu held.
 func (m *Monolith) unload(ctx context.Context, r *room, reason ott.UnloadReason) bool {
 	m.mu.Lock()
 	if m.closed || !slices.Contains(m.rooms, r) {
@@ -182,17 +200,16 @@ func (m *Monolith) unload(ctx context.Context, r *room, reason ott.UnloadReason)
 		m.mu.Unlock()
 		return false
 	}
-	pending := m.detachLocked(r, reason)
+	m.detachLocked(r, reason)
+	pending := r.stopTimers()
 	name, state := r.st.Name, r.stateJSON()
 	m.mu.Unlock()
 
-	if reason == ott.UnloadShutdown || pending {
+	if pending {
 		m.writeState(ctx, name, state)
 	}
-	if reason != ott.UnloadShutdown {
-		if err := m.rdb.Del(ctx, roomKeyPrefix+name, roomSyncPrefix+name).Err(); err != nil {
-			m.log.Error("delete room state", logRoom, name, logErr, err)
-		}
+	if err := m.rdb.Del(ctx, roomKeyPrefix+name, roomSyncPrefix+name).Err(); err != nil {
+		m.log.Error("delete room state", logRoom, name, logErr, err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -203,12 +220,11 @@ func (m *Monolith) unload(ctx context.Context, r *room, reason ott.UnloadReason)
 	return true
 }
 
-// detachLocked kicks the room's members (1001 for Commanded and Shutdown,
-// 4003 otherwise), removes the instance and stops its timers. It reports
-// whether a state write was pending.
-func (m *Monolith) detachLocked(r *room, reason ott.UnloadReason) (pending bool) {
+// detachLocked kicks the room's members (1001 for Commanded, 4003
+// otherwise) and removes the instance; its timers run on.
+func (m *Monolith) detachLocked(r *room, reason ott.UnloadReason) {
 	code := ott.CloseRoomUnloaded
-	if reason == ott.UnloadCommanded || reason == ott.UnloadShutdown {
+	if reason == ott.UnloadCommanded {
 		code = ott.CloseAway
 	}
 	for _, c := range slices.Clone(r.members) {
@@ -217,7 +233,6 @@ func (m *Monolith) detachLocked(r *room, reason ott.UnloadReason) (pending bool)
 	if i := slices.Index(m.rooms, r); i >= 0 {
 		m.rooms = slices.Delete(m.rooms, i, i+1)
 	}
-	return r.stopTimers()
 }
 
 func (m *Monolith) writeState(ctx context.Context, name string, state []byte) {
@@ -227,10 +242,10 @@ func (m *Monolith) writeState(ctx context.Context, name string, state []byte) {
 }
 
 // changedLocked marks fields of a room changed: a sync of them goes out
-// syncDebounce after the last change, and the state is written StateDebounce
-// after the last change (a trailing debounce).
+// syncDebounce after the last change (a trailing debounce), unless the room
+// tick syncs them first.
 func (m *Monolith) changedLocked(r *room, fields ...string) {
-	if r.stopped {
+	if r.stopped || r.detached {
 		return
 	}
 	for _, f := range fields {
@@ -249,33 +264,61 @@ func (m *Monolith) changedLocked(r *room, fields ...string) {
 		}
 		r.syncTimer = nil
 		m.syncDirtyLocked(r)
+		m.settleLocked(r)
 	})
+}
+
+// syncDirtyLocked broadcasts the changed fields and, if one of them is
+// stored, (re)starts the state write: room:<name> is written StateDebounce
+// after the last sync of a stored field (a trailing debounce), so about
+// StateDebounce+50ms after the last change.
+func (m *Monolith) syncDirtyLocked(r *room) {
+	if len(r.dirty) == 0 {
+		return
+	}
+	payload := r.syncJSON(time.Now(), func(f string) bool { return r.dirty[f] })
+	store := slices.ContainsFunc(storedFields, func(f string) bool { return r.dirty[f] })
+	clear(r.dirty)
+	m.broadcastLocked(r, payload)
+	if store {
+		m.storeLaterLocked(r)
+	}
+}
+
+// storeLaterLocked (re)starts the debounced state write.
+func (m *Monolith) storeLaterLocked(r *room) {
 	r.storeGen++
-	sgen := r.storeGen
+	gen := r.storeGen
 	if r.storeTimer != nil {
 		r.storeTimer.Stop()
 	}
-	r.storeTimer = m.afterFunc(m.cfg.StateDebounce, func() {
+	r.storeTimer = m.afterFunc(m.cfg.StateDebounce+m.cfg.WriteLate, func() {
 		m.mu.Lock()
-		if r.stopped || r.storeGen != sgen || m.closed {
+		if r.stopped || r.storeGen != gen || m.closed {
 			m.mu.Unlock()
 			return
 		}
 		r.storeTimer = nil
+		m.settleLocked(r)
 		name, state := r.st.Name, r.stateJSON()
 		m.mu.Unlock()
 		m.writeState(m.ctx, name, state)
 	})
 }
 
-// syncDirtyLocked broadcasts the changed fields.
-func (m *Monolith) syncDirtyLocked(r *room) {
-	if len(r.dirty) == 0 {
+// tick is the real room manager's loop, every TickInterval: each loaded
+// room is updated (see updateLocked), then synced at once.
+func (m *Monolith) tick() {
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
 		return
 	}
-	payload := r.syncJSON(time.Now(), func(f string) bool { return r.dirty[f] })
-	clear(r.dirty)
-	m.broadcastLocked(r, payload)
+	for _, r := range m.rooms {
+		m.updateLocked(r, now)
+		m.syncDirtyLocked(r)
+	}
 }
 
 // gossipFrameLocked lists every loaded instance (§3.7).
@@ -303,10 +346,6 @@ func (m *Monolith) keepalive() {
 	now := time.Now()
 	var stale []*room
 	m.mu.Lock()
-	if m.shuttingDown {
-		m.mu.Unlock()
-		return
-	}
 	for _, r := range m.rooms {
 		if len(r.members) > 0 && now.Sub(r.keepAlive) >= m.cfg.UnloadAfter/2 {
 			r.keepAlive = now

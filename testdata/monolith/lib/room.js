@@ -82,10 +82,9 @@ class Room {
 		this._dirty = new Set();
 		this._syncTimer = null;
 		this._storeTimer = null;
-		this._stopped = false;
 
 		// Like the real room, a new instance starts with every field dirty: that produces the
-		// broadcast `sync` shortly after a load and the first Redis write STATE_DEBOUNCE_MS
+		// broadcast `sync` shortly after a load and the first Redis write ~STATE_DEBOUNCE_MS
 		// after creation.
 		this.changed(STORED_FIELDS);
 	}
@@ -179,41 +178,66 @@ class Room {
 		this.broadcast({ action: "event", request, user: this.userInfo(client), additional });
 	}
 
+	/**
+	 * Marks fields dirty and (re)starts the 50 ms sync debounce (the real `markDirty` and its
+	 * lodash-debounced `throttledSync`). Nothing else: the state write is scheduled by the sync.
+	 * There is no guard for an unloaded room: a Commanded unload leaves the instance's timers
+	 * running, as the real one does.
+	 */
 	changed(fields) {
-		if (this._stopped) {
-			return;
-		}
 		for (const f of fields) {
 			this._dirty.add(f);
 		}
 		clearTimeout(this._syncTimer);
-		this._syncTimer = setTimeout(() => this.syncDirty(), SYNC_DEBOUNCE_MS);
-		if (fields.some(f => STORED_FIELDS.includes(f))) {
-			// A plain trailing debounce: every change pushes the write back again.
-			clearTimeout(this._storeTimer);
-			this._storeTimer = setTimeout(() => {
-				this._storeTimer = null;
-				this.writeState().catch(e => log.error(`room ${this.name}: state write failed: ${e.message}`));
-			}, this.ctx.config.stateDebounceMs);
-		}
+		this._syncTimer = setTimeout(() => {
+			this._syncTimer = null;
+			this.sync();
+		}, SYNC_DEBOUNCE_MS);
 	}
 
-	syncDirty() {
-		this._syncTimer = null;
+	/**
+	 * The real `Room.sync()`: broadcasts the dirty fields and, when any of them is stored,
+	 * (re)starts the debounced state write. Runs from the 50 ms debounce and from every room
+	 * tick; a pending debounce that finds nothing dirty (the tick synced first) does nothing.
+	 * So the write lands STATE_DEBOUNCE_MS after the sync of the last change, i.e. ~50 ms more
+	 * after the change itself (or less when a tick synced it sooner).
+	 */
+	sync() {
 		if (this._dirty.size === 0) {
 			return;
 		}
 		const full = this.fullSync();
 		const msg = { action: "sync" };
+		let anyStored = false;
 		for (const f of this._dirty) {
 			if (f in full && f !== "action") {
 				msg[f] = full[f];
 			}
+			if (STORED_FIELDS.includes(f)) {
+				anyStored = true;
+			}
 		}
 		this._dirty.clear();
+		if (anyStored) {
+			this.saveStateDebounced();
+		}
+		// After a Commanded unload the members were kicked: this reaches nobody.
 		this.broadcast(msg);
 	}
 
+	/**
+	 * The real `saveStateToRedisDebounced`: lodash `_.debounce(saveStateToRedis, 5000)` with
+	 * default options, a plain trailing debounce that every call pushes back.
+	 */
+	saveStateDebounced() {
+		clearTimeout(this._storeTimer);
+		this._storeTimer = setTimeout(() => {
+			this._storeTimer = null;
+			this.writeState().catch(e => log.error(`room ${this.name}: state write failed: ${e.message}`));
+		}, this.ctx.config.stateDebounceMs);
+	}
+
+	/** Writes room:<name> with the state the instance has now. */
 	async writeState() {
 		await this.ctx.redis.set(`room:${this.name}`, this.serializeState(), { EX: this.ctx.config.expireAfterS });
 		log.debug(`room ${this.name}: state written`);
@@ -223,10 +247,13 @@ class Room {
 		return this._storeTimer !== null;
 	}
 
-	/** Stops all timers. Returns whether a state write was pending (and is now dropped). */
+	/**
+	 * Stops the sync and write timers (Keepalive/Admin unloads). Returns whether a state write
+	 * was pending; the caller flushes it. A Commanded unload does not call this.
+	 */
 	stop() {
-		this._stopped = true;
 		clearTimeout(this._syncTimer);
+		this._syncTimer = null;
 		const pending = this._storeTimer !== null;
 		clearTimeout(this._storeTimer);
 		this._storeTimer = null;
@@ -266,27 +293,64 @@ class Room {
 		this.broadcast({ action: "user", update: { kind: "update", value: this.userInfo(client) } });
 	}
 
-	/** Called once a second by the room manager. */
-	tick(now) {
-		if (this.isPlaying && this.currentSource && typeof this.currentSource.length === "number"
-			&& this.realPlaybackPosition > this.currentSource.length) {
+	/**
+	 * The real `Room.update()`, run for every loaded room on each room manager tick (followed
+	 * by `sync()`): an empty player takes the head of the queue, and a playing video past its
+	 * end (`endAt ?? length ?? 0`, so a playing video without a length ends at the first tick
+	 * after it started) makes way for the next. Then the keepalive stamp: refreshed, with an
+	 * EXPIRE of room:<name>, at most every unload_after/2 while the room has users.
+	 */
+	update(now) {
+		const cur = this.currentSource;
+		if ((cur === null && this.queue.length > 0)
+			|| (cur && this.isPlaying && this.realPlaybackPosition > (cur.endAt ?? cur.length ?? 0))) {
 			this.dequeueNext();
+		}
+		const { unloadAfterMs, expireAfterS } = this.ctx.config;
+		if (this.users > 0 && now - this.keepAliveStamp >= unloadAfterMs / 2) {
+			this.keepAliveStamp = now;
+			this.ctx.redis.expire(`room:${this.name}`, expireAfterS)
+				.catch(e => log.error(`room ${this.name}: expire failed: ${e.message}`));
 		}
 	}
 
+	/**
+	 * The real `dequeueNext()` for the fields modelled here (no vote skip, no sponsorblock:
+	 * videoSegments stays empty). Note `_playbackStart` is set even when paused and is not a
+	 * dirty field of its own, and `isPlaying` only changes when the queue runs empty.
+	 */
 	dequeueNext() {
-		const changed = ["currentSource", "queue", "playbackPosition"];
+		const changed = [];
+		if (this.currentSource !== null) {
+			if (this.queueMode === "dj") {
+				// Dj mode restarts the current item (without its trim) and stops there.
+				this.currentSource = withoutTrim(this.currentSource);
+				this.playbackPosition = 0;
+				this._playbackStart = Date.now();
+				this.changed(["currentSource", "playbackPosition"]);
+				return;
+			} else if (this.queueMode === "loop") {
+				this.queue.push(withoutTrim(this.currentSource));
+				changed.push("queue");
+			}
+		}
 		if (this.queue.length > 0) {
 			this.currentSource = this.queue.shift();
-		} else {
-			this.currentSource = null;
+			this.playbackPosition = this.currentSource.startAt ?? 0;
+			this._playbackStart = Date.now();
+			changed.push("queue", "currentSource", "playbackPosition");
+		} else if (this.currentSource !== null) {
 			if (this.isPlaying) {
 				this.isPlaying = false;
 				changed.push("isPlaying");
 			}
+			this.playbackPosition = 0;
+			this._playbackStart = Date.now();
+			this.currentSource = null;
+			changed.push("playbackPosition", "currentSource");
 		}
-		this.playbackPosition = 0;
-		this._playbackStart = this.isPlaying ? Date.now() : null;
+		this.playbackSpeed = 1;
+		changed.push("playbackSpeed");
 		this.changed(changed);
 	}
 
@@ -335,9 +399,17 @@ class Room {
 				return;
 			}
 			case RequestType.Skip: {
+				// Nothing playing: the real one returns before any event.
+				if (!this.currentSource) {
+					return;
+				}
 				const video = this.currentSource;
+				const prevPosition = this.realPlaybackPosition;
 				this.dequeueNext();
-				this.publishEvent(request, client, { video });
+				this.publishEvent(request, client, { video, prevPosition });
+				// The real skip clears videoSegments afterwards, which marks it dirty.
+				this.videoSegments = [];
+				this.changed(["videoSegments"]);
 				return;
 			}
 			case RequestType.Add: {
@@ -347,12 +419,10 @@ class Room {
 						throw new BadRequest(`video ${v.service}:${v.id} already queued`);
 					}
 				}
+				// Only enqueued: an empty player takes it at the next room tick (update()).
 				this.queue.push(...videos);
 				this.publishEvent(request, client, { videos });
 				this.changed(["queue"]);
-				if (this.currentSource === null) {
-					this.dequeueNext();
-				}
 				return;
 			}
 			case RequestType.Remove: {
@@ -390,6 +460,12 @@ function videosOf(request) {
 		}
 	}
 	return videos.map(v => ({ ...v }));
+}
+
+/** A queue item without its startAt/endAt trim (the real `clearQueueItemTrim`). */
+function withoutTrim(video) {
+	const { startAt, endAt, ...rest } = video;
+	return rest;
 }
 
 function sameVideo(a, b) {

@@ -127,7 +127,17 @@ class RoomManager {
 		return this.unload(room, reason);
 	}
 
-	/** Unloads one instance. Returns false when a Keepalive unload was refused. */
+	/**
+	 * Unloads one instance: members kicked, the instance out of the manager, `unloaded` to every
+	 * balancer. Returns false when a Keepalive unload was refused.
+	 *
+	 * Commanded (the real one skips `onBeforeUnload()` and keeps Redis): room:<name> is kept
+	 * and the instance's timers are left running, so a pending 50 ms sync still fires (to
+	 * nobody) and, with a stored field dirty, (re)starts the write debounce, and a pending
+	 * write still lands later with the instance's state at that time, whether or not the room
+	 * was loaded again meanwhile. Keepalive/Admin: the pending write is flushed, then
+	 * room:<name> and room-sync:<name> are deleted.
+	 */
 	async unload(room, reason) {
 		if (!this.rooms.includes(room)) {
 			return false;
@@ -142,23 +152,20 @@ class RoomManager {
 			this.ctx.clients.kick(client, kickCode, { announce: false });
 		}
 		this.rooms.splice(this.rooms.indexOf(room), 1);
-		const wasPending = room.stop();
-		const { redis } = this.ctx;
-		try {
-			if (reason === UnloadReason.Commanded) {
-				if (wasPending) {
-					log.info(`room ${room.name}: pending state write dropped (Commanded unload)`);
-				}
-			} else if (reason === UnloadReason.Shutdown) {
-				await room.writeState();
-			} else {
+		if (reason === UnloadReason.Commanded) {
+			if (room.hasPendingWrite) {
+				log.info(`room ${room.name}: state write still pending after the Commanded unload`);
+			}
+		} else {
+			const wasPending = room.stop();
+			try {
 				if (wasPending) {
 					await room.writeState();
 				}
-				await redis.del([`room:${room.name}`, `room-sync:${room.name}`]);
+				await this.ctx.redis.del([`room:${room.name}`, `room-sync:${room.name}`]);
+			} catch (e) {
+				log.error(`room ${room.name}: redis during unload failed: ${e.message}`);
 			}
-		} catch (e) {
-			log.error(`room ${room.name}: redis during unload failed: ${e.message}`);
 		}
 		log.info(`room ${room.name}: unloaded (${reason})`);
 		this.ctx.balancers.broadcastInitialised({ type: "unloaded", payload: { name: room.name, reason } });
@@ -170,21 +177,23 @@ class RoomManager {
 	}
 
 	/**
-	 * Once a second: playback housekeeping, keepalive stamps and reaping (§3.7). The stamp is
-	 * refreshed at most every unload_after/2 and only while the room has users, so an idle room
-	 * goes after unload_after/2 .. unload_after.
+	 * The real room manager's `update()`, every KEEPALIVE_CHECK_MS (1 s in the real one): for
+	 * each loaded room, `update()` (queue/playback housekeeping, keepalive stamp) then `sync()`,
+	 * then the staleness check (§3.7). An idle room goes after unload_after/2 .. unload_after.
 	 */
 	async tick() {
-		const now = Date.now();
-		const { unloadAfterMs, expireAfterS } = this.ctx.config;
 		for (const room of [...this.rooms]) {
-			room.tick(now);
-			if (room.users > 0 && now - room.keepAliveStamp >= unloadAfterMs / 2) {
-				room.keepAliveStamp = now;
-				this.ctx.redis.expire(`room:${room.name}`, expireAfterS)
-					.catch(e => log.error(`room ${room.name}: expire failed: ${e.message}`));
+			if (!this.rooms.includes(room)) {
+				continue; // unloaded while an earlier room's unload was awaited
 			}
-			if (now - room.keepAliveStamp > unloadAfterMs) {
+			const now = Date.now();
+			try {
+				room.update(now);
+				room.sync();
+			} catch (e) {
+				log.error(`room ${room.name}: update failed: ${e.stack || e}`);
+			}
+			if (now - room.keepAliveStamp > this.ctx.config.unloadAfterMs) {
 				await this.unload(room, UnloadReason.Keepalive);
 			}
 		}
