@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"context"
+	"net/url"
 	"testing"
 	"time"
 
@@ -46,18 +48,7 @@ func TestChatOnlyDrainIsQuick(t *testing.T) {
 		alice.mustNext("chat")
 		time.Sleep(200 * time.Millisecond)
 	}
-	var from *cluster.Node
-	for _, n := range c.Nodes {
-		if n.ID == alice.node {
-			from = n
-		}
-	}
-	if from == nil {
-		t.Fatalf("alice's node %q is not in the cluster", alice.node)
-	}
-	if res, body := do(t, from.SidecarAddr, "POST", "/admin/drain", "", sidecar.HeaderSecret, c.Secret); res.StatusCode != 202 {
-		t.Fatalf("drain: %d %s", res.StatusCode, body)
-	}
+	moveAway(t, c, nodeOf(t, c, alice.node), "chatty", true)
 	if code := alice.CloseCode(5 * time.Second); code != 1012 {
 		t.Fatalf("alice closed with %d, want 1012", code)
 	}
@@ -80,56 +71,208 @@ func TestChatOnlyDrainIsQuick(t *testing.T) {
 	t.Logf("room back on %s %v after the close", back.node, took)
 }
 
-// A change followed at once by a drain is not lost: the room waits for the
-// monolith's write of it before the next owner loads it.
-func TestChangeThenDrainKeepsTheChange(t *testing.T) {
+// nodeOf returns the cluster node with id.
+func nodeOf(t *testing.T, c *cluster.Cluster, id string) *cluster.Node {
+	t.Helper()
+	for _, n := range c.Nodes {
+		if n.ID == id {
+			return n
+		}
+	}
+	t.Fatalf("node %q is not in the cluster", id)
+	return nil
+}
+
+// moveAway hands room over from the node serving it: a drain of the node,
+// or a move of the room alone to the other node (roomlb ctl move).
+func moveAway(t *testing.T, c *cluster.Cluster, from *cluster.Node, room string, drain bool) {
+	t.Helper()
+	if drain {
+		if res, body := do(t, from.SidecarAddr, "POST", "/admin/drain", "", sidecar.HeaderSecret, c.Secret); res.StatusCode != 202 {
+			t.Fatalf("drain: %d %s", res.StatusCode, body)
+		}
+		return
+	}
+	var to string
+	for _, n := range c.Nodes {
+		if n != from {
+			to = n.ID
+		}
+	}
+	form := url.Values{"room": {room}, "to": {to}}.Encode()
+	if res, body := do(t, from.SidecarAddr, "POST", "/admin/move", form, sidecar.HeaderSecret, c.Secret, "Content-Type", "application/x-www-form-urlencoded"); res.StatusCode != 202 {
+		t.Fatalf("move: %d %s", res.StatusCode, body)
+	}
+}
+
+// video is a queue item of the reference monolith; length 0 means none.
+func video(id string, length int) map[string]any {
+	v := map[string]any{"service": "direct", "id": "https://example.com/" + id}
+	if length > 0 {
+		v["length"] = length
+	}
+	return v
+}
+
+func request(typ int, fields ...any) map[string]any {
+	r := map[string]any{"type": typ}
+	for i := 0; i+1 < len(fields); i += 2 {
+		r[fields[i].(string)] = fields[i+1]
+	}
+	return map[string]any{"action": "req", "request": r}
+}
+
+// syncUntil reads syncs until one whose currentSource is the video id.
+func (c *client) syncUntil(id string) {
+	c.t.Helper()
+	for {
+		m := c.mustNext("sync")
+		if cur, _ := m["currentSource"].(map[string]any); cur != nil && cur["id"] == "https://example.com/"+id {
+			return
+		}
+	}
+}
+
+// queued reads the next sync and reports whether its queue holds the video
+// id (a sync of the room's creation may still be on its way).
+func (c *client) queued(id string) bool {
+	c.t.Helper()
+	q, _ := c.mustNext("sync")["queue"].([]any)
+	for _, v := range q {
+		if v, _ := v.(map[string]any); v["id"] == "https://example.com/"+id {
+			return true
+		}
+	}
+	return false
+}
+
+// A change followed at once by a move is not lost: the next owner loads
+// the room only once the monolith's write of it has landed, whether the
+// change came from a client's request or from the monolith's own 1 s tick,
+// and whether or not the room still had clients on the node when it moved
+// (a room without clients sends no changes here). The monolith writes a
+// room 5 s after its last change, and that write outlives the unload.
+func TestChangeThenMoveKeepsTheChange(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out the monolith's state debounce")
+	}
+	for _, tc := range []struct {
+		name      string
+		tick      bool // the last change is the tick's, not the request's
+		leave     bool // the client leaves before the move
+		drain     bool // a drain of the node, not a move of the room
+		wantQueue bool // the added video may still be queued, not playing
+	}{
+		{name: "request", drain: true, wantQueue: true},
+		{name: "request-no-clients", leave: true, wantQueue: true},
+		{name: "tick", tick: true},
+		{name: "tick-no-clients", tick: true, leave: true, drain: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := nodeCluster(t, 2)
+			r := c.Routers[0].Addr
+			token := grant(t, r)
+			if res, body := do(t, r, "POST", "/api/room/create", `{"name":"Queue","isTemporary":true}`); res.StatusCode != 200 {
+				t.Fatalf("create: %d %s", res.StatusCode, body)
+			}
+			alice, err := join(t, r, "queue", token)
+			if err != nil {
+				t.Fatal(err)
+			}
+			alice.mustNext("you")
+			time.Sleep(5500 * time.Millisecond) // the room's first write
+			want := "b"
+			if tc.tick {
+				// A ends one second into its play: the tick then plays B.
+				for _, req := range []map[string]any{
+					request(5, "video", video("a", 1)),
+					request(5, "video", video("b", 1000)),
+				} {
+					if err := alice.send(req); err != nil {
+						t.Fatal(err)
+					}
+				}
+				alice.syncUntil("a") // the tick moved A into the empty player
+				if err := alice.send(request(2, "state", true)); err != nil {
+					t.Fatal(err)
+				}
+				if tc.leave {
+					alice.Conn.Close()
+					time.Sleep(2500 * time.Millisecond) // A ends unseen
+				} else {
+					alice.syncUntil("b")
+				}
+			} else {
+				if err := alice.send(request(5, "video", video("b", 0))); err != nil {
+					t.Fatal(err)
+				}
+				// Applied (its sync is out), not yet written.
+				for !alice.queued(want) {
+				}
+				if tc.leave {
+					alice.Conn.Close()
+				}
+			}
+			moveAway(t, c, nodeOf(t, c, alice.node), "queue", tc.drain)
+			if !tc.leave {
+				alice.CloseCode(5 * time.Second)
+			}
+			back, err := join(t, r, "queue", token)
+			if err != nil {
+				t.Fatalf("rejoin: %v", err)
+			}
+			s := back.mustNext("sync")
+			if back.node == alice.node {
+				t.Fatalf("rejoined on the node it moved from, %s", back.node)
+			}
+			cur, _ := s["currentSource"].(map[string]any)
+			if cur != nil && cur["id"] == "https://example.com/"+want {
+				return
+			}
+			if tc.wantQueue {
+				if q, _ := s["queue"].([]any); len(q) == 1 {
+					if v, _ := q[0].(map[string]any); v["id"] == "https://example.com/"+want {
+						return
+					}
+				}
+			}
+			t.Fatalf("the new owner's room has currentSource %v and queue %v: the change made just before the move is lost", s["currentSource"], s["queue"])
+		})
+	}
+}
+
+// A room made and moved before the monolith's first write of it (5 s after
+// it was made) loads on its new owner, with what it was made with.
+func TestNewRoomMovedBeforeFirstWrite(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits out the monolith's state debounce")
 	}
 	c := nodeCluster(t, 2)
 	r := c.Routers[0].Addr
 	token := grant(t, r)
-	if res, body := do(t, r, "POST", "/api/room/create", `{"name":"Queue","isTemporary":true}`); res.StatusCode != 200 {
+	if res, body := do(t, r, "POST", "/api/room/create", `{"name":"Fresh","title":"made just now","isTemporary":true}`); res.StatusCode != 200 {
 		t.Fatalf("create: %d %s", res.StatusCode, body)
-	}
-	alice, err := join(t, r, "queue", token)
-	if err != nil {
-		t.Fatal(err)
-	}
-	alice.mustNext("you")
-	time.Sleep(5500 * time.Millisecond) // the room's first write
-	if err := alice.send(map[string]any{"action": "req", "request": map[string]any{"type": 5, "video": map[string]any{"service": "direct", "id": "https://example.com/a.mp4"}}}); err != nil {
-		t.Fatal(err)
-	}
-	// Applied (its sync is out), and not yet written: the monolith writes
-	// it 5 s later. A frame that reached the sidecar after the move began
-	// would be dropped instead, which the invisible moves will change.
-	for {
-		m := alice.mustNext("sync")
-		if _, ok := m["currentSource"]; ok {
-			break
-		}
 	}
 	var from *cluster.Node
 	for _, n := range c.Nodes {
-		if n.ID == alice.node {
+		if o, err := c.Registry.Owner(context.Background(), "fresh"); err == nil && o.Node == n.ID {
 			from = n
 		}
 	}
-	if res, body := do(t, from.SidecarAddr, "POST", "/admin/drain", "", sidecar.HeaderSecret, c.Secret); res.StatusCode != 202 {
-		t.Fatalf("drain: %d %s", res.StatusCode, body)
+	if from == nil {
+		t.Fatal("the new room has no owner")
 	}
-	alice.CloseCode(5 * time.Second)
-	back, err := join(t, r, "queue", token)
+	moveAway(t, c, from, "fresh", false)
+	alice, err := join(t, r, "fresh", token)
 	if err != nil {
-		t.Fatalf("rejoin: %v", err)
+		t.Fatalf("join: %v", err)
 	}
-	s := back.mustNext("sync")
-	if back.node == alice.node {
-		t.Fatalf("rejoined on the drained node %s", back.node)
+	s := alice.mustNext("sync")
+	if alice.node == from.ID {
+		t.Fatalf("joined on the node it moved from, %s", alice.node)
 	}
-	cur, _ := s["currentSource"].(map[string]any)
-	if cur == nil || cur["id"] != "https://example.com/a.mp4" {
-		t.Fatalf("the new owner's room has currentSource %v, want the video added just before the drain", s["currentSource"])
+	if s["title"] != "made just now" {
+		t.Fatalf("the moved room's title is %v, want the one it was made with", s["title"])
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/roomlb/roomlb/registry"
 )
 
@@ -52,6 +54,11 @@ type Config struct {
 	Secret string
 	// Registry is the room registry.
 	Registry *registry.Registry
+	// MonolithRedis is the monolith's own Redis: where it writes each
+	// room's state (room:NAME), which a drain watches for the write of a
+	// room's last change, and where OpenTogetherTube publishes
+	// announcements. nil means the registry's.
+	MonolithRedis redis.UniversalClient
 	// Capacity is the most clients this node takes; 0 means no limit.
 	Capacity int
 
@@ -69,12 +76,13 @@ type Config struct {
 	// room.
 	LoadTimeout time.Duration
 	// StateDebounce is the monolith's delay between a room change and its
-	// write to Redis (5 s in OpenTogetherTube). A drain waits this long after
-	// a room's last change before it unloads the room, so that the next
-	// owner loads the latest state.
+	// write to Redis (5 s in OpenTogetherTube). A drain hands a room over
+	// only once the write of its last change has landed (see drain.go).
 	StateDebounce time.Duration
-	// ShutdownFlush is how long the monolith takes, after it closed the link
-	// for its own shutdown, to write every room to Redis.
+	// ShutdownFlush is how long rooms are held, after the monolith closed
+	// the link for its own shutdown, before they are released: writes it
+	// had in flight land meanwhile. (The OpenTogetherTube server writes
+	// none of its pending changes when it shuts down.)
 	ShutdownFlush time.Duration
 	// MaxFrame is the largest client frame accepted, in bytes.
 	MaxFrame int

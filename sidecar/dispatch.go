@@ -134,11 +134,18 @@ func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rm := s.rooms[key]
-	if rm == nil || !rm.valid(now) || len(rm.clients) == 0 {
+	if rm == nil || !rm.valid(now) {
 		return
 	}
+	// Recorded with no clients left too: a moving room's clients are
+	// closed without a leave, so the monolith sends its changes here until
+	// the unload.
 	if ott.BroadcastChangesState(m.Payload) {
 		rm.lastChange.Store(now)
+		rm.lastSync.Store(now)
+	}
+	if len(rm.clients) == 0 {
+		return
 	}
 	if s.serves != nil {
 		rm.served()

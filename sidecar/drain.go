@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/roomlb/roomlb/registry"
 )
 
 // drainInBackground starts a drain bounded by DrainTimeout, as SIGTERM's
@@ -108,17 +110,33 @@ func (s *Sidecar) Drain(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// drainSettle is how long a drain waits, before it decides a room has
-// nothing pending, for the monolith's answer to what was forwarded last;
-// drainMargin is added to the monolith's state debounce for its write to
-// land: the debounce starts when the monolith handles the change, a little
-// after the sidecar saw it, and a busy event loop fires the timer late
-// (CI saw a write land after 250 ms more; the reference monolith then
-// drops it at the unload, the real one writes it after the next owner
-// loaded the room).
+// How a drain knows that the monolith's write of a room's last change has
+// landed. The monolith writes a room (room:NAME) StateDebounce after its
+// last change of a storable property, and keeps that write pending when a
+// balancer unloads the room (ott-protocol.md §3.6, §8); the next owner must
+// not load the room before it lands. So a moving room is unloaded at once
+// (it stops changing), and the drain then waits:
+//
+//   - for a write it sees land: room:NAME's TTL (every write sets one)
+//     rising, or the key appearing, after the monolith confirmed the
+//     unload. A write after the unload follows every change, so it is the
+//     last.
+//   - or, when no write comes, until StateDebounce and drainMargin after
+//     the last thing that may have changed the room: a request, an HTTP
+//     write, a sync carrying a storable property; for a room whose changes
+//     may have gone unseen (it had no clients, or they came less than
+//     StateDebounce ago), the unload. Nothing pending: no wait at all.
+//   - but where a sync showed a change whose write is still due after the
+//     unload, that write is surely coming: the drain waits for it up to
+//     writeLate past its due time (a loaded machine fires timers late).
+//
+// drainPoll is how often room:NAME's TTL is read meanwhile; writeSlack is
+// how much earlier than StateDebounce after its sync a write may land.
 const (
-	drainSettle = 100 * time.Millisecond
 	drainMargin = time.Second
+	writeLate   = 3 * time.Second
+	writeSlack  = 250 * time.Millisecond
+	drainPoll   = 100 * time.Millisecond
 )
 
 // drainRoom hands one room over.
@@ -129,36 +147,20 @@ func (s *Sidecar) drainRoom(ctx context.Context, rm *room, h *handoffs) error {
 		return nil
 	}
 	s.startMoving(rm)
-	blind := rm.blindAt
 	loading := !rm.loaded && (rm.loader != nil || rm.loadSent)
 	s.mu.Unlock()
-
-	// The monolith writes a room StateDebounce after its last storable
-	// change, and the next owner must not load it before that write has
-	// landed (ott-protocol.md §3.6, §8). A room with nothing pending moves
-	// at once: chats, user updates and the like are not written.
 	if loading {
 		s.waitLoaded(ctx, rm)
-	}
-	// A sync answering a request forwarded just before the move may still
-	// be on its way.
-	settle := min(drainSettle, s.cfg.StateDebounce)
-	for wait := settle; wait > 0; {
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			wait = 0
-			continue
+		s.mu.Lock()
+		if s.sendUnload(rm) {
+			rm.unloadSent = true
 		}
-		last := max(rm.lastChange.Load(), blind)
-		wait = time.Duration(last+int64(s.cfg.StateDebounce)-s.now()) + drainMargin
+		s.mu.Unlock()
 	}
-
 	s.mu.Lock()
-	wasLoaded := rm.loaded && s.link != nil
-	s.sendUnload(rm)
+	unloaded := rm.unloadSent
 	s.mu.Unlock()
-	if wasLoaded {
+	if unloaded {
 		select {
 		case <-rm.unloaded:
 		case <-time.After(3 * time.Second):
@@ -166,6 +168,7 @@ func (s *Sidecar) drainRoom(ctx context.Context, rm *room, h *handoffs) error {
 		case <-ctx.Done():
 		}
 	}
+	s.awaitStateWrite(ctx, rm, unloaded)
 
 	fctx, cancel := s.redisCtx(context.Background())
 	s.flushMeta(fctx, rm) // the next owner loads the room by the name in it
@@ -179,6 +182,26 @@ func (s *Sidecar) drainRoom(ctx context.Context, rm *room, h *handoffs) error {
 	}
 	rctx, cancel := s.redisCtx(context.Background())
 	defer cancel()
+	if h.to != "" {
+		// A move to a given node: the room goes to it in one step, so a
+		// join held meanwhile cannot place it anywhere else (this node
+		// included). The target adopts the lease when it takes the offer.
+		s.mu.Lock()
+		s.retire(lease)
+		s.mu.Unlock()
+		_, err := s.reg.Transfer(rctx, lease, h.to, s.cfg.LeaseTTL)
+		var oe *registry.OwnerError
+		switch {
+		case err == nil:
+			s.forgotten(lease)
+			h.offer(rctx, lease, name, cost)
+			return nil
+		case errors.As(err, &oe):
+			s.forgotten(lease)
+			return nil // someone else's by now
+		}
+		// Unknown outcome: give it back as a drain does.
+	}
 	released, err := s.release(rctx, lease)
 	if err != nil {
 		return fmt.Errorf("release %s: %w", lease.Room, err)
@@ -190,9 +213,62 @@ func (s *Sidecar) drainRoom(ctx context.Context, rm *room, h *handoffs) error {
 	return nil
 }
 
-// startMoving holds rm's new clients and closes its clients; they
-// reconnect through the routers, which hold them until the room has its
-// new owner. s.mu is held.
+// awaitStateWrite waits until the monolith's write of rm's last change has
+// landed (see drainMargin). unloaded says the monolith held the room up to
+// now, when it has confirmed the unload (or failed to in time).
+func (s *Sidecar) awaitStateWrite(ctx context.Context, rm *room, unloaded bool) {
+	now := s.now()
+	last := rm.lastChange.Load()
+	if rm.seenFrom != 0 {
+		last = max(last, rm.seenFrom)
+	} else if unloaded {
+		last = now // what changed before the unload went unseen
+	}
+	debounce := int64(s.cfg.StateDebounce)
+	deadline := last + debounce + int64(drainMargin)
+	synced := rm.lastSync.Load()
+	due := synced != 0 && synced+debounce-int64(writeSlack) > now
+	if due {
+		deadline = max(deadline, synced+debounce+int64(writeLate))
+	}
+	if now >= deadline || debounce == 0 {
+		return
+	}
+	key := "room:" + rm.name
+	ttl := func() (time.Duration, bool) {
+		rctx, cancel := s.redisCtx(ctx)
+		defer cancel()
+		d, err := s.monolithRedis.PTTL(rctx, key).Result()
+		return d, err == nil
+	}
+	before, ok := ttl()
+	t := time.NewTicker(drainPoll)
+	defer t.Stop()
+	for s.now() < deadline {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+		after, ok2 := ttl()
+		// PTTL: -2 no key, -1 no TTL, else what is left; every write of
+		// the monolith sets a new TTL.
+		if ok && ok2 && ((before == -2 && after != -2) || (before >= 0 && after > before)) {
+			s.log.Debug("sidecar: the monolith wrote the moving room", "room", rm.key, "waited", time.Duration(s.now()-now))
+			return
+		}
+		before, ok = after, ok2
+	}
+	s.log.Debug("sidecar: no write of the moving room seen", "room", rm.key, "waited", time.Duration(s.now()-now), "due", due)
+	if due {
+		s.log.Warn("sidecar: the monolith's state write was not seen; moving the room anyway (is --monolith-redis-url the monolith's Redis?)", "room", rm.key, "key", key)
+	}
+}
+
+// startMoving holds rm's new clients, closes its clients and unloads it
+// from the monolith, so that it stops changing; its clients reconnect
+// through the routers, which hold them until the room has its new owner.
+// s.mu is held.
 func (s *Sidecar) startMoving(rm *room) {
 	if rm.moving {
 		return
@@ -200,14 +276,20 @@ func (s *Sidecar) startMoving(rm *room) {
 	rm.moving = true
 	rm.movingNow.Store(true)
 	rm.cost = len(rm.clients) + len(rm.waiting)
-	// Changes of a room reach this node only while it has clients here:
-	// the room is blind from the last moment it had none (now, when it has
-	// none), and whatever changed then may still be written.
-	rm.blindAt = rm.seenSince
-	if len(rm.clients) == 0 || rm.blindAt == 0 {
-		rm.blindAt = s.now()
+	// The monolith sends a room's changes here only while it has clients
+	// here: a room that had none since some moment less than a debounce
+	// ago may have changed unseen before then; one that has none now, at
+	// any moment up to the unload.
+	rm.seenFrom = 0
+	if len(rm.clients) > 0 {
+		rm.seenFrom = rm.seenSince
 	}
 	s.closeRoomClients(rm, closeServiceRestart, "room moving")
+	// At once, in the same critical section: the clients just closed are
+	// still the monolith's room members (no leave is sent for them once
+	// the unload is out), so their room's changes keep coming until the
+	// unload.
+	rm.unloadSent = s.sendUnload(rm)
 }
 
 // waitLoaded waits until a room whose load is under way is loaded (or the

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/roomlb/roomlb/internal/nodemonolith"
+	"github.com/roomlb/roomlb/ott/otttest"
 	"github.com/roomlb/roomlb/registry"
 )
 
@@ -158,4 +159,61 @@ func TestDrainNode(t *testing.T) {
 		monos[i] = monolith{name: name, balancerAddr: p.BalancerAddr}
 	}
 	testDrain(t, reg, monos, drainRooms, 5)
+}
+
+// TestDrainWaitsForALateWrite: the monolith's write of a room's last change
+// lands 2 s later than its debounce says (a loaded machine fires timers
+// late); the drain hands the room over only after it has landed, seen in
+// Redis, so the next owner loads the change. A drain that only trusted the
+// debounce (and its 1 s margin) would hand over the state before.
+func TestDrainWaitsForALateWrite(t *testing.T) {
+	reg, srv := newTestRegistry(t)
+	var monos [2]*otttest.Monolith
+	for i := range monos {
+		m, err := otttest.New(otttest.Config{
+			Redis:         srv.Client(),
+			StateDebounce: 300 * time.Millisecond,
+			WriteLate:     2 * time.Second,
+			Logger:        testLogger(t).With("monolith", i),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		monos[i] = m
+	}
+	a := startSidecar(t, reg, "node-a", monos[0].BalancerAddr(), nil)
+	b := startSidecar(t, reg, "node-b", monos[1].BalancerAddr(), nil)
+	createRoom(t, a.Addr(), "Late")
+	token := grant(t, a.Addr())
+	c, _, err := dial(t, a.Addr(), "late", token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.next("you", 5*time.Second)
+	time.Sleep(3 * time.Second) // the room's first write
+	c.sendJSON(map[string]any{"action": "req", "request": map[string]any{"type": 5, "video": map[string]any{"service": "direct", "id": "late"}}})
+	for {
+		if q, _ := c.next("sync", 5*time.Second)["queue"].([]any); len(q) == 1 {
+			break
+		}
+	}
+	start := time.Now()
+	a.cancel() // SIGTERM: drain
+	select {
+	case <-a.done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("drained sidecar did not exit")
+	}
+	took := time.Since(start)
+	d, _, err := dial(t, b.Addr(), "late", token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := d.next("sync", 5*time.Second)
+	q, _ := s["queue"].([]any)
+	if len(q) != 1 && s["currentSource"] == nil {
+		t.Fatalf("the next owner loaded queue %v, currentSource %v: the late write of the change was not waited for (drain took %v)", s["queue"], s["currentSource"], took)
+	}
+	t.Logf("drain took %v", took)
 }

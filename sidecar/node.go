@@ -265,7 +265,7 @@ func (s *Sidecar) announceLoop(ctx context.Context) {
 	if s.cfg.AnnounceChannel == "-" {
 		return
 	}
-	ps := s.reg.Client().Subscribe(ctx, s.cfg.AnnounceChannel)
+	ps := s.monolithRedis.Subscribe(ctx, s.cfg.AnnounceChannel)
 	defer ps.Close()
 	stop := context.AfterFunc(ctx, func() { ps.Close() })
 	defer stop()

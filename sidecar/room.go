@@ -39,13 +39,20 @@ type room struct {
 	// chat and the like, a sync broadcast carrying one, an HTTP write): the
 	// monolith writes the room to Redis StateDebounce later.
 	lastChange atomic.Int64
+	// lastSync is the lease clock time of the last sync broadcast carrying
+	// a storable property: a change the monolith surely made, and whose
+	// write surely follows.
+	lastSync atomic.Int64
 	// seenSince is the lease clock time since which the room has had joined
 	// clients without a break; 0 while it has none. Only then does the
 	// monolith send its changes here: before, they went unseen.
 	seenSince int64
-	// blindAt is, once the room moves, the last moment before it when its
-	// changes could not be seen here (see startMoving).
-	blindAt int64
+	// unloadSent: the move sent the monolith an unload of the room.
+	unloadSent bool
+	// seenFrom is, once the room moves, the moment since which every change
+	// of it has been seen here; 0 if some may have gone unseen up to the
+	// unload (see startMoving).
+	seenFrom int64
 
 	// loaded: the monolith has reported the room loaded (loaded or gossip)
 	// and not unloaded since. Only then may unload be sent (§3.6).
@@ -300,9 +307,9 @@ func (s *Sidecar) removeRoom(rm *room) {
 // sendUnload asks the monolith to unload rm, but only when the monolith has
 // said it holds it: an unload of a room it does not hold kills the real
 // monolith. s.mu is held.
-func (s *Sidecar) sendUnload(rm *room) {
+func (s *Sidecar) sendUnload(rm *room) (sent bool) {
 	if !rm.loaded || s.link == nil || s.unloading[rm.key] {
-		return
+		return false
 	}
 	rm.loaded = false
 	// The monolith drops every client of the room with the unload: no
@@ -312,6 +319,7 @@ func (s *Sidecar) sendUnload(rm *room) {
 	}
 	s.unloading[rm.key] = true
 	s.link.send(ott.Unload{Room: rm.name}.Append(nil))
+	return true
 }
 
 // fence stops serving rm at once: its clients are closed with a code they

@@ -84,6 +84,8 @@ type Sidecar struct {
 	stopped chan struct{}
 	// serves is the serve log; nil when Config.ServeLog is.
 	serves *serveLog
+	// monolithRedis is the monolith's Redis (Config.MonolithRedis).
+	monolithRedis redis.UniversalClient
 
 	wg sync.WaitGroup // every goroutine the sidecar starts
 	// conns tracks hijacked client connections; Close closes them.
@@ -122,6 +124,10 @@ func New(cfg Config) (*Sidecar, error) {
 		killed:      make(chan struct{}),
 		renewNow:    make(chan struct{}, 1),
 		reclaimNow:  make(chan struct{}, 1),
+	}
+	s.monolithRedis = cfg.MonolithRedis
+	if s.monolithRedis == nil {
+		s.monolithRedis = cfg.Registry.Client()
 	}
 	if cfg.ServeLog != nil {
 		s.serves = &serveLog{w: cfg.ServeLog}

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/roomlb/roomlb/registry"
 	"github.com/roomlb/roomlb/sidecar"
 )
@@ -17,7 +19,8 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) error {
 	host, _ := os.Hostname()
 	var (
 		cfg      sidecar.Config
-		redisURL = fs.String("redis-url", "redis://127.0.0.1:6379", "Redis of the registry (and of OpenTogetherTube announcements)")
+		redisURL = fs.String("redis-url", "redis://127.0.0.1:6379", "Redis of the registry")
+		ottURL   = fs.String("monolith-redis-url", "", "the monolith's own Redis, where it writes room:NAME and publishes announcements (default: --redis-url)")
 		prefix   = fs.String("prefix", registry.DefaultPrefix, "prefix of every registry key in Redis")
 		logLevel = fs.String("log-level", "info", "debug, info, warn or error")
 	)
@@ -34,7 +37,7 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.AuthTimeout, "auth-timeout", sidecar.DefaultAuthTimeout, "time a client has to send its auth frame")
 	fs.DurationVar(&cfg.LoadTimeout, "load-timeout", sidecar.DefaultLoadTimeout, "time the monolith has to load a room")
 	fs.DurationVar(&cfg.StateDebounce, "state-debounce", sidecar.DefaultStateDebounce, "the monolith's delay between a room change and its Redis write")
-	fs.DurationVar(&cfg.ShutdownFlush, "shutdown-flush", sidecar.DefaultShutdownFlush, "time the monolith takes to write its rooms after closing the link to shut down")
+	fs.DurationVar(&cfg.ShutdownFlush, "shutdown-flush", sidecar.DefaultShutdownFlush, "how long rooms are held after the monolith closed the link to shut down, before they are released")
 	fs.IntVar(&cfg.MaxFrame, "max-frame", sidecar.DefaultMaxFrame, "largest client frame, bytes")
 	fs.IntVar(&cfg.SendQueue, "send-queue", sidecar.DefaultSendQueue, "messages that may wait for a slow client before it is disconnected")
 	fs.DurationVar(&cfg.MonolithIdle, "monolith-idle", sidecar.DefaultMonolithIdle, "longest a connection to the monolith's HTTP API idles in the pool; below the monolith's keep-alive timeout (Node: 5s)")
@@ -54,6 +57,16 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer closeRedis()
 	cfg.Registry = reg
+	if *ottURL != "" && *ottURL != *redisURL {
+		opt, err := redis.ParseURL(*ottURL)
+		if err != nil {
+			return fmt.Errorf("--monolith-redis-url: %w", err)
+		}
+		opt.ContextTimeoutEnabled = true
+		rdb := redis.NewClient(opt)
+		defer rdb.Close()
+		cfg.MonolithRedis = rdb
+	}
 	cfg.Logger = log
 	if *serveLog != "" {
 		f, err := os.OpenFile(*serveLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
