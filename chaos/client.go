@@ -14,6 +14,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/ott"
 )
 
@@ -189,7 +190,7 @@ func (c *client) connect(ctx context.Context, reconnect bool) *session {
 	}
 	c.mu.Lock()
 	s.Open = time.Now().UnixNano()
-	s.Node = res.Header.Get("X-Roomlb-Node")
+	s.Node = res.Header.Get(contract.HeaderNode)
 	c.conn, c.cur = conn, s
 	if c.w.stopping.Load() {
 		// The run stopped while this dial was under way, after stop

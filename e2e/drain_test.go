@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/internal/cluster"
 	"github.com/roomlb/roomlb/sidecar"
 )
@@ -88,7 +89,7 @@ func nodeOf(t *testing.T, c *cluster.Cluster, id string) *cluster.Node {
 func moveAway(t *testing.T, c *cluster.Cluster, from *cluster.Node, room string, drain bool) {
 	t.Helper()
 	if drain {
-		if res, body := do(t, from.SidecarAddr, "POST", "/admin/drain", "", sidecar.HeaderSecret, c.Secret); res.StatusCode != 202 {
+		if res, body := do(t, from.SidecarAddr, "POST", "/admin/drain", "", contract.HeaderSecret, c.Secret); res.StatusCode != 202 {
 			t.Fatalf("drain: %d %s", res.StatusCode, body)
 		}
 		return
@@ -100,7 +101,7 @@ func moveAway(t *testing.T, c *cluster.Cluster, from *cluster.Node, room string,
 		}
 	}
 	form := url.Values{"room": {room}, "to": {to}}.Encode()
-	if res, body := do(t, from.SidecarAddr, "POST", "/admin/move", form, sidecar.HeaderSecret, c.Secret, "Content-Type", "application/x-www-form-urlencoded"); res.StatusCode != 202 {
+	if res, body := do(t, from.SidecarAddr, "POST", "/admin/move", form, contract.HeaderSecret, c.Secret, "Content-Type", "application/x-www-form-urlencoded"); res.StatusCode != 202 {
 		t.Fatalf("move: %d %s", res.StatusCode, body)
 	}
 }
@@ -133,17 +134,29 @@ func (c *client) syncUntil(id string) {
 	}
 }
 
-// queued reads the next sync and reports whether its queue holds the video
-// id (a sync of the room's creation may still be on its way).
-func (c *client) queued(id string) bool {
+// added reads the next sync and reports whether it shows the video id
+// queued or playing (a sync of the room's creation may still be on its
+// way; the tick may have moved the video into the player already).
+func (c *client) added(id string) bool {
 	c.t.Helper()
-	q, _ := c.mustNext("sync")["queue"].([]any)
+	m := c.mustNext("sync")
+	if cur, _ := m["currentSource"].(map[string]any); cur != nil && cur["id"] == "https://example.com/"+id {
+		return true
+	}
+	q, _ := m["queue"].([]any)
 	for _, v := range q {
 		if v, _ := v.(map[string]any); v["id"] == "https://example.com/"+id {
 			return true
 		}
 	}
 	return false
+}
+
+// playing reads syncs until one shows the player playing.
+func (c *client) playing() {
+	c.t.Helper()
+	for c.mustNext("sync")["isPlaying"] != true {
+	}
 }
 
 // A change followed at once by a move is not lost: the next owner loads
@@ -198,6 +211,7 @@ func TestChangeThenMoveKeepsTheChange(t *testing.T) {
 					t.Fatal(err)
 				}
 				if tc.leave {
+					alice.playing() // applied before she goes
 					alice.Conn.Close()
 					time.Sleep(2500 * time.Millisecond) // A ends unseen
 				} else {
@@ -208,7 +222,7 @@ func TestChangeThenMoveKeepsTheChange(t *testing.T) {
 					t.Fatal(err)
 				}
 				// Applied (its sync is out), not yet written.
-				for !alice.queued(want) {
+				for !alice.added(want) {
 				}
 				if tc.leave {
 					alice.Conn.Close()

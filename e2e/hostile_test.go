@@ -13,9 +13,9 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/internal/cluster"
 	"github.com/roomlb/roomlb/registry"
-	"github.com/roomlb/roomlb/sidecar"
 )
 
 // No frame a client sends may reach the monolith's link unless the monolith
@@ -137,7 +137,7 @@ func TestTraversalPathsRefused(t *testing.T) {
 		for _, at := range []struct {
 			name, addr string
 			hdr        []string
-		}{{"router", r, nil}, {"sidecar", sidecarAddr, []string{sidecar.HeaderSecret, c.Secret}}} {
+		}{{"router", r, nil}, {"sidecar", sidecarAddr, []string{contract.HeaderSecret, c.Secret}}} {
 			res, body := doRaw(t, at.addr, tc.method, tc.path, at.hdr...)
 			if res != 400 {
 				t.Errorf("%s %s at the %s: %d %q, want 400", tc.method, tc.path, at.name, res, body)

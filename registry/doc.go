@@ -18,6 +18,7 @@
 //	roomlb:nodes            sorted set, score = load           live nodes for placement
 //	roomlb:events           pub/sub channel, JSON              ownership and node changes
 //	roomlb:lock:housekeeping  redsync mutex                    singleton pruning of dead nodes
+//	roomlb:lock:room:{r}      redsync mutex                    one admin operation on a room at a time (ctl move)
 //
 // r is the room name in lower case (rooms are case-insensitive); the
 // canonical casing is kept in the meta hash.

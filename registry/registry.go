@@ -110,8 +110,12 @@ func (r *Registry) metaKey(room string) string  { return r.prefix + "room:{" + r
 func (r *Registry) nodeKey(id string) string    { return r.prefix + "node:" + id }
 func (r *Registry) nodesKey() string            { return r.prefix + "nodes" }
 func (r *Registry) lockKey(name string) string  { return r.prefix + "lock:" + name }
-func (r *Registry) generationKey() string       { return r.prefix + "generation" }
-func (r *Registry) recoveryKey() string         { return r.prefix + "recovery" }
+
+// RoomLockKey is the key of the redsync mutex that serializes admin
+// operations on one room (roomlb ctl move).
+func (r *Registry) RoomLockKey(room string) string { return r.lockKey("room:{" + room + "}") }
+func (r *Registry) generationKey() string          { return r.prefix + "generation" }
+func (r *Registry) recoveryKey() string            { return r.prefix + "recovery" }
 
 // Channel is the pub/sub channel of registry events.
 func (r *Registry) Channel() string { return r.prefix + "events" }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/registry"
 )
 
@@ -452,7 +453,7 @@ func (c *call) tryHTTP(t target) (verdict, hint) {
 	resp.Header.CopyTo(&dst.Header)
 	dst.Header.SetNoDefaultContentType(true)
 	stripResponse(&dst.Header, &c.s)
-	dst.Header.Set(HeaderNode, t.node.ID)
+	dst.Header.Set(contract.HeaderNode, t.node.ID)
 	if resp.BodyStream() != nil && !c.ctx.IsHead() {
 		dst.SetBodyStream(&upstreamBody{resp: resp}, resp.Header.ContentLength())
 		return served, hint{}
@@ -483,13 +484,13 @@ func (c *call) judge(status int, h *fasthttp.ResponseHeader) (verdict, hint) {
 	switch status {
 	case fasthttp.StatusMisdirectedRequest:
 		if c.route == routeRoom {
-			return misdirected, parseHint(h.Peek(HeaderOwner))
+			return misdirected, parseHint(h.Peek(contract.HeaderOwner))
 		}
 	case fasthttp.StatusServiceUnavailable:
-		if len(h.Peek(HeaderDraining)) > 0 {
+		if len(h.Peek(contract.HeaderDraining)) > 0 {
 			return draining, hint{}
 		}
-		if c.route == routeRoom && len(h.Peek(HeaderMoving)) > 0 {
+		if c.route == routeRoom && len(h.Peek(contract.HeaderMoving)) > 0 {
 			return moving, hint{}
 		}
 	}

@@ -8,36 +8,15 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/ott"
 )
 
-// The headers of the router-sidecar contract.
+// The forwarding headers the router sets.
 const (
-	// HeaderSecret carries Config.Secret to sidecars.
-	HeaderSecret = "X-Roomlb-Secret"
-	// HeaderEpoch is the owner epoch the router routed by; absent when
-	// placing.
-	HeaderEpoch = "X-Roomlb-Epoch"
-	// HeaderPlace is "1" when the router chose the node for a room with no
-	// owner (and on /api/room/generate and /api/room/create).
-	HeaderPlace = "X-Roomlb-Place"
-	// HeaderOwner on a sidecar's 421 names the owner as "node:epoch".
-	HeaderOwner = "X-Roomlb-Owner"
-	// HeaderMoving on a sidecar's 503: the room is being handed over.
-	HeaderMoving = "X-Roomlb-Moving"
-	// HeaderDraining on a sidecar's 503: the node takes no placements.
-	HeaderDraining = "X-Roomlb-Draining"
-	// HeaderNode names, on responses to clients, the node that served the
-	// request (the router sets it; it is informational).
-	HeaderNode = "X-Roomlb-Node"
-
 	headerXFF = "X-Forwarded-For"
 	headerXFP = "X-Forwarded-Proto"
 )
-
-// internalPrefix starts every header of the contract: clients may not send
-// them and see none of the sidecars' (only the router's own HeaderNode).
-const internalPrefix = "x-roomlb-"
 
 // hopByHop are the headers that describe one connection, not the message
 // (RFC 9110 section 7.6.1), in lower case. Proxy-* headers are dropped by
@@ -64,7 +43,7 @@ func isForwarding(key []byte) bool {
 // dropHeader reports whether a client's or a sidecar's header must not be
 // passed on: hop-by-hop (Proxy-* included) or internal.
 func dropHeader(key []byte) bool {
-	if ott.HasPrefixFold(key, internalPrefix) || ott.HasPrefixFold(key, "proxy-") {
+	if ott.HasPrefixFold(key, contract.InternalPrefix) || ott.HasPrefixFold(key, "proxy-") {
 		return true
 	}
 	for _, h := range hopByHop {
@@ -240,32 +219,32 @@ type target struct {
 // appendRouterHeaders appends the contract's request headers for t to buf,
 // in wire form ("Key: value\r\n").
 func (r *Router) appendRouterHeaders(buf []byte, t target) []byte {
-	buf = append(buf, HeaderSecret+": "...)
+	buf = append(buf, contract.HeaderSecret+": "...)
 	buf = append(buf, r.cfg.Secret...)
 	buf = append(buf, "\r\n"...)
 	if t.epoch > 0 {
-		buf = append(buf, HeaderEpoch+": "...)
+		buf = append(buf, contract.HeaderEpoch+": "...)
 		buf = strconv.AppendInt(buf, t.epoch, 10)
 		buf = append(buf, "\r\n"...)
 	}
 	if t.place {
-		buf = append(buf, HeaderPlace+": 1\r\n"...)
+		buf = append(buf, contract.HeaderPlace+": 1\r\n"...)
 	}
 	return buf
 }
 
 // setRouterHeaders sets the contract's request headers for t on h.
 func (r *Router) setRouterHeaders(h *fasthttp.RequestHeader, t target, s *scratch) {
-	h.Set(HeaderSecret, r.cfg.Secret)
+	h.Set(contract.HeaderSecret, r.cfg.Secret)
 	if t.epoch > 0 {
 		s.num = strconv.AppendInt(s.num[:0], t.epoch, 10)
-		h.SetBytesV(HeaderEpoch, s.num)
+		h.SetBytesV(contract.HeaderEpoch, s.num)
 	} else {
-		h.Del(HeaderEpoch)
+		h.Del(contract.HeaderEpoch)
 	}
 	if t.place {
-		h.Set(HeaderPlace, "1")
+		h.Set(contract.HeaderPlace, "1")
 	} else {
-		h.Del(HeaderPlace)
+		h.Del(contract.HeaderPlace)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/roomlb/roomlb/contract"
 )
 
 const (
@@ -27,7 +29,7 @@ const (
 // closeServiceRestart is a WebSocket close frame (server to client,
 // unmasked) with code 1012 "service restart": OpenTogetherTube clients
 // reconnect on codes below 4000.
-var closeServiceRestart = append([]byte{0x88, 2 + 15, 0x03, 0xf4}, "service restart"...)
+var closeServiceRestart = append([]byte{0x88, 2 + 15, contract.CloseServiceRestart >> 8, contract.CloseServiceRestart & 0xff}, "service restart"...)
 
 var relayBufs = sync.Pool{New: func() any {
 	b := make([]byte, relayBufSize)

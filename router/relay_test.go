@@ -13,6 +13,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/registry"
 )
 
@@ -52,7 +53,7 @@ func TestIdleRelayMemory(t *testing.T) {
 	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
 	direct := func() (*websocket.Conn, error) {
 		ws, _, err := d.Dial("ws://"+a.node.Addr+"/api/room/idle", http.Header{
-			HeaderSecret: {testSecret}, HeaderEpoch: {strconv.FormatInt(l.Epoch, 10)}})
+			contract.HeaderSecret: {testSecret}, contract.HeaderEpoch: {strconv.FormatInt(l.Epoch, 10)}})
 		return ws, err
 	}
 	via := func() (*websocket.Conn, error) {

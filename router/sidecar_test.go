@@ -18,6 +18,7 @@ import (
 	"github.com/fasthttp/websocket"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/internal/redistest"
 	"github.com/roomlb/roomlb/registry"
 )
@@ -156,9 +157,9 @@ func (f *fakeSidecar) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	s := seen{
 		method: req.Method,
 		path:   req.URL.Path,
-		secret: req.Header.Get(HeaderSecret),
-		epoch:  req.Header.Get(HeaderEpoch),
-		place:  req.Header.Get(HeaderPlace),
+		secret: req.Header.Get(contract.HeaderSecret),
+		epoch:  req.Header.Get(contract.HeaderEpoch),
+		place:  req.Header.Get(contract.HeaderPlace),
 		xff:    strings.Join(req.Header.Values(headerXFF), "|"),
 		xfp:    req.Header.Get(headerXFP),
 		ws:     websocket.IsWebSocketUpgrade(req),
@@ -195,13 +196,13 @@ func (f *fakeSidecar) serve(w http.ResponseWriter, req *http.Request, s seen) in
 			return http.StatusBadRequest
 		}
 		if f.draining.Load() {
-			return refuse(w, HeaderDraining)
+			return refuse(w, contract.HeaderDraining)
 		}
 		fmt.Fprintf(w, "%s %s", id, room)
 		return http.StatusOK
 	}
 	if f.moving.Load() {
-		return refuse(w, HeaderMoving)
+		return refuse(w, contract.HeaderMoving)
 	}
 	ctx, cancel := context.WithTimeout(req.Context(), 300*time.Millisecond)
 	defer cancel()
@@ -224,7 +225,7 @@ func (f *fakeSidecar) serve(w http.ResponseWriter, req *http.Request, s seen) in
 		epoch = e
 	case s.place == "1":
 		if f.draining.Load() {
-			return refuse(w, HeaderDraining)
+			return refuse(w, contract.HeaderDraining)
 		}
 		l, err := f.reg.Claim(ctx, room, id, time.Minute)
 		var oe *registry.OwnerError
@@ -282,7 +283,7 @@ func refuse(w http.ResponseWriter, header string) int {
 
 func (f *fakeSidecar) misdirect(w http.ResponseWriter, o registry.Owner) int {
 	if o.Node != "" && !f.noHint.Load() {
-		w.Header().Set(HeaderOwner, fmt.Sprintf("%s:%d", o.Node, o.Epoch))
+		w.Header().Set(contract.HeaderOwner, fmt.Sprintf("%s:%d", o.Node, o.Epoch))
 	}
 	http.Error(w, "misdirected", http.StatusMisdirectedRequest)
 	return http.StatusMisdirectedRequest

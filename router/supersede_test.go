@@ -9,6 +9,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/registry"
 )
 
@@ -131,7 +132,7 @@ func TestSupersededRelays(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ws.Close()
-		from := resp.Header.Get(HeaderNode)
+		from := resp.Header.Get(contract.HeaderNode)
 		if got := echo(t, ws, "hi"); got != from+": hi" {
 			t.Fatalf("echo %q from %s", got, from)
 		}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/roomlb/roomlb/contract"
 )
 
 // upgrade is a sidecar's accepted WebSocket handshake waiting for the
@@ -175,7 +177,7 @@ func appendSwitching(b []byte, h *fasthttp.ResponseHeader, node string) []byte {
 		b = append(b, v...)
 		b = append(b, "\r\n"...)
 	}
-	b = append(b, HeaderNode+": "...)
+	b = append(b, contract.HeaderNode+": "...)
 	b = append(b, node...)
 	return append(b, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"...)
 }

@@ -14,18 +14,8 @@ import (
 	"github.com/fasthttp/websocket"
 	"github.com/google/uuid"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/ott"
-)
-
-// Close codes the sidecar uses towards clients. OpenTogetherTube's browser
-// client reconnects on codes below 4000 and gives up on 4000 and above.
-const (
-	closeNormal         = 1000
-	closeProtocol       = 1002
-	closeInvalidData    = 1007 // a text frame that is not UTF-8 (RFC 6455 §7.4.1)
-	closeTooBig         = 1009
-	closeServiceRestart = 1012 // room moved or node shutting down: reconnect
-	closeTryAgain       = 1013 // room could not be loaded in time: reconnect
 )
 
 // writeWait bounds one write to a client.
@@ -133,7 +123,7 @@ func (s *Sidecar) joinClient(conn *websocket.Conn, rm *room) *client {
 	case <-c.done:
 		// Closed while waiting: its room moved or failed to load.
 	case <-backstop.C:
-		c.close(closeTryAgain, "room not loaded")
+		c.close(contract.CloseTryAgain, "room not loaded")
 	}
 	s.removeClient(c)
 	c.finish()
@@ -233,7 +223,7 @@ func (s *Sidecar) readAuth(conn *websocket.Conn) (string, bool) {
 		if errors.As(err, &ne) && ne.Timeout() {
 			closeNow(conn, ott.CloseMissingToken, "did not send auth token")
 		} else if errors.Is(err, websocket.ErrReadLimit) {
-			closeNow(conn, closeTooBig, "frame too large")
+			closeNow(conn, contract.CloseTooBig, "frame too large")
 		}
 		return "", false
 	}
@@ -241,7 +231,7 @@ func (s *Sidecar) readAuth(conn *websocket.Conn) (string, bool) {
 		return "", false // upstream drops the connection without a close frame
 	}
 	if !utf8.Valid(data) {
-		closeNow(conn, closeInvalidData, "invalid UTF-8")
+		closeNow(conn, contract.CloseInvalidData, "invalid UTF-8")
 		return "", false
 	}
 	var auth struct {
@@ -249,7 +239,7 @@ func (s *Sidecar) readAuth(conn *websocket.Conn) (string, bool) {
 		Token  *json.RawMessage `json:"token"`
 	}
 	if err := json.Unmarshal(data, &auth); err != nil || auth.Action == nil {
-		closeNow(conn, closeProtocol, "failed to deserialize message")
+		closeNow(conn, contract.CloseProtocol, "failed to deserialize message")
 		return "", false
 	}
 	if *auth.Action != "auth" {
@@ -258,7 +248,7 @@ func (s *Sidecar) readAuth(conn *websocket.Conn) (string, bool) {
 	}
 	var token string
 	if auth.Token == nil || json.Unmarshal(*auth.Token, &token) != nil {
-		closeNow(conn, closeProtocol, "failed to deserialize message")
+		closeNow(conn, contract.CloseProtocol, "failed to deserialize message")
 		return "", false
 	}
 	return token, true
@@ -276,7 +266,7 @@ func (c *client) readFrame() bool {
 	mt, r, err := c.conn.NextReader()
 	if err != nil {
 		if errors.Is(err, websocket.ErrReadLimit) {
-			c.close(closeTooBig, "frame too large")
+			c.close(contract.CloseTooBig, "frame too large")
 		}
 		return false
 	}
@@ -289,7 +279,7 @@ func (c *client) readFrame() bool {
 		*bp = frame[:0]
 		frameBufs.Put(bp)
 		if errors.Is(err, websocket.ErrReadLimit) {
-			c.close(closeTooBig, "frame too large")
+			c.close(contract.CloseTooBig, "frame too large")
 		}
 		return false
 	}
@@ -318,7 +308,7 @@ func (c *client) readFrame() bool {
 		// binary frames are relayed as text too, so the same holds.
 		*bp = frame[:0]
 		frameBufs.Put(bp)
-		c.close(closeInvalidData, "invalid UTF-8")
+		c.close(contract.CloseInvalidData, "invalid UTF-8")
 		return false
 	}
 	// The monolith takes only JSON objects as payloads (§7 item 14);
@@ -415,7 +405,7 @@ func (c *client) enqueue(m out) {
 	if !m.close && len(c.queue) >= c.s.cfg.SendQueue {
 		// A client this far behind gets a fresh start: it reconnects and
 		// receives the whole state again.
-		m = out{close: true, code: closeTryAgain, text: "too slow"}
+		m = out{close: true, code: contract.CloseTryAgain, text: "too slow"}
 	}
 	if m.close {
 		c.closing = true

@@ -8,6 +8,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/ott"
 	"github.com/roomlb/roomlb/registry"
 )
@@ -42,7 +43,7 @@ func (s *Sidecar) linkDown(l *link, err error) {
 		return // a crash releases nothing
 	}
 	for _, c := range s.clients {
-		c.close(closeServiceRestart, "monolith link lost")
+		c.close(contract.CloseServiceRestart, "monolith link lost")
 	}
 	rooms := make([]*room, 0, len(s.rooms))
 	for _, rm := range s.rooms {
@@ -283,7 +284,7 @@ func (s *Sidecar) onUnloaded(u *ott.Unloaded) {
 	if rm.moving {
 		return // the drain releases it after handing it over
 	}
-	s.closeRoomClients(rm, closeServiceRestart, "room unloaded")
+	s.closeRoomClients(rm, contract.CloseServiceRestart, "room unloaded")
 	s.releaseRoom(rm)
 }
 
@@ -327,7 +328,7 @@ func (s *Sidecar) onGossip(l *link, g *ott.Gossip) {
 		if rm.loaded && !listed[key] && !rm.moving {
 			// Gone from the monolith without an unloaded we saw.
 			rm.loaded = false
-			s.closeRoomClients(rm, closeServiceRestart, "room unloaded")
+			s.closeRoomClients(rm, contract.CloseServiceRestart, "room unloaded")
 			s.releaseRoom(rm)
 		}
 	}
@@ -403,7 +404,7 @@ func (s *Sidecar) addClient(c *client, token string) bool {
 	defer s.mu.Unlock()
 	rm := c.rm
 	if rm.gone || rm.moving || !rm.valid(s.now()) || s.link == nil {
-		c.close(closeServiceRestart, "room moved")
+		c.close(contract.CloseServiceRestart, "room moved")
 		return false
 	}
 	c.link = s.link
@@ -451,7 +452,7 @@ func (s *Sidecar) armLoadTimer(rm *room) {
 			return
 		}
 		s.log.Warn("sidecar: room not loaded in time", "room", rm.key)
-		s.closeRoomClients(rm, closeTryAgain, "room not loaded")
+		s.closeRoomClients(rm, contract.CloseTryAgain, "room not loaded")
 		// The monolith may still be loading it: another join now would load
 		// it twice. The load stays in flight (clients that come back wait
 		// for it) until loaded arrives or a gossip shows the monolith does

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/registry"
 )
 
@@ -87,7 +88,7 @@ func (s *Sidecar) Drain(ctx context.Context) error {
 	// Rooms that arrived during the drain, or whose handover failed.
 	s.mu.Lock()
 	for _, rm := range s.rooms {
-		s.closeRoomClients(rm, closeServiceRestart, "node draining")
+		s.closeRoomClients(rm, contract.CloseServiceRestart, "node draining")
 		s.sendUnload(rm)
 		s.releaseRoom(rm)
 	}
@@ -284,7 +285,7 @@ func (s *Sidecar) startMoving(rm *room) {
 	if len(rm.clients) > 0 {
 		rm.seenFrom = rm.seenSince
 	}
-	s.closeRoomClients(rm, closeServiceRestart, "room moving")
+	s.closeRoomClients(rm, contract.CloseServiceRestart, "room moving")
 	// At once, in the same critical section: the clients just closed are
 	// still the monolith's room members (no leave is sent for them once
 	// the unload is out), so their room's changes keep coming until the

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/internal/nodemonolith"
 	"github.com/roomlb/roomlb/ott/otttest"
 	"github.com/roomlb/roomlb/registry"
@@ -84,8 +85,8 @@ func testDrain(t *testing.T, reg *registry.Registry, monos [3]monolith, rooms, p
 	}
 	t.Logf("drained %d rooms with %d clients in %v", rooms, len(clients), took)
 	for _, cl := range clients {
-		if code := cl.closeCode(5 * time.Second); code != closeServiceRestart {
-			t.Fatalf("client closed with %d, want %d (reconnect)", code, closeServiceRestart)
+		if code := cl.closeCode(5 * time.Second); code != contract.CloseServiceRestart {
+			t.Fatalf("client closed with %d, want %d (reconnect)", code, contract.CloseServiceRestart)
 		}
 	}
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/internal/nodemonolith"
 	"github.com/roomlb/roomlb/internal/redistest"
 	"github.com/roomlb/roomlb/internal/roomlbtest"
@@ -126,8 +127,8 @@ func TestPausedOwnerFences(t *testing.T) {
 			t.Fatal("the resumed node did not close its client of the moved room")
 		}
 	}
-	if code := <-cl.Closed; code != closeServiceRestart {
-		t.Errorf("client of the fenced room closed with %d, want %d", code, closeServiceRestart)
+	if code := <-cl.Closed; code != contract.CloseServiceRestart {
+		t.Errorf("client of the fenced room closed with %d, want %d", code, contract.CloseServiceRestart)
 	}
 	// ...unloads the room from its monolith...
 	waitFor(t, 5*time.Second, "monolith a to unload the room", func() bool {
@@ -137,8 +138,8 @@ func TestPausedOwnerFences(t *testing.T) {
 	})
 	// ...and sends newcomers to the new owner.
 	code, hdr, _ := call(t, a.addr, "GET", "/api/room/paused", "")
-	if code != 421 || !strings.HasPrefix(hdr.Get(HeaderOwner), "node-b:") {
-		t.Fatalf("request to the old owner: %d owner %q, want 421 naming node-b", code, hdr.Get(HeaderOwner))
+	if code != 421 || !strings.HasPrefix(hdr.Get(contract.HeaderOwner), "node-b:") {
+		t.Fatalf("request to the old owner: %d owner %q, want 421 naming node-b", code, hdr.Get(contract.HeaderOwner))
 	}
 	// The chat never reached node-b's room either.
 	select {
@@ -178,8 +179,8 @@ func TestMonolithKilledReleasesRooms(t *testing.T) {
 	}
 	// The node takes no placements without its monolith.
 	code, hdr, _ := call(t, sc.Addr(), "GET", "/api/room/doomed-00", "")
-	if code != 503 || hdr.Get(HeaderDraining) != "1" {
-		t.Fatalf("request with the monolith down: %d, want 503 with %s", code, HeaderDraining)
+	if code != 503 || hdr.Get(contract.HeaderDraining) != "1" {
+		t.Fatalf("request with the monolith down: %d, want 503 with %s", code, contract.HeaderDraining)
 	}
 	waitFor(t, 5*time.Second, "node deregistered", func() bool {
 		alive, _ := reg.Alive(ctx, "node-a")
@@ -209,8 +210,8 @@ func TestHeartbeatLossFences(t *testing.T) {
 	cl.next("you", 5*time.Second)
 	stopped := time.Now()
 	srv.Stop()
-	if code := cl.closeCode(10 * time.Second); code != closeServiceRestart {
-		t.Fatalf("client closed with %d, want %d", code, closeServiceRestart)
+	if code := cl.closeCode(10 * time.Second); code != contract.CloseServiceRestart {
+		t.Fatalf("client closed with %d, want %d", code, contract.CloseServiceRestart)
 	}
 	if took := time.Since(stopped); took > time.Second {
 		t.Fatalf("room served %v after the last heartbeat could be refreshed, past its 1s TTL", took)
@@ -288,7 +289,7 @@ func testRedisDataLoss(t *testing.T, lose func(*redistest.Server) error) {
 	if cb, res, err := dial(t, b.Addr(), "lagoon", token); err == nil {
 		cb.Conn.Close()
 		t.Fatalf("node-b took the room while node-a still served it")
-	} else if res == nil || res.StatusCode != 421 || !strings.HasPrefix(res.Header.Get(HeaderOwner), "node-a:") {
+	} else if res == nil || res.StatusCode != 421 || !strings.HasPrefix(res.Header.Get(contract.HeaderOwner), "node-a:") {
 		t.Fatalf("join at node-b after the loss: %v, want 421 naming node-a", err)
 	}
 	after, err := reg.Owner(ctx, "lagoon")

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/internal/redistest"
 	"github.com/roomlb/roomlb/internal/wstest"
 	"github.com/roomlb/roomlb/registry"
@@ -112,7 +113,7 @@ func call(t testing.TB, addr, method, path, body string, hdr ...string) (int, ht
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set(HeaderSecret, testSecret)
+	req.Header.Set(contract.HeaderSecret, testSecret)
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -159,7 +160,7 @@ type wsClient struct {
 func dial(t testing.TB, addr, room, token string) (*wsClient, *http.Response, error) {
 	t.Helper()
 	h := http.Header{}
-	h.Set(HeaderSecret, testSecret)
+	h.Set(contract.HeaderSecret, testSecret)
 	c, res, err := wstest.Dial(t, "ws://"+addr+"/api/room/"+room, h, token)
 	if err != nil {
 		return nil, res, err

@@ -14,19 +14,9 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/ott"
 	"github.com/roomlb/roomlb/registry"
-)
-
-// Headers between routers and sidecars.
-const (
-	HeaderSecret   = "X-Roomlb-Secret"
-	HeaderEpoch    = "X-Roomlb-Epoch"
-	HeaderPlace    = "X-Roomlb-Place"
-	HeaderOwner    = "X-Roomlb-Owner"
-	HeaderMoving   = "X-Roomlb-Moving"
-	HeaderDraining = "X-Roomlb-Draining"
-	HeaderNode     = "X-Roomlb-Node"
 )
 
 func (s *Sidecar) newServer() *fasthttp.Server {
@@ -90,11 +80,11 @@ func (s *Sidecar) serveHealth(ctx *fasthttp.RequestCtx, ready bool) {
 
 // serveIngress serves a request a router forwarded.
 func (s *Sidecar) serveIngress(ctx *fasthttp.RequestCtx) {
-	if s.cfg.Secret != "" && subtle.ConstantTimeCompare(ctx.Request.Header.Peek(HeaderSecret), []byte(s.cfg.Secret)) != 1 {
-		s.refuse(ctx, "secret", fasthttp.StatusForbidden, "roomlb: missing or wrong "+HeaderSecret+"\n")
+	if s.cfg.Secret != "" && subtle.ConstantTimeCompare(ctx.Request.Header.Peek(contract.HeaderSecret), []byte(s.cfg.Secret)) != 1 {
+		s.refuse(ctx, "secret", fasthttp.StatusForbidden, "roomlb: missing or wrong "+contract.HeaderSecret+"\n")
 		return
 	}
-	ctx.Response.Header.Set(HeaderNode, s.cfg.NodeID)
+	ctx.Response.Header.Set(contract.HeaderNode, s.cfg.NodeID)
 	if string(ctx.Path()) == "/admin/drain" && ctx.IsPost() {
 		s.drainInBackground()
 		ctx.SetStatusCode(fasthttp.StatusAccepted)
@@ -264,7 +254,7 @@ func (s *Sidecar) admit(ctx *fasthttp.RequestCtx, key, name string) (*room, bool
 		} else if full {
 			reason = "full"
 		}
-		ctx.Response.Header.Set(HeaderDraining, "1")
+		ctx.Response.Header.Set(contract.HeaderDraining, "1")
 		ctx.Response.Header.Set("Retry-After", "1")
 		s.refuse(ctx, reason, fasthttp.StatusServiceUnavailable, "roomlb: node takes no rooms now ("+reason+")\n")
 		return nil, false
@@ -276,7 +266,7 @@ func (s *Sidecar) admit(ctx *fasthttp.RequestCtx, key, name string) (*room, bool
 	switch {
 	case errors.As(err, &oe):
 		if oe.Owner.Node != "" {
-			ctx.Response.Header.Set(HeaderOwner, oe.Owner.Node+":"+strconv.FormatInt(oe.Owner.Epoch, 10))
+			ctx.Response.Header.Set(contract.HeaderOwner, oe.Owner.Node+":"+strconv.FormatInt(oe.Owner.Epoch, 10))
 		}
 		s.refuse(ctx, "owned", fasthttp.StatusMisdirectedRequest, "roomlb: "+oe.Error()+"\n")
 		return nil, false
@@ -294,7 +284,7 @@ func (s *Sidecar) admit(ctx *fasthttp.RequestCtx, key, name string) (*room, bool
 	s.mu.Lock()
 	held := rm.lease.Epoch
 	s.mu.Unlock()
-	if e, err := strconv.ParseInt(string(ctx.Request.Header.Peek(HeaderEpoch)), 10, 64); err == nil && e > held {
+	if e, err := strconv.ParseInt(string(ctx.Request.Header.Peek(contract.HeaderEpoch)), 10, 64); err == nil && e > held {
 		// The router has seen a newer claim than ours: our lease is stale.
 		s.refuse(ctx, "stale", fasthttp.StatusMisdirectedRequest, "roomlb: this node's claim is older than the router's\n")
 		return nil, false
@@ -310,7 +300,7 @@ func (s *Sidecar) admit(ctx *fasthttp.RequestCtx, key, name string) (*room, bool
 }
 
 func (s *Sidecar) refuseMoving(ctx *fasthttp.RequestCtx) {
-	ctx.Response.Header.Set(HeaderMoving, "1")
+	ctx.Response.Header.Set(contract.HeaderMoving, "1")
 	ctx.Response.Header.Set("Retry-After", "1")
 	s.refuse(ctx, "moving", fasthttp.StatusServiceUnavailable, "roomlb: room is moving to another node\n")
 }
@@ -328,23 +318,23 @@ func (s *Sidecar) proxy(ctx *fasthttp.RequestCtx) {
 	l := s.link
 	s.mu.Unlock()
 	if l == nil {
-		ctx.Response.Header.Set(HeaderDraining, "1")
+		ctx.Response.Header.Set(contract.HeaderDraining, "1")
 		ctx.Response.Header.Set("Retry-After", "1")
 		s.refuse(ctx, "link_down", fasthttp.StatusServiceUnavailable, "roomlb: monolith unavailable\n")
 		return
 	}
 	req := &ctx.Request
-	for _, h := range []string{HeaderSecret, HeaderEpoch, HeaderPlace, "Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Upgrade"} {
+	for _, h := range []string{contract.HeaderSecret, contract.HeaderEpoch, contract.HeaderPlace, "Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Upgrade"} {
 		req.Header.Del(h)
 	}
-	node := ctx.Response.Header.Peek(HeaderNode)
+	node := ctx.Response.Header.Peek(contract.HeaderNode)
 	node = append([]byte(nil), node...)
 	if err := l.http.DoTimeout(req, &ctx.Response, 30*time.Second); err != nil {
 		ctx.Response.Reset()
 		ctx.SetStatusCode(fasthttp.StatusBadGateway)
 		ctx.SetBodyString("roomlb: monolith: " + err.Error() + "\n")
 	}
-	ctx.Response.Header.SetBytesV(HeaderNode, node)
+	ctx.Response.Header.SetBytesV(contract.HeaderNode, node)
 }
 
 // serveCreate claims the named room before the monolith creates it, so the
@@ -365,7 +355,7 @@ func (s *Sidecar) serveCreate(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		if ctx.Response.StatusCode() == fasthttp.StatusMisdirectedRequest {
 			// Owned elsewhere: the name is taken, as the monolith would say.
-			ctx.Response.Header.Del(HeaderOwner)
+			ctx.Response.Header.Del(contract.HeaderOwner)
 			ctx.SetStatusCode(fasthttp.StatusBadRequest)
 			ctx.SetContentType("application/json")
 			ctx.SetBodyString(`{"success":false,"error":{"name":"RoomNameTakenException","message":"Room name is already taken"}}`)
@@ -391,7 +381,7 @@ func (s *Sidecar) serveGenerate(ctx *fasthttp.RequestCtx) {
 	ok := s.link != nil && !s.draining
 	s.mu.Unlock()
 	if !ok {
-		ctx.Response.Header.Set(HeaderDraining, "1")
+		ctx.Response.Header.Set(contract.HeaderDraining, "1")
 		ctx.Response.Header.Set("Retry-After", "1")
 		s.refuse(ctx, "draining", fasthttp.StatusServiceUnavailable, "roomlb: node takes no rooms now\n")
 		return

@@ -9,6 +9,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/internal/nodemonolith"
 )
 
@@ -33,11 +34,11 @@ func TestIngressEdges(t *testing.T) {
 			hdr        []string
 			want       int
 		}{
-			{"no secret", "/api/room/steady", []string{HeaderSecret, ""}, 403},
-			{"wrong secret", "/api/room/steady", []string{HeaderSecret, "guess"}, 403},
+			{"no secret", "/api/room/steady", []string{contract.HeaderSecret, ""}, 403},
+			{"wrong secret", "/api/room/steady", []string{contract.HeaderSecret, "guess"}, 403},
 			{"bad room name", "/api/room/bad.name", nil, 400},
 			{"huge room name", "/api/room/" + strings.Repeat("x", 65), nil, 400},
-			{"stale router epoch above ours", "/api/room/steady", []string{HeaderEpoch, "9999999999999999"}, 421},
+			{"stale router epoch above ours", "/api/room/steady", []string{contract.HeaderEpoch, "9999999999999999"}, 421},
 			{"owned room", "/api/room/steady", nil, 200},
 			{"no room: passed through", "/api/status", nil, 200},
 		}
@@ -56,11 +57,11 @@ func TestIngressEdges(t *testing.T) {
 			t.Fatal(err)
 		}
 		code, hdr, _ := call(t, addr, "GET", "/api/room/elsewhere", "")
-		if code != 421 || !strings.HasPrefix(hdr.Get(HeaderOwner), "node-z:") {
-			t.Fatalf("room of node-z: %d, owner %q; want 421 naming node-z", code, hdr.Get(HeaderOwner))
+		if code != 421 || !strings.HasPrefix(hdr.Get(contract.HeaderOwner), "node-z:") {
+			t.Fatalf("room of node-z: %d, owner %q; want 421 naming node-z", code, hdr.Get(contract.HeaderOwner))
 		}
 		h := http.Header{}
-		h.Set(HeaderSecret, testSecret)
+		h.Set(contract.HeaderSecret, testSecret)
 		_, res, err := websocket.DefaultDialer.Dial("ws://"+addr+"/api/room/elsewhere", h)
 		if err == nil || res == nil || res.StatusCode != 421 {
 			t.Fatalf("upgrade for node-z's room: %v %v, want 421 before the upgrade", err, res)
@@ -132,14 +133,14 @@ func TestIngressEdges(t *testing.T) {
 		if code, _, _ := call(t, addr, "GET", "/readyz", ""); code != 200 {
 			t.Fatalf("/readyz = %d before the drain, want 200", code)
 		}
-		if code, _, _ := call(t, addr, "POST", "/admin/drain", "", HeaderSecret, "wrong"); code != 403 {
+		if code, _, _ := call(t, addr, "POST", "/admin/drain", "", contract.HeaderSecret, "wrong"); code != 403 {
 			t.Fatalf("drain without the secret = %d, want 403", code)
 		}
 		if code, _, _ := call(t, addr, "POST", "/admin/drain", ""); code != 202 {
 			t.Fatalf("drain = %d, want 202", code)
 		}
-		if code := steady.closeCode(5 * time.Second); code != closeServiceRestart {
-			t.Fatalf("client of a drained node closed with %d, want %d", code, closeServiceRestart)
+		if code := steady.closeCode(5 * time.Second); code != contract.CloseServiceRestart {
+			t.Fatalf("client of a drained node closed with %d, want %d", code, contract.CloseServiceRestart)
 		}
 		select {
 		case <-sc.done:
@@ -168,8 +169,8 @@ func TestRedisDownSelfFences(t *testing.T) {
 	cl.next("you", 5*time.Second)
 	stopped := time.Now()
 	srv.Stop()
-	if code := cl.closeCode(5 * time.Second); code != closeServiceRestart {
-		t.Fatalf("client closed with %d, want %d", code, closeServiceRestart)
+	if code := cl.closeCode(5 * time.Second); code != contract.CloseServiceRestart {
+		t.Fatalf("client closed with %d, want %d", code, contract.CloseServiceRestart)
 	}
 	if took := time.Since(stopped); took > time.Second {
 		t.Fatalf("room served %v after Redis went away, past its 1s lease", took)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/registry"
 )
 
@@ -61,8 +62,8 @@ func TestFencedEpochNeverAdopted(t *testing.T) {
 	sc.mu.Lock()
 	sc.fence(sc.rooms["harbour"], "test")
 	sc.mu.Unlock()
-	if code := cl.closeCode(5 * time.Second); code != closeServiceRestart {
-		t.Fatalf("client of the fenced room closed with %d, want %d", code, closeServiceRestart)
+	if code := cl.closeCode(5 * time.Second); code != contract.CloseServiceRestart {
+		t.Fatalf("client of the fenced room closed with %d, want %d", code, contract.CloseServiceRestart)
 	}
 
 	waitFor(t, 5*time.Second, "the monolith to unload the room", func() bool {

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/ott"
 	"github.com/roomlb/roomlb/registry"
 )
@@ -331,7 +332,7 @@ func (s *Sidecar) fence(rm *room, reason string) {
 	}
 	s.log.Warn("sidecar: room fenced", "room", rm.key, "epoch", rm.lease.Epoch, "reason", reason)
 	s.metrics.leasesLost.WithLabelValues(reason).Inc()
-	s.closeRoomClients(rm, closeServiceRestart, "room moved")
+	s.closeRoomClients(rm, contract.CloseServiceRestart, "room moved")
 	s.sendUnload(rm)
 	if reason != "lost" {
 		// Not renewed in time, but maybe still ours in Redis: give it

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/registry"
 )
 
@@ -209,7 +210,7 @@ func (s *Sidecar) shutdown() {
 		if killed {
 			c.abort() // a crash says goodbye to nobody
 		} else {
-			c.close(closeServiceRestart, "node shutting down")
+			c.close(contract.CloseServiceRestart, "node shutting down")
 		}
 	}
 	l := s.link

@@ -10,6 +10,8 @@ import (
 
 	"github.com/fasthttp/websocket"
 	"github.com/valyala/fasthttp"
+
+	"github.com/roomlb/roomlb/contract"
 )
 
 // Client WebSockets are upgraded here rather than by websocket's
@@ -69,7 +71,7 @@ func (s *Sidecar) upgrade(ctx *fasthttp.RequestCtx, rm *room) {
 		"Sec-Websocket-Version": {"13"},
 		"Sec-Websocket-Key":     {string(h.Peek("Sec-Websocket-Key"))},
 	}}
-	answer := http.Header{HeaderNode: {s.cfg.NodeID}}
+	answer := http.Header{contract.HeaderNode: {s.cfg.NodeID}}
 	// clientUpgrader writes the answer on the bare connection.
 	ctx.HijackSetNoResponse(true)
 	s.conns.Add(1)

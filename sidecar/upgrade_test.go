@@ -12,6 +12,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/roomlb/roomlb/contract"
 )
 
 // TestUpgradeEdges: the answers to bad WebSocket handshakes, and a client
@@ -39,7 +41,7 @@ func TestUpgradeEdges(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
 				req, _ := http.NewRequest(tc.method, "http://"+addr+"/api/room/piped", nil)
-				req.Header.Set(HeaderSecret, testSecret)
+				req.Header.Set(contract.HeaderSecret, testSecret)
 				req.Header.Set("Connection", "Upgrade")
 				req.Header.Set("Upgrade", "websocket")
 				req.Header.Set("Sec-WebSocket-Version", tc.version)
@@ -66,7 +68,7 @@ func TestUpgradeEdges(t *testing.T) {
 		defer conn.Close()
 		conn.SetDeadline(time.Now().Add(10 * time.Second))
 		// The request, the auth frame and a chat request in one write.
-		b := []byte("GET /api/room/piped HTTP/1.1\r\nHost: " + addr + "\r\n" + HeaderSecret + ": " + testSecret + "\r\n" +
+		b := []byte("GET /api/room/piped HTTP/1.1\r\nHost: " + addr + "\r\n" + contract.HeaderSecret + ": " + testSecret + "\r\n" +
 			"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
 		auth, _ := json.Marshal(map[string]any{"action": "auth", "token": token})
 		b = appendClientFrame(b, auth)
@@ -79,8 +81,8 @@ func TestUpgradeEdges(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res.StatusCode != 101 || res.Header.Get(HeaderNode) != "node-a" {
-			t.Fatalf("handshake: %d, node %q; want 101 from node-a", res.StatusCode, res.Header.Get(HeaderNode))
+		if res.StatusCode != 101 || res.Header.Get(contract.HeaderNode) != "node-a" {
+			t.Fatalf("handshake: %d, node %q; want 101 from node-a", res.StatusCode, res.Header.Get(contract.HeaderNode))
 		}
 		nextChat(t, br, "early bird")
 	})
@@ -92,7 +94,7 @@ func TestUpgradeEdges(t *testing.T) {
 		}
 		defer conn.Close()
 		conn.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := conn.Write([]byte("GET /api/room/piped HTTP/1.1\r\nHost: " + addr + "\r\n" + HeaderSecret + ": " + testSecret + "\r\n" +
+		if _, err := conn.Write([]byte("GET /api/room/piped HTTP/1.1\r\nHost: " + addr + "\r\n" + contract.HeaderSecret + ": " + testSecret + "\r\n" +
 			"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")); err != nil {
 			t.Fatal(err)
 		}

@@ -17,8 +17,8 @@ import (
 	"github.com/go-redsync/redsync/v4"
 	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/registry"
-	"github.com/roomlb/roomlb/sidecar"
 )
 
 const ctlUsage = `Usage: roomlb ctl [flags] COMMAND
@@ -211,7 +211,7 @@ func (c *ctl) admin(ctx context.Context, node, path string, form url.Values) err
 		return err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set(sidecar.HeaderSecret, c.secret)
+	req.Header.Set(contract.HeaderSecret, c.secret)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s at %s: %w", node, n.Addr, err)
@@ -256,7 +256,7 @@ func (c *ctl) move(ctx context.Context, room, to string) error {
 	// One admin operation on a room at a time (an efficiency lock: the
 	// move itself is fenced by the room's epoch).
 	rs := redsync.New(goredis.NewPool(c.reg.Client()))
-	mu := rs.NewMutex(c.reg.Prefix()+"lock:room:{"+key+"}", redsync.WithExpiry(c.timeout+10*time.Second), redsync.WithTries(1))
+	mu := rs.NewMutex(c.reg.RoomLockKey(key), redsync.WithExpiry(c.timeout+10*time.Second), redsync.WithTries(1))
 	if err := mu.TryLockContext(ctx); err != nil {
 		return fmt.Errorf("ctl move: another admin operation on %s is running", key)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/internal/cluster"
 	"github.com/roomlb/roomlb/internal/redistest"
 	"github.com/roomlb/roomlb/ott/otttest"
@@ -61,7 +62,7 @@ func TestCtl(t *testing.T) {
 	for i := range 10 {
 		name := fmt.Sprintf("Ctl-%d", i)
 		req, _ := http.NewRequest("POST", "http://"+n1.SidecarAddr+"/api/room/create", strings.NewReader(fmt.Sprintf(`{"name":%q,"isTemporary":true}`, name)))
-		req.Header.Set(sidecar.HeaderSecret, c.Secret)
+		req.Header.Set(contract.HeaderSecret, c.Secret)
 		req.Header.Set("Content-Type", "application/json")
 		res, err := http.DefaultClient.Do(req)
 		if err != nil || res.StatusCode != 200 {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+
+	"github.com/roomlb/roomlb/contract"
 )
 
 // Client is one client of one room.
@@ -37,7 +39,7 @@ func Dial(tb testing.TB, url string, hdr http.Header, token string) (*Client, *h
 		}
 		return nil, res, err
 	}
-	c := &Client{tb: tb, Conn: conn, Node: res.Header.Get("X-Roomlb-Node"),
+	c := &Client{tb: tb, Conn: conn, Node: res.Header.Get(contract.HeaderNode),
 		Msgs: make(chan map[string]any, 1024), Closed: make(chan int, 1)}
 	tb.Cleanup(func() { conn.Close() })
 	go c.read()
