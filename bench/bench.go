@@ -42,8 +42,12 @@ type Scale struct {
 	// to run it with (the goal is checked on each).
 	FailoverRooms      int
 	FailoverHeartbeats []time.Duration
-	// Figure 7: rooms handed over by each drain.
-	DrainRooms []int
+	// Figure 7: rooms handed over by each drain of idle rooms; and the
+	// drain under chat, with the monolith's real 5 s state debounce:
+	// ChatDrainRooms rooms of ChatDrainClients clients, every client
+	// chatting (none when either is 0).
+	DrainRooms                       []int
+	ChatDrainRooms, ChatDrainClients int
 	// Figure 8: rooms of the node, and the window of INFO commandstats.
 	RedisRooms  int
 	RedisWindow time.Duration
@@ -59,7 +63,7 @@ var (
 		IdleLevels:    []int{1000, 5000, 9000},
 		Joins:         500,
 		FailoverRooms: 50, FailoverHeartbeats: []time.Duration{3 * time.Second, time.Second, 700 * time.Millisecond},
-		DrainRooms: []int{100, 1000},
+		DrainRooms: []int{100, 1000}, ChatDrainRooms: 100, ChatDrainClients: 3,
 		RedisRooms: 10000, RedisWindow: 30 * time.Second,
 	}
 	Quick = Scale{
@@ -70,7 +74,7 @@ var (
 		IdleLevels:    []int{1000, 5000, 9000},
 		Joins:         200,
 		FailoverRooms: 20, FailoverHeartbeats: []time.Duration{3 * time.Second, 700 * time.Millisecond},
-		DrainRooms: []int{100, 1000},
+		DrainRooms: []int{100, 1000}, ChatDrainRooms: 50, ChatDrainClients: 3,
 		RedisRooms: 10000, RedisWindow: 8 * time.Second,
 	}
 	// Tiny is for tests: every figure, seconds in all, figures not meant
@@ -83,7 +87,7 @@ var (
 		IdleLevels:    []int{50, 100},
 		Joins:         10,
 		FailoverRooms: 2, FailoverHeartbeats: []time.Duration{time.Second},
-		DrainRooms: []int{5},
+		DrainRooms: []int{5}, ChatDrainRooms: 3, ChatDrainClients: 2,
 		RedisRooms: 50, RedisWindow: 1500 * time.Millisecond,
 	}
 )

@@ -49,10 +49,11 @@ type wsClient struct {
 func dialClient(ctx context.Context, d *websocket.Dialer, base, room, token string, hdr http.Header) (*wsClient, error) {
 	conn, res, err := d.DialContext(ctx, base+"/api/room/"+room, hdr)
 	if err != nil {
+		de := &dialError{room: room, err: err}
 		if res != nil {
-			return nil, fmt.Errorf("dial %s: %w (HTTP %d)", room, err, res.StatusCode)
+			de.status = res.StatusCode
 		}
-		return nil, fmt.Errorf("dial %s: %w", room, err)
+		return nil, de
 	}
 	c := &wsClient{conn: conn, node: res.Header.Get("X-Roomlb-Node")}
 	if err := conn.WriteMessage(websocket.TextMessage, []byte(`{"action":"auth","token":"`+token+`"}`)); err != nil {
@@ -60,6 +61,32 @@ func dialClient(ctx context.Context, d *websocket.Dialer, base, room, token stri
 		return nil, err
 	}
 	return c, nil
+}
+
+// dialError is a client's handshake that failed; status is the HTTP
+// answer's (0 without one).
+type dialError struct {
+	room   string
+	status int
+	err    error
+}
+
+func (e *dialError) Error() string {
+	if e.status != 0 {
+		return fmt.Sprintf("dial %s: %v (HTTP %d)", e.room, e.err, e.status)
+	}
+	return fmt.Sprintf("dial %s: %v", e.room, e.err)
+}
+
+func (e *dialError) Unwrap() error { return e.err }
+
+// httpStatus is the HTTP status that refused a client's handshake (0 when
+// err is no such refusal).
+func httpStatus(err error) int {
+	if de, ok := errors.AsType[*dialError](err); ok {
+		return de.status
+	}
+	return 0
 }
 
 // read returns the next text frame; it is valid until the next read.

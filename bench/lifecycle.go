@@ -3,9 +3,11 @@ package bench
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"slices"
 	"sync"
@@ -18,6 +20,7 @@ import (
 	"github.com/roomlb/roomlb/ott"
 	"github.com/roomlb/roomlb/ott/otttest"
 	"github.com/roomlb/roomlb/registry"
+	"github.com/roomlb/roomlb/router"
 	"github.com/roomlb/roomlb/sidecar"
 )
 
@@ -84,7 +87,10 @@ func (e *env) startCluster(ctx context.Context, name string, nodes int, debounce
 	if err != nil {
 		return nil, nil, err
 	}
-	o := cluster.Options{RedisURL: rs.url, Nodes: nodes, Routers: 1, Monolith: cluster.FakeMonolith}
+	o := cluster.Options{RedisURL: rs.url, Nodes: nodes, Routers: 1, Monolith: cluster.FakeMonolith,
+		// Every client of the load generator comes from one address, as
+		// for the router processes (startRouter).
+		Router: func(_ int, c *router.Config) { c.MaxConnsPerAddr, c.CreatesPerMinute = -1, -1 }}
 	if e.opts.Monolith == MonolithNode {
 		o.Monolith = cluster.NodeMonolith
 	}
@@ -412,11 +418,18 @@ func (e *env) tryChat(ctx context.Context, d *websocket.Dialer, base, room, toke
 }
 
 // figDrain is figure 7: a drain's handover of its rooms, until every client
-// has rejoined on another node.
+// has rejoined on another node; idle rooms, then rooms under chat with the
+// monolith's real state debounce.
 func (e *env) figDrain(ctx context.Context, f *Figure) error {
-	f.Name = "drain: rooms handed over with their clients rejoined"
-	f.Measures = "one node holds the rooms (one client each), two empty nodes join; the node drains (as on SIGTERM); " +
-		"its clients, closed with 1012, reconnect through the router at once; time from the drain's start until the last client has rejoined"
+	f.Name = "drain: rooms handed over with their clients rejoined, idle and under chat"
+	f.Measures = "one node holds the rooms, two empty nodes join; the node drains (as on SIGTERM); " +
+		"its clients, closed with 1012, reconnect through the router at once. " +
+		"Idle (N rooms): one client each; time from the drain's start until the last client has rejoined. " +
+		fmt.Sprintf("Chat (state debounce 5 s): %d rooms of %d clients, each client chatting every %d x %v-%v (a chat per room every %v on average) "+
+			"from %v before the drain to the end; ",
+			e.scale.ChatDrainRooms, e.scale.ChatDrainClients, e.scale.ChatDrainClients, chatEvery[0], chatEvery[1],
+			(chatEvery[0]+chatEvery[1])/2, chatDebounce+chatPast) +
+		"gap per client = from reading its close to its new connection's \"you\" (own chat back = to its first chat's broadcast on the new node)"
 	for _, n := range e.scale.DrainRooms {
 		total, drained, err := e.drain(ctx, n)
 		if err != nil {
@@ -433,7 +446,29 @@ func (e *env) figDrain(ctx context.Context, f *Figure) error {
 	if !slices.Contains(e.scale.DrainRooms, 1000) {
 		f.goal("1,000 rooms drained (not run at this scale)", math.NaN(), 3, "s", true)
 	}
-	f.note("the monolith's state debounce is set to 300 ms here (5 s in OpenTogetherTube) and the rooms are idle past it: a drain waits for the state write of a room changed less than a debounce ago, which this figure leaves out.")
+	if r, k := e.scale.ChatDrainRooms, e.scale.ChatDrainClients; r > 0 && k > 0 {
+		res, err := e.chatDrain(ctx, r, k)
+		if err != nil {
+			return fmt.Errorf("chat load: %w", err)
+		}
+		peer := fmt.Sprintf("chat, %d rooms of %d", r, k)
+		e.logf("figure 7: chat load: gap p50 %.0f ms p99 %.0f ms max %.0f ms (%d clients rejoined, %d not)",
+			percentileMS(res.gaps, 50), percentileMS(res.gaps, 99), percentileMS(res.gaps, 100), len(res.gaps), res.failed)
+		f.add(peer, "gap p50", percentileMS(res.gaps, 50), "ms")
+		f.add(peer, "gap p99", percentileMS(res.gaps, 99), "ms")
+		f.add(peer, "gap max", percentileMS(res.gaps, 100), "ms")
+		f.add(peer, "own chat back p99", percentileMS(res.served, 99), "ms")
+		f.add(peer, "drain returned", res.drained.Seconds()*1000, "ms")
+		f.add(peer, "got a 503", float64(res.got503), "clients")
+		f.add(peer, "not rejoined", float64(res.failed), "clients")
+		f.goal("chat-load drain gap p99 (5 s state debounce)", percentileMS(res.gaps, 99), 1000, "ms", true)
+		f.goal("chat-load drain: clients that got a 503 or did not rejoin", float64(res.refused), 0, "clients", true)
+		if res.firstErr != nil {
+			f.note("chat load: a client that got a 503 or did not rejoin: %v", res.firstErr)
+		}
+	}
+	f.note("the idle rows run with the monolith's state debounce set to 300 ms (5 s in OpenTogetherTube), the rooms idle past it: a drain waits for the state write of a room changed less than a debounce ago, which they leave out. " +
+		"The chat rows run with the real 5 s (monolith and sidecar) and chat past the rooms' first write (5 s after their load): chat is not stored, so nothing is pending and each room moves at once; a gap near 5 s would mean the drain waited for the debounce.")
 	return nil
 }
 
@@ -534,4 +569,284 @@ func (e *env) drain(ctx context.Context, n int) (total, drained time.Duration, e
 		return 0, 0, fmt.Errorf("drain: %w", dErr)
 	}
 	return slices.Max(times), drained, nil
+}
+
+// The chat-load drain of figure 7: the monolith's real state debounce, and
+// how long the clients chat past it before the drain (the rooms' first
+// state write lands 5 s after their load, and a drain waits for what a
+// room's clients may have changed unseen before they came); each room gets
+// a chat every chatEvery[0] to chatEvery[1], from all of its clients.
+const (
+	chatDebounce = 5 * time.Second
+	chatPast     = time.Second
+)
+
+var chatEvery = [2]time.Duration{200 * time.Millisecond, 500 * time.Millisecond}
+
+// chatDrained is the outcome of a chat-load drain.
+type chatDrained struct {
+	gaps, served []time.Duration // per client that rejoined: to its "you", to its own chat back
+	drained      time.Duration   // the drain's start until it returned
+	// Clients that got a 503 on a rejoin, that did not rejoin, and that
+	// did either.
+	got503, failed, refused int
+	firstErr                error
+}
+
+// chatter is one client of a chat-load drain: it chats on its connection,
+// and when the drain closes it, rejoins through the router at once.
+type chatter struct {
+	id   int // its stamps' sender
+	room string
+	mu   sync.Mutex // guards cl and every write on it
+	cl   *wsClient  // nil while it rejoins
+	// Set by its reader, read once the reader is done with the rejoin.
+	gap, served time.Duration
+	got503      bool
+	err         error
+}
+
+// chatDrain drains a node of rooms rooms of size clients each, every client
+// chatting throughout, with the real 5 s state debounce on both sides.
+func (e *env) chatDrain(ctx context.Context, rooms, size int) (*chatDrained, error) {
+	rs, c, err := e.startCluster(ctx, "f7-chat", 1, chatDebounce, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.close()
+	defer c.Stop()
+	token, err := grant(c.Nodes[0].HTTPAddr)
+	if err != nil {
+		return nil, err
+	}
+	names := roomNames("f7-chat", rooms)
+	if err := addRooms(ctx, rs.rdb, names); err != nil {
+		return nil, err
+	}
+	p := peer{name: "roomlb", base: "ws://" + c.Routers[0].Addr}
+	clients, err := e.joinRooms(ctx, p, token, names, size)
+	if err != nil {
+		return nil, err
+	}
+	joined := time.Now()
+	old := c.Nodes[0]
+	var added []*cluster.Node
+	defer func() {
+		// The new owners are killed, not drained: a drain would wait out
+		// the debounce of the rooms they have just loaded.
+		for _, nd := range added {
+			nd.Kill()
+		}
+	}()
+	var chatters []*chatter
+	for i, row := range clients {
+		for _, cl := range row {
+			chatters = append(chatters, &chatter{id: len(chatters), room: names[i], cl: cl})
+		}
+	}
+	stop := make(chan struct{})
+	draining := make(chan struct{})
+	var wg, rejoined sync.WaitGroup
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		for _, ch := range chatters {
+			ch.mu.Lock()
+			if ch.cl != nil {
+				ch.cl.close()
+			}
+			ch.mu.Unlock()
+		}
+		wg.Wait()
+	}()
+	for _, ch := range chatters {
+		wg.Add(2)
+		rejoined.Add(1)
+		go func() {
+			defer wg.Done()
+			ch.chat(stop, size)
+		}()
+		go func() {
+			defer wg.Done()
+			e.rejoin(ctx, ch, p.base, token, draining, &rejoined)
+		}()
+	}
+	for _, id := range []string{"node-2", "node-3"} {
+		nd, err := c.AddNode(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		added = append(added, nd)
+	}
+	for t := time.Now(); ; {
+		n, _ := metric("http://"+c.Routers[0].AdminAddr+"/metrics", "roomlb_router_nodes")
+		if n == 3 {
+			break
+		}
+		if time.Since(t) > 10*time.Second {
+			return nil, fmt.Errorf("the router knows %.0f nodes of 3", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.logf("figure 7: %d clients chatting in %d rooms; draining in %v", len(chatters), rooms, time.Until(joined.Add(chatDebounce+chatPast)).Round(100*time.Millisecond))
+	select {
+	case <-time.After(time.Until(joined.Add(chatDebounce + chatPast))):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	// A client whose close does not come within this is reported as not
+	// rejoined.
+	for _, ch := range chatters {
+		ch.mu.Lock()
+		ch.cl.conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		ch.mu.Unlock()
+	}
+	start := time.Now()
+	close(draining)
+	drainErr := make(chan error, 1)
+	go func() {
+		drainErr <- old.Drain()
+	}()
+	out := &chatDrained{}
+	select {
+	case err := <-drainErr:
+		if err != nil {
+			return nil, fmt.Errorf("drain: %w", err)
+		}
+		out.drained = time.Since(start)
+	case <-time.After(45 * time.Second):
+		return nil, fmt.Errorf("drain did not return within 45s")
+	}
+	rejoined.Wait()
+	for _, ch := range chatters {
+		if ch.gap > 0 {
+			out.gaps = append(out.gaps, ch.gap)
+			out.served = append(out.served, ch.served)
+		} else {
+			out.failed++
+		}
+		if ch.got503 {
+			out.got503++
+		}
+		if ch.gap == 0 || ch.got503 {
+			out.refused++
+			if out.firstErr == nil {
+				out.firstErr = fmt.Errorf("client %d of %s: %w", ch.id, ch.room, ch.err)
+			}
+		}
+	}
+	if len(out.gaps) == 0 {
+		return nil, fmt.Errorf("no client rejoined: %w", out.firstErr)
+	}
+	return out, nil
+}
+
+// chat sends a chat every size x chatEvery (at random in its range: the
+// room's clients together chat every chatEvery) until stop, on whatever
+// connection the chatter has; none while it rejoins.
+func (ch *chatter) chat(stop <-chan struct{}, size int) {
+	every := func() time.Duration {
+		lo, hi := chatEvery[0], chatEvery[1]
+		return time.Duration(size) * (lo + rand.N(hi-lo))
+	}
+	t := time.NewTimer(rand.N(every())) // spread the first chats
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		ch.mu.Lock()
+		if ch.cl != nil {
+			ch.cl.chat([]byte("hello")) // an error is the close: the reader rejoins
+		}
+		ch.mu.Unlock()
+		t.Reset(every())
+	}
+}
+
+// rejoin reads the chatter's connection until the drain closes it, then
+// rejoins through the router at once and in a loop (20 ms apart) until its
+// "you", sends a stamped chat and waits for its broadcast; done is called
+// then. It goes on reading the new connection until it is closed.
+func (e *env) rejoin(ctx context.Context, ch *chatter, base, token string, draining <-chan struct{}, done *sync.WaitGroup) {
+	finished := false
+	finish := func() {
+		if !finished {
+			finished = true
+			done.Done()
+		}
+	}
+	defer finish()
+	ch.mu.Lock()
+	cl := ch.cl
+	ch.mu.Unlock()
+	var err error
+	for err == nil {
+		_, err = cl.read()
+	}
+	closed := time.Now()
+	select {
+	case <-draining:
+	default:
+		ch.err = fmt.Errorf("connection ended before the drain: %w", err)
+		return
+	}
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		ch.err = fmt.Errorf("not closed by the drain: %w", err)
+		return
+	}
+	ch.mu.Lock()
+	ch.cl = nil
+	ch.mu.Unlock()
+	cl.close()
+	d := dialer(nil)
+	for time.Since(closed) < 20*time.Second && ctx.Err() == nil {
+		nc, err := dialClient(ctx, d, base, ch.room, token, nil)
+		if err == nil {
+			if err = nc.waitAction("you", 10*time.Second); err != nil {
+				nc.close()
+			}
+		}
+		if err != nil {
+			if httpStatus(err) == http.StatusServiceUnavailable {
+				ch.got503 = true
+			}
+			ch.err = err
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		gap := time.Since(closed)
+		ch.mu.Lock()
+		ch.cl = nc
+		err = nc.chat(stamp(nil, ch.id, e.base))
+		ch.mu.Unlock()
+		nc.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for err == nil {
+			var fr []byte
+			if fr, err = nc.read(); err == nil {
+				if s, _, ok := parseStamp(fr); ok && s == ch.id {
+					break
+				}
+			}
+		}
+		if err != nil {
+			ch.err = fmt.Errorf("rejoined, own chat not back: %w", err)
+			return // counted as not rejoined; the connection is closed at the end
+		}
+		ch.gap, ch.served, ch.err = gap, time.Since(closed), nil
+		nc.conn.SetReadDeadline(time.Time{})
+		finish()
+		for err == nil {
+			_, err = nc.read()
+		}
+		return
+	}
+	if ch.err == nil {
+		ch.err = ctx.Err()
+	}
 }
