@@ -223,3 +223,35 @@ func TestHugeTitleBoundedInTheList(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// A close frame whose payload is one byte (a close code takes two) is a
+// protocol error: the client is answered with 1002 (RFC 6455 §5.5.1,
+// §7.4.1), not with a close without a code, and nobody else is touched.
+func TestOneByteCloseGets1002(t *testing.T) {
+	c, _ := start(t, 1, 1, nil)
+	r := c.Routers[0].Addr
+	token := grant(t, r)
+	if res, body := do(t, r, "POST", "/api/room/create", `{"name":"Closing","isTemporary":true}`); res.StatusCode != 200 {
+		t.Fatalf("create: %d %s", res.StatusCode, body)
+	}
+	alice, err := join(t, r, "closing", token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice.mustNext("you")
+	mallory, err := join(t, r, "closing", token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mallory.mustNext("you")
+	if err := mallory.Conn.WriteControl(websocket.CloseMessage, []byte{0x03}, time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if code := mallory.CloseCode(5 * time.Second); code != 1002 {
+		t.Fatalf("a close with a 1-byte payload was answered with %d, want 1002", code)
+	}
+	alice.chat("still here")
+	if m, err := alice.next("chat", 5*time.Second); err != nil || m["text"] != "still here" {
+		t.Fatalf("the room's other client is not served: %v %v", m, err)
+	}
+}

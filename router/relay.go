@@ -61,6 +61,10 @@ type relay struct {
 	ending   atomic.Int64 // when the relay must end (unix ns): set once a direction ended, or by a stop
 	wfailed  [2]atomic.Bool
 	upDone   sync.WaitGroup
+	// in follows the client's frames (see frameFilter); toUp writes to
+	// the sidecar.
+	in   frameFilter
+	toUp func([]byte) error
 }
 
 // relay takes over a hijacked client connection: it sends the client the
@@ -81,6 +85,7 @@ func (r *Router) relay(hj net.Conn, up *upgrade) {
 	rl := &relay{client: client, up: up.conn, idle: r.cfg.WSIdleTimeout, writeTimeout: r.cfg.WriteTimeout,
 		room: up.room, node: up.node}
 	rl.epoch.Store(up.epoch)
+	rl.toUp = func(b []byte) error { return rl.write(rl.up, b) }
 	rl.crc, rl.urc = rawConn(client), rawConn(up.conn)
 	if rl.idle > 0 {
 		rl.last.Store(time.Now().UnixNano())
@@ -137,7 +142,7 @@ func (rl *relay) handOver(hj net.Conn, up *upgrade) error {
 	for {
 		n, err := hj.Read(*bp)
 		if n > 0 {
-			if werr := rl.write(rl.up, (*bp)[:n]); werr != nil {
+			if werr := rl.in.filter((*bp)[:n], rl.toUp); werr != nil {
 				return werr
 			}
 		}
@@ -207,7 +212,12 @@ func (rl *relay) pump(dir int, dst, src net.Conn, rc syscall.RawConn) (eof bool)
 				if rl.idle > 0 {
 					rl.last.Store(time.Now().UnixNano())
 				}
-				werr := rl.write(dst, (*bp)[:n])
+				var werr error
+				if dir == 0 {
+					werr = rl.in.filter((*bp)[:n], rl.toUp)
+				} else {
+					werr = rl.write(dst, (*bp)[:n])
+				}
 				relayBufs.Put(bp)
 				if werr != nil {
 					rl.wfailed[dir].Store(true)
