@@ -167,3 +167,39 @@ func attr(b *hclsyntax.Body, name string) string {
 	}
 	return v.GoString()
 }
+
+// TestNomadJobsShareWhatTheMonolithsMustShare: every monolith of the node
+// job gets the shared OpenTogetherTube session secret, a shared Postgres
+// database and the Redis URL from the job's variables; Redis asks for a
+// password; the routers' origins are a job variable, and their port is
+// dynamic (two routers on one Nomad client).
+func TestNomadJobsShareWhatTheMonolithsMustShare(t *testing.T) {
+	read := func(name string) string {
+		src, err := os.ReadFile("../../deploy/nomad/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(src)
+	}
+	node := read("roomlb-node.nomad.hcl")
+	for _, want := range []string{"SESSION_SECRET={{ .session_secret }}", "DB_MODE=postgres", "DATABASE_URL={{ .database_url }}", "REDIS_URL={{ .redis_url }}"} {
+		if !strings.Contains(node, want) {
+			t.Errorf("roomlb-node.nomad.hcl: the monolith's environment lacks %q", want)
+		}
+	}
+	if redis := read("redis.nomad.hcl"); !strings.Contains(redis, `--requirepass \"$REDIS_PASSWORD\"`) || !strings.Contains(redis, "REDIS_PASSWORD={{ .password }}") {
+		t.Errorf("redis.nomad.hcl: Redis runs without the password of its variable")
+	}
+	router := read("roomlb-router.nomad.hcl")
+	if !strings.Contains(router, "ROOMLB_ALLOWED_ORIGINS  = var.allowed_origins") {
+		t.Errorf("roomlb-router.nomad.hcl: the allowed origins are not the job variable")
+	}
+	if strings.Contains(router, "static =") {
+		t.Errorf("roomlb-router.nomad.hcl: a static port needs a Nomad client per router")
+	}
+	for _, f := range []string{node, router} {
+		if strings.Contains(f, "ghcr.io") {
+			t.Errorf("a job names an image the README does not build")
+		}
+	}
+}

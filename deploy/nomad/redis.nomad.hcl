@@ -2,6 +2,18 @@
 # noeviction (an evicted lease is a lost room) and an append-only file
 # (OpenTogetherTube's room state lives here; roomlb survives a Redis that
 # lost its data, the rooms' state does not).
+#
+# Its data lives on a host volume: each Nomad client that may run it needs
+#
+#   client { host_volume "redis" { path = "/opt/redis" } }
+#
+# in its configuration (or drop the volume block and its mount for an
+# ephemeral Redis, which loses every room's state with its allocation).
+# The password comes from a variable, and goes into the Redis URLs of the
+# roomlb-node and roomlb-router variables:
+#
+#   nomad var put nomad/jobs/redis password=$(openssl rand -hex 24)
+#   nomad job run deploy/nomad/redis.nomad.hcl
 
 variable "datacenters" {
   type    = list(string)
@@ -42,14 +54,18 @@ job "redis" {
 
       config {
         image = "redis:7"
-        args = [
-          "redis-server",
-          "--maxmemory-policy", "noeviction",
-          "--appendonly", "yes",
-          "--appendfsync", "everysec",
-          "--dir", "/data",
-        ]
+        # The password from the template below, read by the shell.
+        entrypoint = ["/bin/sh", "-c"]
+        args = ["exec redis-server --requirepass \"$REDIS_PASSWORD\" --maxmemory-policy noeviction --appendonly yes --appendfsync everysec --dir /data"]
         ports = ["redis"]
+      }
+
+      template {
+        destination = "secrets/redis.env"
+        env         = true
+        data        = <<-EOT
+          {{ with nomadVar "nomad/jobs/redis" }}REDIS_PASSWORD={{ .password }}{{ end }}
+        EOT
       }
 
       volume_mount {

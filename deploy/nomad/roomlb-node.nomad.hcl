@@ -2,8 +2,21 @@
 # to it in the same network namespace. Scale with `count`; every allocation
 # is one roomlb node (its id is the allocation id).
 #
-#   nomad var put nomad/jobs/ott-node secret=$(openssl rand -hex 16) redis_url=redis://redis.service.consul:6379
-#   nomad job run deploy/nomad/roomlb-node.nomad.hcl
+# Variables (once; the secret is the routers' too, see roomlb-router.nomad.hcl;
+# the Redis password is redis.nomad.hcl's):
+#
+#   SECRET=$(openssl rand -hex 16)
+#   nomad var put nomad/jobs/ott-node \
+#     secret=$SECRET \
+#     redis_url=redis://:REDIS_PASSWORD@redis.service.consul:6379 \
+#     session_secret=$(openssl rand -hex 32) \
+#     database_url=postgres://ott:PASSWORD@postgres.service.consul:5432/ott
+#   nomad job run -var roomlb_image=$REGISTRY/roomlb:TAG deploy/nomad/roomlb-node.nomad.hcl
+#
+# Every monolith must share OpenTogetherTube's session secret (a client's
+# session cookie is read by whichever node serves its room) and its
+# database (permanent rooms, users): Postgres, not the default SQLite file,
+# which would be one per allocation.
 #
 # Stopping an allocation (deploys, scale-in, node drains): the sidecar is
 # the group's leader, so Nomad sends it SIGTERM first, while the monolith
@@ -26,9 +39,10 @@ variable "ott_image" {
   default = "dyc3/opentogethertube:latest"
 }
 
+# The image `docker build -t $REGISTRY/roomlb .` made and pushed (README,
+# "Deploy on Nomad").
 variable "roomlb_image" {
-  type    = string
-  default = "ghcr.io/roomlb/roomlb:latest"
+  type = string
 }
 
 variable "datacenters" {
@@ -96,7 +110,12 @@ job "ott-node" {
         destination = "secrets/ott.env"
         env         = true
         data        = <<-EOT
-          {{ with nomadVar "nomad/jobs/ott-node" }}REDIS_URL={{ .redis_url }}{{ end }}
+          {{ with nomadVar "nomad/jobs/ott-node" }}
+          REDIS_URL={{ .redis_url }}
+          SESSION_SECRET={{ .session_secret }}
+          DB_MODE=postgres
+          DATABASE_URL={{ .database_url }}
+          {{ end }}
         EOT
       }
 

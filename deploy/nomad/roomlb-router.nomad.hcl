@@ -1,11 +1,27 @@
 # The stateless routers. Put any load balancer (or DNS) in front of them;
 # TLS ends there, and its address belongs in ROOMLB_TRUSTED_PROXIES.
 #
-#   nomad job run deploy/nomad/roomlb-router.nomad.hcl
+# The same secret and Redis as the nodes (roomlb-node.nomad.hcl):
+#
+#   nomad var put nomad/jobs/roomlb-router \
+#     secret=$SECRET \
+#     redis_url=redis://:REDIS_PASSWORD@redis.service.consul:6379
+#   nomad job run -var roomlb_image=$REGISTRY/roomlb:TAG \
+#     -var 'allowed_origins=https://ott.example.com' deploy/nomad/roomlb-router.nomad.hcl
+#
+# The client port is dynamic: the load balancer in front finds the routers
+# through the roomlb-router service (Consul). A static port instead needs
+# as many Nomad clients as routers (two allocations cannot bind one port on
+# one machine).
 
+# The image `docker build -t $REGISTRY/roomlb .` made and pushed.
 variable "roomlb_image" {
-  type    = string
-  default = "ghcr.io/roomlb/roomlb:latest"
+  type = string
+}
+
+# Origins allowed to open WebSockets (comma-separated); "" allows every one.
+variable "allowed_origins" {
+  type = string
 }
 
 variable "datacenters" {
@@ -27,9 +43,7 @@ job "roomlb-router" {
     count = 2
 
     network {
-      port "http" {
-        static = 8080
-      }
+      port "http" {}
       port "admin" {}
     }
 
@@ -64,7 +78,7 @@ job "roomlb-router" {
         ROOMLB_ADMIN_LISTEN     = "0.0.0.0:${NOMAD_PORT_admin}"
         ROOMLB_REGION           = "${NOMAD_REGION}"
         ROOMLB_TRUSTED_PROXIES  = "10.0.0.0/8"
-        ROOMLB_ALLOWED_ORIGINS  = "https://opentogethertube.com"
+        ROOMLB_ALLOWED_ORIGINS  = var.allowed_origins
         ROOMLB_HOLD_TIMEOUT     = "5s"
         ROOMLB_SHUTDOWN_TIMEOUT = "10s"
       }
