@@ -79,6 +79,13 @@ func TestDashboard(t *testing.T) {
 			t.Errorf("the dashboard does not show node %s", n.ID)
 		}
 	}
+	// Each node's clients and rooms over the last minutes, as a chart.
+	if got := strings.Count(dom, `<svg class="history"`); got != len(c.Nodes) {
+		t.Errorf("the dashboard has %d history charts, want one per node (%d)", got, len(c.Nodes))
+	}
+	if !strings.Contains(dom, `<polyline class="clients" points="`) {
+		t.Errorf("the history charts draw no clients line")
+	}
 	for room, node := range where {
 		i := strings.Index(dom, `data-node="`+node+`"`)
 		j := strings.Index(dom, `data-room="`+strings.ToLower(room)+`"`)

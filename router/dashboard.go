@@ -36,6 +36,9 @@ type dashboardNode struct {
 	Clients  int     `json:"clients"`
 	Load     float64 `json:"load"`
 	Capacity int     `json:"capacity"`
+	// History is the node's clients and rooms over the last minutes:
+	// [unix ms, clients, rooms], oldest first.
+	History []historyPoint `json:"history"`
 }
 
 type dashboardRoom struct {
@@ -48,7 +51,8 @@ type dashboardRoom struct {
 
 // dashboard caches the registry reading behind the dashboard.
 type dashboard struct {
-	reg *registry.Registry
+	reg     *registry.Registry
+	history *nodeHistory
 	// private: list private rooms too (Config.DashboardPrivate).
 	private bool
 	mu      sync.Mutex
@@ -73,7 +77,7 @@ func (d *dashboard) state(req *http.Request) ([]byte, error) {
 	}
 	st := dashboardState{At: time.Now().UTC(), Nodes: []dashboardNode{}, Rooms: []dashboardRoom{}}
 	for _, n := range nodes {
-		st.Nodes = append(st.Nodes, dashboardNode{n.ID, n.Addr, n.Region, string(n.State), n.Rooms, n.Clients, n.Load, n.Capacity})
+		st.Nodes = append(st.Nodes, dashboardNode{n.ID, n.Addr, n.Region, string(n.State), n.Rooms, n.Clients, n.Load, n.Capacity, d.history.points(n.ID)})
 	}
 	sort.Slice(st.Nodes, func(i, j int) bool { return st.Nodes[i].ID < st.Nodes[j].ID })
 	for _, r := range rooms {
@@ -99,7 +103,7 @@ func (d *dashboard) state(req *http.Request) ([]byte, error) {
 // serveDashboard adds the live dashboard to the admin mux: /dashboard is
 // the page, /dashboard/state the registry reading it polls.
 func (r *Router) serveDashboard(mux *http.ServeMux) {
-	d := &dashboard{reg: r.reg, private: r.cfg.DashboardPrivate}
+	d := &dashboard{reg: r.reg, history: &r.nodes.history, private: r.cfg.DashboardPrivate}
 	mux.HandleFunc("GET /dashboard", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Write(dashboardHTML)

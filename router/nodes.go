@@ -131,6 +131,9 @@ type nodes struct {
 	gone map[string]time.Time
 
 	kick chan struct{} // asks the refresher to refresh now
+
+	// history samples the nodes' clients and rooms for the dashboard.
+	history nodeHistory
 }
 
 func newNodes(r *Router) *nodes {
@@ -198,6 +201,7 @@ func (ns *nodes) refresh(ctx context.Context) error {
 	}
 	old := ns.cur.Load()
 	now := time.Now()
+	ns.history.record(list, now)
 	var dead []string
 	ns.mu.Lock()
 	for addr, c := range ns.clients {
