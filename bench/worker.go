@@ -13,11 +13,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/roomlb/roomlb/internal/procattr"
 	"github.com/roomlb/roomlb/ott/otttest"
 )
 
@@ -218,7 +218,7 @@ func (e *env) startWorker(name string) (*workerProc, error) {
 	}
 	cmd := exec.Command(e.opts.Binary, "bench", "--worker")
 	cmd.Stderr = logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = procattr.Tied()
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/roomlb/roomlb/internal/nodemonolith"
+	"github.com/roomlb/roomlb/internal/procattr"
 )
 
 // child is one incarnation of a process: a restart makes a new one.
@@ -42,7 +43,7 @@ func startProc(logPath string, argv []string, env []string) (*proc, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = procattr.Tied()
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("chaos: start %s: %w", argv[0], err)

@@ -13,6 +13,7 @@ import (
 //	/readyz   200 when Redis answers and the router is not shutting down
 //	/metrics  the router's Prometheus metrics
 //	/dashboard  a live page of nodes, their load and rooms (dashboard.go)
+//	/         redirects to /dashboard
 func (r *Router) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -37,5 +38,9 @@ func (r *Router) adminHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(r.metrics.reg, promhttp.HandlerOpts{}))
 	r.serveDashboard(mux)
+	// The admin address alone, as typed in a browser, shows the dashboard.
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, req *http.Request) {
+		http.Redirect(w, req, "/dashboard", http.StatusFound)
+	})
 	return mux
 }

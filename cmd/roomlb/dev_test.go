@@ -2,38 +2,62 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fasthttp/websocket"
+
+	"github.com/roomlb/roomlb/internal/roomlbtest"
 )
 
-// TestDev runs `roomlb dev` as a newcomer would: it comes up, a WebSocket
-// client joins a room through a router and gets the sync, and Ctrl-C leaves
-// no process and no port behind.
+// TestDev runs `roomlb dev` as a newcomer would, from a terminal: it comes
+// up and prints what to open and how to reach it with roomlb ctl; a
+// WebSocket client joins a room through a router and gets the sync; the
+// printed ctl line works (nodes, and drain with the printed secret); the
+// printed dashboard answers, and so does the admin address alone. Then
+// Ctrl-C, which a terminal sends to the whole foreground process group:
+// roomlb drains and stops everything itself, in order, so nothing logs a
+// connection error, no process is left and no port still accepts.
 func TestDev(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "roomlb")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	if testing.Short() {
+		t.Skip("starts two whole clusters of processes (about 20 s)")
 	}
-	t.Run("redis-server", func(t *testing.T) { testDev(t, bin) })
-	// What a machine without redis-server gets.
-	t.Run("embedded redis", func(t *testing.T) { testDev(t, bin, "--embedded-redis") })
+	bin := roomlbtest.Binary(t)
+	t.Run("redis-server", func(t *testing.T) { testDev(t, bin, "") })
+	// What a machine without redis-server gets; a secret of one's own,
+	// which the printed ctl line quotes for the shell.
+	t.Run("embedded redis", func(t *testing.T) { testDev(t, bin, "dev's-secret", "--embedded-redis") })
 }
 
-func testDev(t *testing.T, bin string, args ...string) {
-	cmd := exec.Command(bin, append([]string{"dev"}, args...)...)
-	cmd.Stderr = &testWriter{t}
+// What the operator of issue 14 saw on Ctrl-C, once the monoliths and Redis
+// had died with the sidecars.
+var devShutdownNoise = []string{"connection refused", "ECONNREFUSED", "pool.go", "no nodes to hand rooms to", "level=ERROR"}
+
+func testDev(t *testing.T, bin, secret string, args ...string) {
+	args = append([]string{"dev", "--nodes", "3", "--routers", "2"}, args...)
+	if secret != "" {
+		args = append(args, "--secret", secret)
+	}
+	cmd := exec.Command(bin, args...)
+	// A terminal runs a command as the foreground process group of its own.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Env = append(os.Environ(), "ROOMLB_SECRET=") // only --secret
+	var output syncBuffer                            // stdout and stderr, for the noise check
+	cmd.Stderr = io.MultiWriter(&output, &testWriter{t})
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -41,21 +65,27 @@ func testDev(t *testing.T, bin string, args ...string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	pgid := cmd.Process.Pid
+	t.Cleanup(func() { syscall.Kill(-pgid, syscall.SIGKILL) }) // its children die with it (parent-death signal)
 	done := make(chan error, 1)
+	var mu sync.Mutex
 	var lines []string
 	up := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			lines = append(lines, sc.Text())
-			t.Log(sc.Text())
-			if strings.HasPrefix(sc.Text(), "roomlb dev: up") {
+			l := sc.Text()
+			output.Write([]byte(l + "\n"))
+			t.Log(l)
+			mu.Lock()
+			lines = append(lines, l)
+			mu.Unlock()
+			if strings.HasPrefix(l, "roomlb dev: up") {
 				close(up)
 			}
 		}
 		done <- cmd.Wait()
 	}()
-	t.Cleanup(func() { cmd.Process.Kill() })
 	select {
 	case <-up:
 	case err := <-done:
@@ -63,28 +93,65 @@ func testDev(t *testing.T, bin string, args ...string) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("roomlb dev not up within 60s")
 	}
+	mu.Lock()
+	printed := append([]string(nil), lines...)
+	mu.Unlock()
 
-	// The routers come first, as "router: http://127.0.0.1:PORT".
-	var addrs []string
-	for _, l := range lines {
-		if f := strings.Fields(l); len(f) >= 2 && strings.HasSuffix(f[0], ":") {
-			addrs = append(addrs, strings.TrimPrefix(strings.TrimPrefix(f[1], "http://"), "redis://"))
+	// One line per component, the routers first; then what to open and the
+	// ctl line.
+	if len(printed) < 2 || !strings.HasPrefix(printed[0], "router: http://127.0.0.1:") || !strings.HasPrefix(printed[1], "router: ") {
+		t.Fatalf("output starts %q, want the two routers first", printed)
+	}
+	field := func(prefix string) string {
+		for _, l := range printed {
+			if s, ok := strings.CutPrefix(l, prefix); ok {
+				return strings.TrimSpace(s)
+			}
 		}
+		t.Fatalf("no line %q... in the output", prefix)
+		return ""
 	}
-	if !strings.HasPrefix(lines[0], "router: http://127.0.0.1:") || !strings.HasPrefix(lines[1], "router: ") {
-		t.Fatalf("output starts %q, want the two routers first", lines[:2])
-	}
-	router := strings.TrimPrefix(strings.Fields(lines[0])[1], "http://")
+	router := strings.TrimPrefix(strings.Fields(printed[0])[1], "http://")
+	admin := strings.TrimSuffix(strings.Fields(printed[0])[3], ")")
+	admin = strings.TrimPrefix(admin, "http://")
+	addrs := listenAddrs(printed)
 
-	res, err := http.Get("http://" + router + "/")
+	// The page link joins a room at once (the page reads ?room=).
+	page := strings.Fields(field("open:"))[0]
+	if want := "http://" + router + "/?room=lobby"; page != want {
+		t.Errorf("page link %q, want %q", page, want)
+	}
+	res, err := http.Get(page)
 	if err != nil || res.StatusCode != 200 {
 		t.Fatalf("page through the router: %v %v", err, res)
 	}
-	page, _ := io.ReadAll(res.Body)
+	body, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	if !strings.Contains(string(page), "roomlb dev room") {
-		t.Fatal("the router does not serve the dev page")
+	if !strings.Contains(string(body), "roomlb dev room") || !strings.Contains(string(body), `get("room")`) {
+		t.Fatal("the router does not serve the dev page, or the page no longer reads ?room=")
 	}
+
+	// The dashboard, and the admin address alone leads there.
+	dash := field("dashboard:")
+	if want := "http://" + admin + "/dashboard"; dash != want {
+		t.Errorf("dashboard %q, want %q", dash, want)
+	}
+	res, err = http.Get(dash)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("dashboard: %v %v", err, res)
+	}
+	res.Body.Close()
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err = noFollow.Get("http://" + admin + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusFound || res.Header.Get("Location") != "/dashboard" {
+		t.Errorf("admin / = %d to %q, want a redirect to /dashboard", res.StatusCode, res.Header.Get("Location"))
+	}
+
+	// A client in a room, through a router.
 	res, err = http.Post("http://"+router+"/api/room/create", "application/json", strings.NewReader(`{"name":"Welcome","isTemporary":true}`))
 	if err != nil || res.StatusCode != 200 {
 		t.Fatalf("create through the router: %v %v", err, res)
@@ -101,7 +168,9 @@ func testDev(t *testing.T, bin string, args ...string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if hres.Header.Get("X-Roomlb-Node") == "" {
+	defer conn.Close()
+	owner := hres.Header.Get("X-Roomlb-Node")
+	if owner == "" {
 		t.Error("the handshake does not name the serving node")
 	}
 	conn.WriteJSON(map[string]any{"action": "auth", "token": g.Token})
@@ -110,10 +179,55 @@ func testDev(t *testing.T, bin string, args ...string) {
 	if err := conn.ReadJSON(&m); err != nil || m["action"] != "sync" {
 		t.Fatalf("first message %v, %v; want the sync", m, err)
 	}
-	conn.Close()
+	conn.WriteJSON(map[string]any{"action": "req", "request": map[string]any{"type": 11, "text": "hello"}})
+	// The client reads on until it is closed, as a browser tab would.
+	closed := make(chan error, 1)
+	go func() {
+		conn.SetReadDeadline(time.Time{})
+		for {
+			if _, _, err := conn.ReadMessage(); err != nil {
+				closed <- err
+				return
+			}
+		}
+	}()
 
-	// Ctrl-C: everything drains and stops.
-	cmd.Process.Signal(syscall.SIGINT)
+	// The printed ctl line, pasted into a shell, works: nodes lists the
+	// nodes; drain, which needs the secret, drains one.
+	ctlLine := field("ctl:")
+	if secret != "" && !strings.Contains(ctlLine, `--secret 'dev'\''s-secret'`) {
+		t.Errorf("ctl line %q does not carry --secret %q quoted for the shell", ctlLine, secret)
+	}
+	nodesOut := shell(t, bin, ctlLine)
+	for _, n := range []string{"node-1", "node-2", "node-3"} {
+		if !regexp.MustCompile(`(?m)^` + n + `\s.*\sactive\s`).MatchString(nodesOut) {
+			t.Errorf("ctl nodes does not list %s as active:\n%s", n, nodesOut)
+		}
+	}
+	victim := "node-1"
+	if owner == victim {
+		victim = "node-2"
+	}
+	before, after, ok := strings.Cut(ctlLine, " nodes")
+	if !ok {
+		t.Fatalf("ctl line %q has no nodes command", ctlLine)
+	}
+	if o := shell(t, bin, before+" --timeout 20s drain "+victim+after); !strings.Contains(o, "draining "+victim) {
+		t.Errorf("ctl drain %s: %s", victim, o)
+	}
+	if o := shell(t, bin, ctlLine); strings.Contains(o, victim+" ") {
+		t.Errorf("%s still listed after ctl drain:\n%s", victim, o)
+	}
+
+	// Ctrl-C from the terminal: SIGINT to the whole process group.
+	kids := children(cmd.Process.Pid)
+	if len(kids) == 0 && !strings.Contains(output.String(), "embedded") {
+		t.Error("no child processes seen (redis-server, monoliths)")
+	}
+	start := time.Now()
+	if err := syscall.Kill(-pgid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case err := <-done:
 		if err != nil {
@@ -122,38 +236,130 @@ func testDev(t *testing.T, bin string, args ...string) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("roomlb dev did not stop within 30s of Ctrl-C")
 	}
+	t.Logf("stopped %v after Ctrl-C", time.Since(start).Round(time.Millisecond))
+	select {
+	case err := <-closed:
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.CloseServiceRestart {
+			t.Errorf("the client was let go with %v, want a close with code 1012 (reconnect)", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the client's connection is still open")
+	}
+	for _, k := range kids {
+		if k.alive() {
+			t.Errorf("process left behind: %s", k)
+		}
+	}
 	for _, a := range addrs {
 		if c, err := net.DialTimeout("tcp", a, 200*time.Millisecond); err == nil {
 			c.Close()
 			t.Errorf("%s still accepts connections after Ctrl-C", a)
 		}
 	}
-	if kids := children(cmd.Process.Pid); len(kids) > 0 {
-		t.Errorf("processes left behind: %v", kids)
+	for _, s := range devShutdownNoise {
+		if strings.Contains(output.String(), s) {
+			t.Errorf("the output has %q: something stopped before what uses it", s)
+		}
 	}
 }
 
-// children lists live processes whose parent is pid (zombies excluded).
-func children(pid int) []string {
-	var kids []string
+// listenAddrs is every address in the component lines (router: ...,
+// sidecar: ..., monolith: ..., redis: ...).
+func listenAddrs(lines []string) []string {
+	re := regexp.MustCompile(`^(router|sidecar|monolith|redis): `)
+	addr := regexp.MustCompile(`(?:http|ws|redis)://(127\.0\.0\.1:\d+)`)
+	var addrs []string
+	for _, l := range lines {
+		if !re.MatchString(l) {
+			continue
+		}
+		for _, m := range addr.FindAllStringSubmatch(l, -1) {
+			addrs = append(addrs, m[1])
+		}
+	}
+	return addrs
+}
+
+// shell runs a printed command line in sh, with bin as the roomlb on PATH,
+// and returns its output.
+func shell(t *testing.T, bin, line string) string {
+	t.Helper()
+	c := exec.Command("sh", "-c", line)
+	c.Env = append(os.Environ(), "PATH="+filepath.Dir(bin)+string(os.PathListSeparator)+os.Getenv("PATH"))
+	out, err := c.CombinedOutput()
+	if err != nil {
+		t.Fatalf("sh -c %q: %v\n%s", line, err, out)
+	}
+	return string(out)
+}
+
+// proc is a process as /proc/PID/stat shows it.
+type proc struct {
+	pid                      int
+	comm, state, ppid, start string
+}
+
+func (p proc) String() string { return strconv.Itoa(p.pid) + " (" + p.comm + ")" }
+
+// alive tells whether the process still runs: neither gone nor a zombie,
+// and not another process given its pid since.
+func (p proc) alive() bool {
+	q, ok := readProc(p.pid)
+	return ok && q.start == p.start && q.state != "Z"
+}
+
+// readProc reads /proc/PID/stat: pid (comm) state ppid ... starttime (the
+// 22nd field).
+func readProc(pid int) (proc, bool) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return proc{}, false
+	}
+	s := string(b)
+	i, j := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if i < 0 || j < i {
+		return proc{}, false
+	}
+	f := strings.Fields(s[j+1:])
+	if len(f) < 20 {
+		return proc{}, false
+	}
+	return proc{pid: pid, comm: s[i+1 : j], state: f[0], ppid: f[1], start: f[19]}, true
+}
+
+// children lists the live processes whose parent is pid.
+func children(pid int) []proc {
+	var kids []proc
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		n, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		// pid (comm) state ppid ...
-		s := string(stat)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) >= 2 && f[0] != "Z" && f[1] == strconv.Itoa(pid) {
-			kids = append(kids, e.Name()+" "+s[:i+1])
+		if p, ok := readProc(n); ok && p.ppid == strconv.Itoa(pid) && p.state != "Z" {
+			kids = append(kids, p)
 		}
 	}
 	return kids
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 type testWriter struct{ t *testing.T }

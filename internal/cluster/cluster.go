@@ -44,6 +44,8 @@ type Options struct {
 	// MonolithDir is the Node reference monolith's folder; "" means
 	// nodemonolith.Dir().
 	MonolithDir string
+	// Secret is the sidecars' shared secret; "" means a random one.
+	Secret string
 	// MonolithEnv is extra environment for Node monoliths (KEY=value).
 	MonolithEnv []string
 	// FakeConfig adjusts the config of FakeMonolith monoliths.
@@ -74,6 +76,7 @@ type Cluster struct {
 type Router struct {
 	Addr, AdminAddr string
 	stop            context.CancelFunc
+	done            chan struct{}
 }
 
 // Node is one monolith with its sidecar.
@@ -109,7 +112,10 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		return nil, fmt.Errorf("cluster: redis url: %w", err)
 	}
 	opt.ContextTimeoutEnabled = true // as roomlb's own commands: context deadlines bound socket I/O
-	c := &Cluster{opts: o, rdb: redis.NewClient(opt), Secret: randomHex(16)}
+	if o.Secret == "" {
+		o.Secret = randomHex(16)
+	}
+	c := &Cluster{opts: o, rdb: redis.NewClient(opt), Secret: o.Secret}
 	c.Registry, err = registry.New(c.rdb, registry.Config{Logger: o.Log})
 	if err != nil {
 		return nil, err
@@ -164,7 +170,7 @@ func (c *Cluster) AddNode(ctx context.Context, id string) (*Node, error) {
 		Monolith: "ws://" + n.BalancerAddr + "/",
 		Secret:   c.Secret,
 		Registry: c.Registry,
-		Logger:   o.Log.With("node", id),
+		Logger:   o.Log, // the sidecar adds node=ID itself
 	}
 	if o.Sidecar != nil {
 		o.Sidecar(len(c.Nodes), &cfg)
@@ -188,6 +194,9 @@ func (c *Cluster) AddNode(ctx context.Context, id string) (*Node, error) {
 	for {
 		if ok, _ := c.Registry.Alive(ctx, id); ok {
 			return n, nil
+		}
+		if ctx.Err() != nil {
+			return n, ctx.Err()
 		}
 		if time.Now().After(deadline) {
 			return n, fmt.Errorf("cluster: node %s not registered within 10s", id)
@@ -215,10 +224,12 @@ func (c *Cluster) addRouter(i int) error {
 		return err
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	c.Routers = append(c.Routers, &Router{Addr: ln.Addr().String(), AdminAddr: admin.Addr().String(), stop: stop})
+	rt := &Router{Addr: ln.Addr().String(), AdminAddr: admin.Addr().String(), stop: stop, done: make(chan struct{})}
+	c.Routers = append(c.Routers, rt)
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
+		defer close(rt.done)
 		if err := r.Serve(ctx, ln, admin); err != nil {
 			c.opts.Log.Error("cluster: router stopped", "err", err)
 		}
@@ -263,22 +274,34 @@ func (n *Node) stopMonolith() {
 	}
 }
 
-// Stop drains every node, stops the routers and the monoliths.
+// Stop stops the whole cluster, in the order that leaves nothing talking to
+// a part already gone: the routers first (their clients get a close they
+// reconnect on, and no router is left to dial a stopped sidecar), then every
+// sidecar drains, side by side, while the monoliths and Redis still run;
+// once all have stopped the monoliths are stopped, and the cluster's Redis
+// connection is closed last. The caller stops Redis after Stop.
 func (c *Cluster) Stop() {
+	for _, r := range c.Routers {
+		r.stop()
+	}
+	for _, r := range c.Routers {
+		<-r.done
+	}
+	for _, n := range c.Nodes {
+		n.stop()
+	}
+	for _, n := range c.Nodes {
+		<-n.done
+	}
 	var wg sync.WaitGroup
 	for _, n := range c.Nodes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n.stop()
-			<-n.done
 			n.stopMonolith()
 		}()
 	}
 	wg.Wait()
-	for _, r := range c.Routers {
-		r.stop()
-	}
 	c.wg.Wait()
 	c.rdb.Close()
 }

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/roomlb/roomlb/internal/procattr"
 )
 
 // Dir is the reference monolith's folder in this checkout.
@@ -77,7 +79,11 @@ type Options struct {
 
 // Launch starts a monolith with balancing enabled on ephemeral loopback
 // ports and waits until it is ready. The process is killed if this process
-// dies (Linux parent-death signal), so none is left behind.
+// dies (Linux parent-death signal), so none is left behind. It runs in a
+// process group of its own: a terminal's Ctrl-C, which signals the whole
+// foreground group, reaches only this process, which stops the monolith
+// itself (Stop) when it is done with it: `roomlb dev` after the sidecars
+// have drained.
 func Launch(o Options) (*Process, error) {
 	if o.Dir == "" {
 		o.Dir = Dir()
@@ -94,7 +100,7 @@ func Launch(o Options) (*Process, error) {
 		"REDIS_URL="+o.RedisURL, "BALANCING_ENABLED=true", "PORT=0", "BALANCING_PORT=0", "LOG_LEVEL=warn")
 	cmd.Env = append(cmd.Env, o.Env...)
 	cmd.Stderr = o.Log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = procattr.Child()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err

@@ -40,6 +40,12 @@ func TestStart(t *testing.T) {
 	if res.StatusCode != 200 {
 		t.Fatalf("GET /api/status = %d", res.StatusCode)
 	}
+	// Its own process group: a terminal's Ctrl-C reaches only its launcher,
+	// which stops it when it is done with it.
+	pid := p.cmd.Process.Pid
+	if pgid, err := syscall.Getpgid(pid); err != nil || pgid != pid {
+		t.Errorf("monolith %d is in process group %d (%v), want its own", pid, pgid, err)
+	}
 	p.Signal(syscall.SIGTERM)
 	exited, err := p.Wait(10 * time.Second)
 	if !exited || err != nil {

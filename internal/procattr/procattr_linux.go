@@ -1,0 +1,7 @@
+package procattr
+
+import "syscall"
+
+func attrs(group bool) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: group}
+}
