@@ -145,47 +145,47 @@ func (c *Config) setDefaults() {
 func (c *Config) validate() error {
 	var errs []error
 	if err := registry.ValidNode(c.NodeID); err != nil {
-		errs = append(errs, fmt.Errorf("node id: %w", err))
+		errs = append(errs, fmt.Errorf("Config.NodeID %q: %w", c.NodeID, err))
 	}
 	if c.Registry == nil {
-		errs = append(errs, errors.New("no registry"))
+		errs = append(errs, errors.New("Config.Registry is required"))
 	}
 	if u, err := url.Parse(c.Monolith); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("monolith %q: want the balancer URL, e.g. ws://127.0.0.1:3002/", c.Monolith))
+		errs = append(errs, fmt.Errorf("Config.Monolith %q: want the balancer URL, e.g. ws://127.0.0.1:3002/", c.Monolith))
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		errs = append(errs, fmt.Errorf("listen %q: %v", c.Listen, err))
+		errs = append(errs, fmt.Errorf("Config.Listen %q: %v", c.Listen, err))
 	}
 	if c.Advertise != "" {
 		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
-			errs = append(errs, fmt.Errorf("advertise %q: %v", c.Advertise, err))
+			errs = append(errs, fmt.Errorf("Config.Advertise %q: %v", c.Advertise, err))
 		}
 	}
 	if c.Capacity < 0 {
-		errs = append(errs, fmt.Errorf("capacity %d: must not be negative", c.Capacity))
+		errs = append(errs, fmt.Errorf("Config.Capacity is negative (%d)", c.Capacity))
 	}
 	if c.LeaseTTL < 300*time.Millisecond {
-		errs = append(errs, fmt.Errorf("lease ttl %v: at least 300ms", c.LeaseTTL))
+		errs = append(errs, fmt.Errorf("Config.LeaseTTL is %v, want at least 300ms", c.LeaseTTL))
 	}
 	if c.HeartbeatTTL < 100*time.Millisecond {
-		errs = append(errs, fmt.Errorf("heartbeat ttl %v: at least 100ms", c.HeartbeatTTL))
+		errs = append(errs, fmt.Errorf("Config.HeartbeatTTL is %v, want at least 100ms", c.HeartbeatTTL))
 	}
 	if c.Registry != nil && c.Registry.RecoveryWindow() < c.HeartbeatTTL {
 		// After Redis lost its data, other nodes' claims must wait until
 		// this node has had the chance to re-claim its rooms.
-		errs = append(errs, fmt.Errorf("heartbeat ttl %v: longer than the registry's recovery window %v", c.HeartbeatTTL, c.Registry.RecoveryWindow()))
+		errs = append(errs, fmt.Errorf("Config.HeartbeatTTL is %v, longer than the registry's recovery window %v", c.HeartbeatTTL, c.Registry.RecoveryWindow()))
 	}
 	for name, d := range map[string]time.Duration{
-		"drain timeout": c.DrainTimeout, "auth timeout": c.AuthTimeout, "load timeout": c.LoadTimeout,
-		"state debounce": c.StateDebounce, "shutdown flush": c.ShutdownFlush, "ping interval": c.PingInterval,
-		"monolith idle": c.MonolithIdle,
+		"DrainTimeout": c.DrainTimeout, "AuthTimeout": c.AuthTimeout, "LoadTimeout": c.LoadTimeout,
+		"StateDebounce": c.StateDebounce, "ShutdownFlush": c.ShutdownFlush, "PingInterval": c.PingInterval,
+		"MonolithIdle": c.MonolithIdle,
 	} {
 		if d < 0 {
-			errs = append(errs, fmt.Errorf("%s %v: must not be negative", name, d))
+			errs = append(errs, fmt.Errorf("Config.%s is negative (%v)", name, d))
 		}
 	}
 	if c.MaxFrame < 1024 {
-		errs = append(errs, fmt.Errorf("max frame %d: at least 1024 bytes", c.MaxFrame))
+		errs = append(errs, fmt.Errorf("Config.MaxFrame is %d, want at least 1024 (bytes)", c.MaxFrame))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("sidecar: bad config: %w", errors.Join(errs...))

@@ -22,11 +22,14 @@ import (
 )
 
 const ctlUsage = `Usage: roomlb ctl [flags] COMMAND
+
+Commands:
   nodes              live nodes: id, address, state, rooms, clients, load
   rooms              owned rooms: name, owner, epoch, clients
   where ROOM         the owner of one room
   drain NODE         drain a node (its sidecar hands every room over and exits)
   move ROOM NODE     hand one room over to another node
+
 Flags (each also as ROOMLB_<FLAG>):
 `
 
@@ -39,10 +42,11 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	secret := fs.String("secret", "", "shared secret of the sidecars (drain, move)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	timeout := fs.Duration("timeout", time.Minute, "how long drain and move wait for the rooms to move")
-	fs.Usage = func() {
+	usage := func() {
 		fmt.Fprint(fs.Output(), ctlUsage)
 		fs.PrintDefaults()
 	}
+	fs.Usage = usage
 	// Flags come first; the rest is the command.
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -51,50 +55,46 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := parse(fs, nil); err != nil { // fill from the environment
 		return err
 	}
+	fs.Usage = usage // parse set its own
 	if len(cmdArgs) == 0 {
 		fs.Usage()
 		return flag.ErrHelp
 	}
+	// The command and its arguments are checked before Redis is.
+	commands := map[string]struct {
+		args int
+		run  func(c *ctl, args []string) error
+	}{
+		"nodes": {0, func(c *ctl, _ []string) error { return c.nodes(ctx) }},
+		"rooms": {0, func(c *ctl, _ []string) error { return c.rooms(ctx) }},
+		"where": {1, func(c *ctl, a []string) error { return c.where(ctx, a[0]) }},
+		"drain": {1, func(c *ctl, a []string) error { return c.drain(ctx, a[0]) }},
+		"move":  {2, func(c *ctl, a []string) error { return c.move(ctx, a[0], a[1]) }},
+	}
+	command, ok := commands[cmdArgs[0]]
+	if !ok {
+		return fmt.Errorf("ctl: unknown command %q (nodes, rooms, where, drain, move)", cmdArgs[0])
+	}
+	if len(cmdArgs) != command.args+1 {
+		return fmt.Errorf("ctl %s: want %d argument(s), got %d", cmdArgs[0], command.args, len(cmdArgs)-1)
+	}
+
+	// ctl's errors say what failed; go-redis's own lines would only repeat
+	// it (one per retry).
+	redisLog.SetLogger(nil)
 	reg, closeRedis, err := openRegistry(*redisURL, *prefix, 0, nil)
 	if err != nil {
 		return err
 	}
 	defer closeRedis()
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err = reg.Client().Ping(pctx).Err()
+	cancel()
+	if err != nil {
+		return fmt.Errorf("ctl: cannot reach Redis at %s (--redis-url): %w", redactURL(*redisURL), err)
+	}
 	c := &ctl{reg: reg, out: stdout, json: *asJSON, secret: *secret, timeout: *timeout}
-	want := func(n int) error {
-		if len(cmdArgs) != n+1 {
-			return fmt.Errorf("ctl %s: want %d argument(s), got %d", cmdArgs[0], n, len(cmdArgs)-1)
-		}
-		return nil
-	}
-	switch cmdArgs[0] {
-	case "nodes":
-		if err := want(0); err != nil {
-			return err
-		}
-		return c.nodes(ctx)
-	case "rooms":
-		if err := want(0); err != nil {
-			return err
-		}
-		return c.rooms(ctx)
-	case "where":
-		if err := want(1); err != nil {
-			return err
-		}
-		return c.where(ctx, cmdArgs[1])
-	case "drain":
-		if err := want(1); err != nil {
-			return err
-		}
-		return c.drain(ctx, cmdArgs[1])
-	case "move":
-		if err := want(2); err != nil {
-			return err
-		}
-		return c.move(ctx, cmdArgs[1], cmdArgs[2])
-	}
-	return fmt.Errorf("ctl: unknown command %q (nodes, rooms, where, drain, move)", cmdArgs[0])
+	return command.run(c, cmdArgs[1:])
 }
 
 type ctl struct {
@@ -295,4 +295,12 @@ func (c *ctl) wait(ctx context.Context, what string, done func() (bool, error)) 
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// redactURL is u without its password, to print.
+func redactURL(u string) string {
+	if p, err := url.Parse(u); err == nil {
+		return p.Redacted()
+	}
+	return u
 }

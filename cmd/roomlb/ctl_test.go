@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -143,4 +147,48 @@ func dialRoom(t *testing.T, router, room, token string) *websocket.Conn {
 	conn.SetReadDeadline(time.Time{})
 	t.Cleanup(func() { conn.Close() })
 	return conn
+}
+
+// TestCtlNoRedis: ctl against a Redis that is not there prints one line,
+// naming the URL and its flag, and no line of go-redis's.
+func TestCtlNoRedis(t *testing.T) {
+	bin := roomlbBinary(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "redis://:hunter2@" + ln.Addr().String() // nobody listens once closed
+	ln.Close()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(bin, "ctl", "--redis-url", url, "nodes")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("roomlb ctl nodes without Redis: %v, want exit status 1", err)
+	}
+	lines := strings.Split(strings.TrimRight(stderr.String(), "\n"), "\n")
+	want := "roomlb ctl: cannot reach Redis at redis://:xxxxx@" + ln.Addr().String() + " (--redis-url): dial tcp " + ln.Addr().String() + ": connect: connection refused"
+	if len(lines) != 1 || lines[0] != want || stdout.Len() != 0 {
+		t.Fatalf("stderr:\n%s\nstdout:\n%s\nwant stderr %q alone", stderr.String(), stdout.String(), want)
+	}
+}
+
+// TestCtlNoCommand: ctl without a command lists its commands, one line
+// each, with its flags, and fails.
+func TestCtlNoCommand(t *testing.T) {
+	var out bytes.Buffer
+	err := Run(context.Background(), []string{"ctl", "--json"}, &out, &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("ctl without a command: %v, want flag.ErrHelp (exit status 2)", err)
+	}
+	for _, want := range []string{"Usage: roomlb ctl [flags] COMMAND", "\n  nodes ", "\n  rooms ", "\n  where ROOM ", "\n  drain NODE ", "\n  move ROOM NODE ", "\n  -redis-url "} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("usage lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	if err := Run(context.Background(), []string{"ctl", "nodez"}, &out, &out); err == nil || !strings.Contains(err.Error(), "nodes, rooms, where, drain, move") {
+		t.Fatalf("ctl nodez: %v, want the commands named", err)
+	}
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"reflect"
+	"regexp"
 	"strings"
 	"time"
 
@@ -61,20 +63,80 @@ func openRegistry(redisURL, prefix string, recovery time.Duration, log *slog.Log
 	// contexts the registry calls are given (the router's RedisTimeout, the
 	// sidecar's lease renewals).
 	opt.ContextTimeoutEnabled = true
+	if recovery < 0 {
+		return nil, nil, fmt.Errorf("--recovery-window is negative (%v)", recovery)
+	}
 	rdb := redis.NewClient(opt)
 	reg, err = registry.New(rdb, registry.Config{Prefix: prefix, RecoveryWindow: recovery, Logger: log})
 	if err != nil {
+		// The one config error left: a prefix Redis patterns cannot hold.
 		rdb.Close()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("--prefix: %w", err)
 	}
 	return reg, rdb.Close, nil
 }
 
-// newLogger makes the process logger: text to stderr at level.
+// newLogger makes the process logger: text to stderr at level. go-redis's
+// own messages go to it too, rate-limited (see redisLog).
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	redisLog.SetLogger(log)
+	return log, nil
+}
+
+// flagNames maps each field of the struct cfg points to that a flag of fs
+// sets (fs.XxxVar(&cfg.Field, ...)) to the flag: {"LeaseTTL": "--lease-ttl"}.
+func flagNames(fs *flag.FlagSet, cfg any) map[string]string {
+	v := reflect.ValueOf(cfg).Elem()
+	field := map[uintptr]string{}
+	for i := range v.NumField() {
+		if f := v.Type().Field(i); f.IsExported() && f.Type.Size() > 0 {
+			field[v.Field(i).Addr().Pointer()] = f.Name
+		}
+	}
+	names := map[string]string{}
+	fs.VisitAll(func(f *flag.Flag) {
+		if p := reflect.ValueOf(f.Value); p.Kind() == reflect.Pointer {
+			if name, ok := field[p.Pointer()]; ok {
+				names[name] = "--" + f.Name
+			}
+		}
+	})
+	return names
+}
+
+// configField is how the sidecar and router packages name a setting in
+// their errors: Config.LeaseTTL.
+var configField = regexp.MustCompile(`\bConfig\.([A-Z][A-Za-z0-9]*)`)
+
+// flagError is a library's error reworded for the binary's user: the
+// settings it names are the flags that set them.
+type flagError struct {
+	msg string
+	err error
+}
+
+func (e *flagError) Error() string { return e.msg }
+func (e *flagError) Unwrap() error { return e.err }
+
+// namedByFlags rewords err, from a package configured by flags of fs that
+// set the fields of cfg, so that each Config.Field it names that a flag sets
+// is named by the flag: "Config.Secret is required" is "--secret is
+// required".
+func namedByFlags(err error, fs *flag.FlagSet, cfg any) error {
+	if err == nil {
+		return nil
+	}
+	names := flagNames(fs, cfg)
+	msg := configField.ReplaceAllStringFunc(err.Error(), func(m string) string {
+		if f, ok := names[strings.TrimPrefix(m, "Config.")]; ok {
+			return f
+		}
+		return m
+	})
+	return &flagError{msg, err}
 }

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,5 +69,40 @@ func TestOpenRegistryHonorsContextDeadlines(t *testing.T) {
 	var ne net.Error
 	if !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &ne) && ne.Timeout()) {
 		t.Fatalf("Alive during a Redis pause with a 100ms context: %v, want a timeout", err)
+	}
+}
+
+// TestErrorsNameFlags: the binary's config errors name the flags to
+// change, not the library's Config fields.
+func TestErrorsNameFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"router"}, []string{"router: --secret is required"}},
+		{[]string{"router", "--secret", "x", "--hold-timeout", "-1s"}, []string{"--hold-timeout is negative (-1s)"}},
+		{[]string{"router", "--secret", "x", "--max-header-bytes", "10"}, []string{"--max-header-bytes is 10, want at least 1024"}},
+		{[]string{"router", "--secret", "x", "--trusted-proxies", "10.0.0.0/33"}, []string{"--trusted-proxies: "}},
+		{[]string{"router", "--secret", "x", "--recovery-window", "-1s"}, []string{"--recovery-window is negative"}},
+		{[]string{"router", "--secret", "x", "--log-level", "loud"}, []string{`--log-level "loud"`}},
+		{[]string{"sidecar", "--node-id", "a b", "--monolith", "http://x/", "--lease-ttl", "100ms", "--drain-timeout", "-1s", "--max-frame", "10"},
+			[]string{`--node-id "a b": `, `--monolith "http://x/": `, "--lease-ttl is 100ms, want at least 300ms", "--drain-timeout is negative (-1s)", "--max-frame is 10, want at least 1024"}},
+		{[]string{"sidecar", "--node-id", "n", "--listen", "nowhere"}, []string{`--listen "nowhere": `}},
+		{[]string{"sidecar", "--node-id", "n", "--prefix", "a b"}, []string{"--prefix: "}},
+	} {
+		var out bytes.Buffer
+		err := Run(context.Background(), tc.args, &out, &out)
+		if err == nil {
+			t.Errorf("%q succeeded", tc.args)
+			continue
+		}
+		for _, want := range tc.want {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("%q: %v\nwant %q in it", tc.args, err, want)
+			}
+		}
+		if strings.Contains(err.Error(), "Config.") {
+			t.Errorf("%q: %v\nnames a Config field", tc.args, err)
+		}
 	}
 }

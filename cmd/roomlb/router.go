@@ -32,16 +32,14 @@ func runRouter(ctx context.Context, args []string, stderr io.Writer) error {
 		redisURL = fs.String("redis-url", "redis://127.0.0.1:6379", "Redis of the registry")
 		prefix   = fs.String("prefix", registry.DefaultPrefix, "prefix of every registry key in Redis")
 		logLevel = fs.String("log-level", "info", "debug, info, warn or error")
-		trusted  listFlag
-		origins  listFlag
 	)
 	fs.StringVar(&cfg.Addr, "listen", router.DefaultAddr, "address clients connect to")
 	fs.StringVar(&cfg.AdminAddr, "admin-listen", router.DefaultAdminAddr, "address of /healthz, /readyz, /metrics and the dashboard, unauthenticated (- for none)")
 	fs.BoolVar(&cfg.DashboardPrivate, "dashboard-private", false, "list private rooms on the dashboard too")
 	fs.StringVar(&cfg.Secret, "secret", "", "shared secret sent to sidecars (required)")
 	fs.StringVar(&cfg.Region, "region", "", "this router's region: placement prefers nodes in it")
-	fs.Var(&trusted, "trusted-proxies", "comma-separated CIDRs of proxies whose X-Forwarded-For/-Proto are kept")
-	fs.Var(&origins, "allowed-origins", "comma-separated Origins allowed to open WebSockets (empty: all)")
+	fs.Var((*listFlag)(&cfg.TrustedProxies), "trusted-proxies", "comma-separated CIDRs of proxies whose X-Forwarded-For/-Proto are kept")
+	fs.Var((*listFlag)(&cfg.AllowedOrigins), "allowed-origins", "comma-separated Origins allowed to open WebSockets (empty: all)")
 	recovery := fs.Duration("recovery-window", registry.DefaultRecoveryWindow, "after Redis lost its data, how long only the rooms' owners may claim them; at least the sidecars' --heartbeat-ttl")
 	fs.DurationVar(&cfg.HoldTimeout, "hold-timeout", router.DefaultHoldTimeout, "how long a join is held while its room moves or no node can take it")
 	fs.IntVar(&cfg.MaxWaiting, "max-waiting", router.DefaultMaxWaiting, "requests that may wait for a node at once")
@@ -60,7 +58,6 @@ func runRouter(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg.TrustedProxies, cfg.AllowedOrigins = trusted, origins
 	log, err := newLogger(stderr, *logLevel)
 	if err != nil {
 		return err
@@ -74,7 +71,7 @@ func runRouter(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.Logger = log
 	r, err := router.New(cfg)
 	if err != nil {
-		return err
+		return namedByFlags(err, fs, &cfg)
 	}
 	log.Info("router: starting", "listen", cfg.Addr, "admin", cfg.AdminAddr)
 	return r.Run(ctx)

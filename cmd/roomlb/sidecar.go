@@ -51,7 +51,12 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	reg, closeRedis, err := openRegistry(*redisURL, *prefix, max(registry.DefaultRecoveryWindow, cfg.HeartbeatTTL), log)
+	// Every line of this process names its node, once: sidecar.New adds it
+	// to the sidecar's logger, nodeLog has it for the rest (go-redis's
+	// lines, the registry's, ours).
+	nodeLog := log.With("node", cfg.NodeID)
+	redisLog.SetLogger(nodeLog)
+	reg, closeRedis, err := openRegistry(*redisURL, *prefix, max(registry.DefaultRecoveryWindow, cfg.HeartbeatTTL), nodeLog)
 	if err != nil {
 		return err
 	}
@@ -78,8 +83,8 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	s, err := sidecar.New(cfg)
 	if err != nil {
-		return err
+		return namedByFlags(err, fs, &cfg)
 	}
-	log.Info("sidecar: starting", "node", cfg.NodeID, "listen", s.Addr(), "monolith", cfg.Monolith)
+	nodeLog.Info("sidecar: starting", "listen", s.Addr(), "monolith", cfg.Monolith)
 	return s.Run(ctx)
 }
