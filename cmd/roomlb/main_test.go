@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -169,7 +168,7 @@ func TestBinaryLogs(t *testing.T) {
 // lines name it once.
 func TestClusterLogNamesNodeOnce(t *testing.T) {
 	srv := redistest.New(t)
-	var out logBuffer
+	var out syncBuffer
 	c, err := cluster.Start(context.Background(), cluster.Options{
 		RedisURL: srv.URL(), Nodes: 1, Routers: 1, Monolith: cluster.FakeMonolith,
 		Log: slog.New(slog.NewTextHandler(&out, nil)),
@@ -191,22 +190,4 @@ func TestClusterLogNamesNodeOnce(t *testing.T) {
 	if n == 0 {
 		t.Fatalf("no sidecar line logged:\n%s", out.String())
 	}
-}
-
-// logBuffer is a bytes.Buffer for concurrent writers.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
