@@ -2,7 +2,7 @@ package ott
 
 // SanitizeCloseCode turns a kick reason into a code that may be sent in a
 // WebSocket close frame (RFC 6455 §7.4), keeping what the browser does with
-// it (ott-protocol.md §4.5: it reconnects below 4000 and gives up from 4000
+// it (ott/PROTOCOL.md §5.4: it reconnects below 4000 and gives up from 4000
 // on):
 //
 //	1000-1003, 1007-1013, 3000-4999   unchanged (legal)

@@ -49,7 +49,7 @@ func DecodeM2B(data []byte) (M2B, error) {
 }
 
 // DecodeB2M parses one balancer-to-monolith frame with the monolith's checks
-// (ott-protocol.md §2.1): the envelope must be an object with a known B2M
+// (ott/PROTOCOL.md §3.1): the envelope must be an object with a known B2M
 // type and an object payload, the checked fields must be strings, and
 // client_msg.payload must be an object, an array or null. join.token is not
 // checked: anything but a string decodes as "". ClientMsg.Payload aliases

@@ -1,5 +1,10 @@
 // Package ott holds the messages of the OpenTogetherTube balancer <-> monolith
-// protocol (shared/ott-protocol.md) and their JSON codec.
+// protocol and their JSON codec.
+//
+// What roomlb relies on in that protocol (the messages, the monolith's
+// behaviour, the client side, its Redis keys and its pitfalls) is written up
+// in PROTOCOL.md in this directory; comments in this module cite its sections
+// as "ott/PROTOCOL.md §N" or, within a file that already names it, "§N".
 //
 // The sidecar dials its monolith and speaks this protocol as the balancer:
 // it encodes B2M messages (init, load, unload, join, leave, client_msg) and

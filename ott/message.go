@@ -96,8 +96,8 @@ func (t Type) isM2B() bool {
 }
 
 // Close codes the monolith puts in kick.reason (its close-code enum,
-// ott-protocol.md §2.2). A browser reconnects on codes below 4000 and stays
-// disconnected on 4000 and above (§4.5).
+// ott/PROTOCOL.md §3.4). A browser reconnects on codes below 4000 and stays
+// disconnected on 4000 and above (§5.4).
 const (
 	CloseAway                 = 1001 // room unloaded Commanded or Shutdown
 	CloseUnknown              = 4000 // internal error; default of kickme
@@ -112,7 +112,7 @@ const (
 // of the four constants.
 type UnloadReason string
 
-// Unload reasons, exact strings (§2.2).
+// Unload reasons, exact strings (§3.3).
 const (
 	UnloadKeepalive UnloadReason = "Keepalive" // idle room reaped
 	UnloadAdmin     UnloadReason = "Admin"     // forced over the HTTP API
@@ -145,18 +145,18 @@ type M2B struct {
 }
 
 // BalancerInit is the balancer's B2M init. The monolith ignores everything
-// else a balancer sends until this arrives (§1.3).
+// else a balancer sends until this arrives (§2.3).
 type BalancerInit struct {
 	ID string `json:"id"`
 }
 
-// Load asks the monolith to load a room. It has no negative answer (§3.2).
+// Load asks the monolith to load a room. It has no negative answer (§4.2).
 type Load struct {
 	Room string `json:"room"`
 }
 
 // Unload asks the monolith to unload a room. Sending it for a room the
-// monolith has not loaded crashes the monolith (§3.6).
+// monolith has not loaded crashes the monolith (§4.6).
 type Unload struct {
 	Room string `json:"room"`
 }
@@ -186,7 +186,7 @@ type ClientMsg struct {
 }
 
 // MonolithInit is the monolith's M2B init, sent as soon as a balancer
-// connects (§1.3).
+// connects (§2.3).
 type MonolithInit struct {
 	Port   int    `json:"port"` // the monolith's HTTP port
 	Region string `json:"region"`
@@ -206,7 +206,7 @@ type Unloaded struct {
 }
 
 // Gossip lists every room the monolith holds, the same name twice when it
-// holds a duplicate (§7 item 4). It is authoritative.
+// holds a duplicate (§8 item 4). It is authoritative.
 type Gossip struct {
 	Rooms []GossipRoom `json:"rooms"`
 }

@@ -16,7 +16,7 @@ const (
 	monolithID = "9e1c2b4a-7f3d-4c59-8a1e-6b0d2f4c8e77"
 )
 
-// The literal examples of ott-protocol.md §1.3, §2.1 and §2.2, in the
+// The literal examples of ott/PROTOCOL.md §2.3, §3.1 and §3.2, in the
 // monolith's field order: decoding them gives want, and encoding want (or the
 // decoded message) gives the same bytes back.
 var b2mExamples = []struct {

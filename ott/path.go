@@ -2,7 +2,7 @@ package ott
 
 import "bytes"
 
-// RoomPrefix starts the client paths of a room (ott-protocol.md §4.1).
+// RoomPrefix starts the client paths of a room (ott/PROTOCOL.md §5.1).
 const RoomPrefix = "/api/room/"
 
 // RoomSegment returns the room segment of a client path: <seg> of

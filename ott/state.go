@@ -4,7 +4,7 @@ package ott
 // (room:NAME) a debounce after the last change of a storable property, and
 // sends each change to the balancers with clients in the room as a `sync`
 // broadcast carrying it; chat, user lists and votes are not storable
-// (ott-protocol.md §8). A sidecar that hands a room over must wait for the
+// (ott/PROTOCOL.md §7). A sidecar that hands a room over must wait for the
 // write of its last change, and need wait for nothing else: these two
 // functions tell the frames that may bring a write from those that cannot.
 

@@ -213,7 +213,7 @@ func lingerClose(nc net.Conn) {
 
 // readAuth reads the client's first frame: {"action":"auth","token":...}
 // within AuthTimeout, answering bad ones as the upstream balancer does
-// (ott-protocol.md §4.2).
+// (ott/PROTOCOL.md §5.2).
 func (s *Sidecar) readAuth(conn *websocket.Conn) (string, bool) {
 	conn.SetReadDeadline(time.Now().Add(s.cfg.AuthTimeout))
 	mt, data, err := conn.ReadMessage()
@@ -311,7 +311,7 @@ func (c *client) readFrame() bool {
 		c.close(contract.CloseInvalidData, "invalid UTF-8")
 		return false
 	}
-	// The monolith takes only JSON objects as payloads (§7 item 14);
+	// The monolith takes only JSON objects as payloads (§8 item 13);
 	// anything else is dropped, as the upstream balancer drops non-JSON.
 	if !isJSONObject(frame) {
 		*bp = frame[:0]

@@ -424,7 +424,7 @@ func (s *Sidecar) addClient(c *client, token string) bool {
 }
 
 // startLoad sends the join of the first waiting client, which loads the
-// room: one join per unloaded room, or the monolith loads it twice (§7 item
+// room: one join per unloaded room, or the monolith loads it twice (§8 item
 // 4). s.mu is held.
 func (s *Sidecar) startLoad(rm *room) {
 	if len(rm.waiting) == 0 {

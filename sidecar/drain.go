@@ -114,7 +114,7 @@ func (s *Sidecar) Drain(ctx context.Context) error {
 // How a drain knows that the monolith's write of a room's last change has
 // landed. The monolith writes a room (room:NAME) StateDebounce after its
 // last change of a storable property, and keeps that write pending when a
-// balancer unloads the room (ott-protocol.md §3.6, §8); the next owner must
+// balancer unloads the room (ott/PROTOCOL.md §4.6, §7); the next owner must
 // not load the room before it lands. So a moving room is unloaded at once
 // (it stops changing), and the drain then waits:
 //

@@ -86,7 +86,7 @@ func TestDrainFake(t *testing.T) {
 
 // TestConcurrentJoinsOneLoad: many clients joining one unloaded room at once
 // make the monolith load it once (a second join or load before loaded
-// would create a duplicate instance, ott-protocol.md §7 item 4).
+// would create a duplicate instance, ott/PROTOCOL.md §8 item 4).
 func TestConcurrentJoinsOneLoad(t *testing.T) {
 	reg, srv := newTestRegistry(t)
 	mono, err := otttest.New(otttest.Config{Redis: srv.Client(), LoadDelay: 200 * time.Millisecond, StateDebounce: 200 * time.Millisecond, Logger: testLogger(t)})

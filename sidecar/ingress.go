@@ -177,7 +177,7 @@ func (s *Sidecar) serveRoom(ctx *fasthttp.RequestCtx, name string) {
 }
 
 // serveRoomHTTP passes a room's HTTP request to the monolith. The monolith
-// loads a room for most room requests (ott-protocol.md §3.1), so the request
+// loads a room for most room requests (ott/PROTOCOL.md §4.1), so the request
 // counts as the room's load: joins wait for it as for a loading join, and
 // it waits for a load under way, or the monolith would load the room twice.
 // The room's name goes in the canonical casing the room's state is keyed by.

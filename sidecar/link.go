@@ -22,7 +22,7 @@ import (
 type link struct {
 	s    *Sidecar
 	conn *websocket.Conn
-	id   string // our balancer id, fresh per connection (§7 item 6)
+	id   string // our balancer id, fresh per connection (§8 item 6)
 
 	out       chan linkMsg
 	done      chan struct{}

@@ -260,7 +260,7 @@ func (h *handoffs) offer(ctx context.Context, l registry.Lease, name string, cos
 
 // announceLoop relays OpenTogetherTube announcements (published on Redis)
 // to this node's clients: the monolith does not relay them to balancer
-// clients itself (ott-protocol.md §3.7).
+// clients itself (ott/PROTOCOL.md §4.7).
 func (s *Sidecar) announceLoop(ctx context.Context) {
 	if s.cfg.AnnounceChannel == "-" {
 		return

@@ -23,7 +23,7 @@ type randomMonolith struct {
 // TestRandomNeverCrashesNode drives joins, leaves, requests, bad frames,
 // lease losses, moves and drains at random against two Node reference
 // monoliths: nothing the sidecars send may crash them (an unload of a room
-// a monolith does not hold kills it, ott-protocol.md §3.6).
+// a monolith does not hold kills it, ott/PROTOCOL.md §4.6).
 func TestRandomNeverCrashesNode(t *testing.T) {
 	reg, srv := newTestRegistry(t)
 	var monos []randomMonolith

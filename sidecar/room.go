@@ -56,7 +56,7 @@ type room struct {
 	seenFrom int64
 
 	// loaded: the monolith has reported the room loaded (loaded or gossip)
-	// and not unloaded since. Only then may unload be sent (§3.6).
+	// and not unloaded since. Only then may unload be sent (§4.6).
 	loaded bool
 	// loader is the client whose join is loading the room; others wait.
 	loader    *client
@@ -263,7 +263,7 @@ func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 	}
 	if lease.Name != "" && !rm.loaded {
 		// The canonical casing the last owner recorded: the monolith finds
-		// the room's state in Redis only under it (ott-protocol.md §7).
+		// the room's state in Redis only under it (ott/PROTOCOL.md §7).
 		rm.name = lease.Name
 	}
 	rm.until.Store(s.at(sent) + validFor)

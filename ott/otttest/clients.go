@@ -95,7 +95,7 @@ func (c *client) applySession(s *session) {
 
 func (m *Monolith) isCurrentLocked(c *client) bool { return m.clients[c.id] == c }
 
-// joinLocked is B2M join (§3.3). The client record exists at once (a
+// joinLocked is B2M join (§4.3). The client record exists at once (a
 // repeated id replaces it); the token check and the lookup run in a
 // goroutine.
 func (m *Monolith) joinLocked(l *link, j ott.Join) {
@@ -153,7 +153,7 @@ func (m *Monolith) doJoin(c *client) {
 	m.drainLocked(c)
 }
 
-// roomJoinLocked adds the client and sends the join sequence of §3.3 step 4,
+// roomJoinLocked adds the client and sends the join sequence of §4.3 step 4,
 // in order.
 func (m *Monolith) roomJoinLocked(r *room, c *client) {
 	r.members = append(r.members, c)
@@ -181,7 +181,7 @@ func (m *Monolith) roomJoinLocked(r *room, c *client) {
 	}{c.id}}))
 }
 
-// leaveLocked is B2M leave (§3.4): any link may name any balancer client.
+// leaveLocked is B2M leave (§4.4): any link may name any balancer client.
 func (m *Monolith) leaveLocked(id string) {
 	c := m.clients[id]
 	if c == nil {
@@ -219,7 +219,7 @@ func (m *Monolith) dropLocked(c *client, announce bool) {
 	}
 }
 
-// linkClosedLocked: every client of a closed link leaves (§1.5).
+// linkClosedLocked: every client of a closed link leaves (§2.4).
 func (m *Monolith) linkClosedLocked(l *link) {
 	var gone []*client
 	for _, c := range m.clients {
@@ -248,7 +248,7 @@ func (m *Monolith) kickFrameLocked(c *client, frame []byte, announce bool) {
 }
 
 // broadcastLocked sends one room_msg per balancer id with a member in the
-// room, on the first link with that id (§3.7, §7 item 6).
+// room, on the first link with that id (§4.7, §8 item 6).
 func (m *Monolith) broadcastLocked(r *room, payload []byte) {
 	var frame []byte
 	var ids []string
@@ -272,7 +272,7 @@ func (m *Monolith) unicastLocked(r *room, c *client, payload []byte) {
 	m.sendLocked(c.link, ott.TypeRoomMsg, ott.RoomMsg{Room: r.st.Name, ClientID: c.id, Payload: payload}.Append(nil))
 }
 
-// clientMsgLocked is B2M client_msg (§3.5).
+// clientMsgLocked is B2M client_msg (§4.5).
 func (m *Monolith) clientMsgLocked(cm ott.ClientMsg) {
 	c := m.clients[cm.ClientID]
 	if c == nil {
@@ -296,7 +296,7 @@ func (m *Monolith) drainLocked(c *client) {
 }
 
 // clientFrameLocked handles one client frame like a directly connected
-// browser's (§4.3).
+// browser's (§5.3).
 func (m *Monolith) clientFrameLocked(c *client, payload json.RawMessage) {
 	if !m.isCurrentLocked(c) || c.room == nil {
 		return
@@ -319,7 +319,7 @@ func (m *Monolith) clientFrameLocked(c *client, payload json.RawMessage) {
 		c.status = compact(msg["status"])
 		m.broadcastLocked(c.room, userUpdate("update", c.info()))
 	case "kickme":
-		// Echoed unvalidated (§2.2): any value, 4000 when absent.
+		// Echoed unvalidated (§3.4): any value, 4000 when absent.
 		reason := msg["reason"]
 		if reason == nil {
 			m.kickLocked(c, ott.CloseUnknown, true)
@@ -375,7 +375,7 @@ func kickFrame(id string, reason json.RawMessage) []byte {
 	return append(b, "}}"...)
 }
 
-// Request types (§4.3).
+// Request types (§5.3).
 const (
 	reqJoin     = 0
 	reqLeave    = 1

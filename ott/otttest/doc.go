@@ -1,12 +1,12 @@
 // Package otttest is a fake OpenTogetherTube monolith for fast tests of
-// whatever speaks the balancer side of shared/ott-protocol.md (the sidecar).
+// whatever speaks the balancer side of ott/PROTOCOL.md (the sidecar).
 // It behaves like the real Node monolith as that document describes it,
 // pitfalls included, and like the Node reference in testdata/monolith, and
 // it lets tests look inside (message counters, rooms, room state, a hook).
 //
 // A Monolith listens on two loopback ports: HTTP (HTTPAddr) and the
 // balancer WebSocket link (BalancerAddr, any path). It keeps its state in a
-// real Redis exactly as the real one does (ott-protocol.md §6): room:<name>
+// real Redis exactly as the real one does (ott/PROTOCOL.md §7): room:<name>
 // (state JSON, debounced SET ... EX), auth:<token> (sessions),
 // roommanager:load_epoch (INCR per load), room-sync:<name> (only deleted).
 //
@@ -23,26 +23,26 @@
 //
 // # Faithful
 //
-//   - Handshake (§1.3): init sent on accept with the HTTP port; everything
+//   - Handshake (§2.3): init sent on accept with the HTTP port; everything
 //     before the balancer's init dropped; close 1002 "Balancer did not send
 //     init message" after InitTimeout; a full gossip to the balancer right
 //     after its first init; a later init only replaces the id. Gossip to all
 //     every GossipInterval. No pings. A plain GET gets 426.
-//   - Validation (§2.1, via ott.DecodeB2M): invalid, unknown or non-JSON
+//   - Validation (§3.1, via ott.DecodeB2M): invalid, unknown or non-JSON
 //     messages are logged and dropped.
-//   - Room lookup (§3.1): memory (case-insensitive), Redis room:<name>
+//   - Room lookup (§4.1): memory (case-insensitive), Redis room:<name>
 //     (exact case), refdb:rooms (lowercased), else not found. Every load,
 //     whatever caused it (load, join, HTTP), INCRs the epoch and sends loaded
 //     to every initialised balancer. No lock: lookups run in goroutines
 //     (plus LoadDelay), so two overlapping loads of one unloaded room make two
 //     instances; both loaded report the first instance's epoch, gossip lists
-//     both, unload removes the first (§7 item 4).
-//   - join (§3.3): token check (4004), room lookup (4002), canonical name,
+//     both, unload removes the first (§8 item 4).
+//   - join (§4.3): token check (4004), room lookup (4002), canonical name,
 //     the six messages in order; no name or duplicate-id check. leave
-//     (§3.4): any link may leave any client; unknown ids only log; the leaver
+//     (§4.4): any link may leave any client; unknown ids only log; the leaver
 //     is removed before the broadcasts. A closing link makes its clients
 //     leave.
-//   - client_msg (§3.5): req 11 chat, 2 playback, 3 skip (nothing at all,
+//   - client_msg (§4.5): req 11 chat, 2 playback, 3 skip (nothing at all,
 //     not even an event, when no video is playing), 4 seek, 5 add (only
 //     queues: the next tick moves the video into an empty player), 6 remove
 //     (other requests and malformed ones are logged and ignored);
@@ -52,10 +52,10 @@
 //     permission checks. A client's messages are handled in order, after its
 //     join finished.
 //   - Broadcasts: one room_msg per balancer id with a member in the room,
-//     sent on the first link with that id (§7 item 6). A room emits a sync
+//     sent on the first link with that id (§8 item 6). A room emits a sync
 //     of its changed fields 50 ms after the last change (a trailing
 //     debounce) and after loading, or at the next tick if that comes first.
-//   - State (§6): a sync with a stored field among its changed ones
+//   - State (§7): a sync with a stored field among its changed ones
 //     (re)starts the debounce of SET room:<name> EX RoomExpire by
 //     StateDebounce (trailing: each such sync pushes it back), so the write
 //     lands about StateDebounce+50ms after the last change; a room starts
@@ -68,7 +68,7 @@
 //     playbackPosition from startAt ?? 0, _playbackStart, isPlaying false
 //     when the queue runs empty, playbackSpeed 1; dj mode restarts the
 //     video, loop mode requeues it) has its own sync and restarts the write.
-//   - unload (§3.6): kick 1001 per member, then unloaded Commanded to all;
+//   - unload (§4.6): kick 1001 per member, then unloaded Commanded to all;
 //     room:<name> kept. The instance leaves the monolith at once but its
 //     timers do not stop: a sync still due fires (to nobody) and starts the
 //     write, and a pending write lands later with the state as of the
@@ -76,12 +76,12 @@
 //     between, has written (a real flaw). unload of a room that is not
 //     loaded "crashes" the fake: every connection and listener closes at
 //     once and it stops working (Crashed reports it).
-//   - Keepalive (§3.7): every KeepaliveInterval; the stamp is refreshed (with
+//   - Keepalive (§4.7): every KeepaliveInterval; the stamp is refreshed (with
 //     EXPIRE room:<name>) at most every UnloadAfter/2 while the room has
 //     users; a room idle longer than UnloadAfter is unloaded Keepalive (kick
 //     4003, refused while users are present), its pending write flushed and
 //     room:<name>, room-sync:<name> deleted.
-//   - Shutdown (§1.5): every link closed 1001 "Server shutting down" (no
+//   - Shutdown (§2.4): every link closed 1001 "Server shutting down" (no
 //     kick, no unloaded); after ShutdownDelay it stops without writing any
 //     room state, like the real one's exit: pending writes are lost. Until
 //     then the rooms live on (tick, keepalive, syncs, writes that fall due).

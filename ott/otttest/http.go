@@ -23,7 +23,7 @@ import (
 
 const maxBody = 1 << 20
 
-// Room name rules, only at creation (§7 item 2).
+// Room name rules, only at creation (§8 item 2).
 var (
 	roomNameRE    = regexp.MustCompile(`(?i)^[a-z0-9_-]+$`)
 	reservedNames = []string{"list", "create", "generate"}
@@ -116,7 +116,7 @@ func (m *Monolith) route(w http.ResponseWriter, r *http.Request) error {
 	return errNotFound
 }
 
-// grant makes an anonymous session (§4.2, §6): base64 of 512 random bytes.
+// grant makes an anonymous session (§5.2, §7): base64 of 512 random bytes.
 func (m *Monolith) grant(w http.ResponseWriter, r *http.Request) error {
 	var b [512]byte
 	rand.Read(b[:])

@@ -53,7 +53,7 @@ type link struct {
 	once    sync.Once
 }
 
-// serveBalancer accepts a balancer link on any path (§1.1).
+// serveBalancer accepts a balancer link on any path (§2.1).
 func (m *Monolith) serveBalancer(w http.ResponseWriter, r *http.Request) {
 	if !websocket.IsWebSocketUpgrade(r) {
 		w.Header().Set("Content-Type", upgradeRequiredContentType)
@@ -81,7 +81,7 @@ func (m *Monolith) serveBalancer(w http.ResponseWriter, r *http.Request) {
 	}
 	m.links = append(m.links, l)
 	m.log.Info("balancer link", logRemote, l.remote, "path", r.URL.RequestURI())
-	// The monolith speaks first (§1.3).
+	// The monolith speaks first (§2.3).
 	m.sendLocked(l, ott.TypeInit, ott.MonolithInit{Port: m.httpPort(), Region: m.cfg.Region, ID: m.id}.Append(nil))
 	l.initTimer = m.afterFunc(m.cfg.InitTimeout, func() {
 		m.mu.Lock()
@@ -204,7 +204,7 @@ func (l *link) kill() {
 	})
 }
 
-// handle acts on one frame of a link (§1.3, §2.1).
+// handle acts on one frame of a link (§2.3, §3.1).
 func (m *Monolith) handle(l *link, msg ott.B2M, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -233,7 +233,7 @@ func (m *Monolith) handle(l *link, msg ott.B2M, err error) {
 		name := msg.Load.Room
 		m.goLocked(func() {
 			if _, err := m.getRoom(name); err != nil {
-				// No answer at all (§3.2).
+				// No answer at all (§4.2).
 				m.log.Info("load failed", logRoom, name, logErr, err)
 			}
 		})
@@ -254,7 +254,7 @@ func (m *Monolith) handle(l *link, msg ott.B2M, err error) {
 }
 
 // firstByIDLocked is the first initialised link with the balancer id: where
-// broadcasts go (§7 item 6).
+// broadcasts go (§8 item 6).
 func (m *Monolith) firstByIDLocked(id string) *link {
 	for _, l := range m.links {
 		if l.initialised && l.balancerID == id {

@@ -18,7 +18,7 @@ import (
 	"github.com/roomlb/roomlb/ott"
 )
 
-// Defaults of the real monolith (ott-protocol.md §1.3, §1.5, §3.7, §5.1, §6).
+// Defaults of the real monolith (ott/PROTOCOL.md §2.3, §2.4, §4.7, §6, §7).
 const (
 	DefaultRegion            = "unknown"
 	DefaultStateDebounce     = 5 * time.Second
@@ -191,7 +191,7 @@ func (m *Monolith) Close() error {
 	return nil
 }
 
-// Shutdown stops the monolith like the real one on SIGTERM (§1.5): it stops
+// Shutdown stops the monolith like the real one on SIGTERM (§2.4): it stops
 // accepting balancers, closes every balancer link with 1001 "Server shutting
 // down" (no kick, no unloaded), waits ShutdownDelay, then stops like Close
 // without writing any room state. The real one starts its room manager's
@@ -378,7 +378,7 @@ type RoomInfo struct {
 	LoadEpoch int64   // of the first instance
 	Epochs    []int64 // of every instance, in load order
 	Clients   int     // joined clients over all instances
-	Instances int     // more than 1 after a duplicate load (§7 item 4)
+	Instances int     // more than 1 after a duplicate load (§8 item 4)
 }
 
 // Rooms returns the loaded rooms, one entry per case-insensitive name, in

@@ -366,7 +366,7 @@ func TestUnloadCommanded(t *testing.T) {
 		t.Errorf("the kept write landed %v after the change, want at least StateDebounce+50ms", d)
 	}
 	b.quiet(100 * time.Millisecond)
-	// The key is case-sensitive (§7 item 1): another casing is not found.
+	// The key is case-sensitive (§8 item 1): another casing is not found.
 	cid := uuid.NewString()
 	b.send(ott.Join{Room: "proberoom", Client: cid, Token: token})
 	if k := b.expect(ott.TypeKick).Kick; k.Reason != ott.CloseRoomNotFound {

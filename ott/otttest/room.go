@@ -8,7 +8,7 @@ import (
 	"github.com/roomlb/roomlb/ott"
 )
 
-// roomState is what the monolith stores in room:<name> (§6), field for
+// roomState is what the monolith stores in room:<name> (§7), field for
 // field, in that order. Values a balancer never looks into stay raw JSON.
 type roomState struct {
 	Name                      string            `json:"name"`
@@ -42,7 +42,7 @@ var storedFields = []string{
 	"restoreQueueBehavior", "enableVoteSkip",
 }
 
-// syncFields are the fields of a full sync, in the monolith's order (§3.3).
+// syncFields are the fields of a full sync, in the monolith's order (§4.3).
 var syncFields = []string{
 	"name", "title", "description", "isTemporary", "visibility", "queueMode", "currentSource",
 	"queue", "isPlaying", "playbackPosition", "playbackSpeed", "grants", "hasOwner", "voteCounts",

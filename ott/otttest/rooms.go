@@ -14,7 +14,7 @@ import (
 	"github.com/roomlb/roomlb/ott"
 )
 
-// Redis keys (ott-protocol.md §6) and the stand-in for the SQL Rooms table.
+// Redis keys (ott/PROTOCOL.md §7) and the stand-in for the SQL Rooms table.
 const (
 	RefDBKey        = "refdb:rooms" // hash: lowercased name -> settings JSON
 	LoadEpochKey    = "roommanager:load_epoch"
@@ -45,7 +45,7 @@ func (m *Monolith) findLoadedLocked(name string) *room {
 	return nil
 }
 
-// getRoom is the room lookup of §3.1, loading the room if needed. There is
+// getRoom is the room lookup of §4.1, loading the room if needed. There is
 // deliberately no lock and no in-flight map: two overlapping lookups of one
 // unloaded room both load it. Not called with m.mu held.
 func (m *Monolith) getRoom(name string) (*room, error) {
@@ -112,14 +112,14 @@ func (m *Monolith) addRoom(ctx context.Context, st roomState) (*room, error) {
 	// broadcast 50 ms later, which starts its first state write.
 	m.changedLocked(r, storedFields...)
 	// Looked up by name again, as the real one does: with a duplicate, loaded
-	// reports the first instance (§7 item 4).
+	// reports the first instance (§8 item 4).
 	first := m.findLoadedLocked(r.st.Name)
 	m.sendAllLocked(ott.TypeLoaded, ott.Loaded{Room: first.metadata(), LoadEpoch: first.loadEpoch}.Append(nil))
 	m.log.Info("room loaded", logRoom, r.st.Name, "epoch", epoch)
 	return r, nil
 }
 
-// createRoom creates a room over HTTP (§3.1): taken if loaded here, in the
+// createRoom creates a room over HTTP (§4.1): taken if loaded here, in the
 // database or in Redis.
 func (m *Monolith) createRoom(ctx context.Context, st roomState) (*room, error) {
 	m.mu.Lock()
@@ -157,7 +157,7 @@ type dbSettings struct {
 	QueueMode   string `json:"queueMode"`
 }
 
-// unloadCommandedLocked is the B2M unload (§3.6): kick 1001, unloaded to
+// unloadCommandedLocked is the B2M unload (§4.6): kick 1001, unloaded to
 // all at once; room:<name> kept. The instance leaves the monolith but its
 // timers do not stop, as in the real one: a sync still due (a change in the
 // last 50 ms) fires and starts the state write, and a pending state write
@@ -321,7 +321,7 @@ func (m *Monolith) tick() {
 	}
 }
 
-// gossipFrameLocked lists every loaded instance (§3.7).
+// gossipFrameLocked lists every loaded instance (§4.7).
 func (m *Monolith) gossipFrameLocked() []byte {
 	g := ott.Gossip{Rooms: make([]ott.GossipRoom, 0, len(m.rooms))}
 	for _, r := range m.rooms {
@@ -339,7 +339,7 @@ func (m *Monolith) gossipAll() {
 	m.sendAllLocked(ott.TypeGossip, m.gossipFrameLocked())
 }
 
-// keepalive is the periodic reaper (§3.7): the stamp is refreshed at most
+// keepalive is the periodic reaper (§4.7): the stamp is refreshed at most
 // every UnloadAfter/2 while the room has users; a room whose stamp is older
 // than UnloadAfter is unloaded Keepalive.
 func (m *Monolith) keepalive() {

@@ -1,7 +1,7 @@
 "use strict";
 
 // Reference stand-in for the OpenTogetherTube monolith, as seen from a balancer
-// (shared/ott-protocol.md). See README.md for what it does and where it deviates.
+// (ott/PROTOCOL.md in the roomlb repository). See README.md for what it does and where it deviates.
 
 const crypto = require("node:crypto");
 const { createClient } = require("redis");

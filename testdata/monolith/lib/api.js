@@ -65,7 +65,7 @@ function readJson(req) {
 	});
 }
 
-/** Room name rules, only enforced at creation (ott-protocol.md §7 item 2). */
+/** Room name rules, only enforced at creation (ott/PROTOCOL.md §8 item 2). */
 function validateCreate(body) {
 	const { name } = body;
 	if (typeof name !== "string" || name === "") {

@@ -4,7 +4,7 @@ const http = require("node:http");
 const WebSocket = require("ws");
 const log = require("./log");
 
-/** One accepted balancer WebSocket (ott-protocol.md §1). */
+/** One accepted balancer WebSocket (ott/PROTOCOL.md §2). */
 class BalancerConnection {
 	constructor(ws, remote) {
 		this.ws = ws;

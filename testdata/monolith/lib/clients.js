@@ -27,7 +27,7 @@ class ClientManager {
 		client.name = session.username ?? (client.isLoggedIn ? `user${session.user_id}` : "");
 	}
 
-	/** B2M `join` (ott-protocol.md §3.3). */
+	/** B2M `join` (ott/PROTOCOL.md §4.3). */
 	join(conn, payload) {
 		const client = {
 			id: payload.client,

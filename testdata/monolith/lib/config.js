@@ -1,7 +1,7 @@
 "use strict";
 
 // Environment-only configuration. The real monolith reads TOML files first and env vars on
-// top (ott-protocol.md §5.1); only the knobs the balancer protocol depends on exist here.
+// top (ott/PROTOCOL.md §6); only the knobs the balancer protocol depends on exist here.
 
 function int(name, def) {
 	const raw = process.env[name];

@@ -2,7 +2,7 @@
 
 const log = require("./log");
 
-// Close codes the monolith uses when it kicks clients (ott-protocol.md §2.2).
+// Close codes the monolith uses when it kicks clients (ott/PROTOCOL.md §3.4).
 const KickReason = Object.freeze({
 	AWAY: 1001,
 	UNKNOWN: 4000,
@@ -26,7 +26,7 @@ const RequestType = Object.freeze({
 	Chat: 11,
 });
 
-// Fields that go into Redis `room:<name>` (ott-protocol.md §6). A change to any of them
+// Fields that go into Redis `room:<name>` (ott/PROTOCOL.md §7). A change to any of them
 // schedules the debounced state write.
 const STORED_FIELDS = [
 	"name", "title", "description", "isTemporary", "visibility", "queueMode", "currentSource",
@@ -108,7 +108,7 @@ class Room {
 		return [];
 	}
 
-	/** RoomMetadata as sent in `loaded` and `gossip` (ott-protocol.md §2.2). */
+	/** RoomMetadata as sent in `loaded` and `gossip` (ott/PROTOCOL.md §3.2). */
 	metadata() {
 		return {
 			name: this.name,
@@ -260,7 +260,7 @@ class Room {
 		return pending;
 	}
 
-	/** Adds the client and emits the join sequence of ott-protocol.md §3.3 step 4, in order. */
+	/** Adds the client and emits the join sequence of ott/PROTOCOL.md §4.3, in order. */
 	join(client) {
 		this.members.push(client);
 		const info = this.userInfo(client);
@@ -274,7 +274,7 @@ class Room {
 
 	/**
 	 * The leaver is removed before the broadcasts, so a balancer whose only client here was the
-	 * leaver hears nothing (ott-protocol.md §3.4).
+	 * leaver hears nothing (ott/PROTOCOL.md §4.4).
 	 */
 	leave(client, { announce = true } = {}) {
 		const i = this.members.indexOf(client);

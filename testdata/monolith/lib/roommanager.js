@@ -7,7 +7,7 @@ const { Room, KickReason } = require("./room");
 // name, value = JSON settings of a permanent room.
 const REFDB_KEY = "refdb:rooms";
 const LOAD_EPOCH_KEY = "roommanager:load_epoch";
-// The real monolith resets the counter here (ott-protocol.md §6).
+// The real monolith resets the counter here (ott/PROTOCOL.md §7).
 const LOAD_EPOCH_WRAP = 2147483640;
 
 const UnloadReason = Object.freeze({
@@ -44,7 +44,7 @@ class RoomManager {
 	}
 
 	/**
-	 * Room lookup of ott-protocol.md §3.1. There is deliberately no lock or in-flight map: two
+	 * Room lookup of ott/PROTOCOL.md §4.1. There is deliberately no lock or in-flight map: two
 	 * concurrent lookups of the same unloaded room both load it, like the real one.
 	 */
 	async getRoom(name) {
