@@ -132,6 +132,11 @@ func (s *Sidecar) serveMove(ctx *fasthttp.RequestCtx) {
 	s.mu.Lock()
 	rm := s.rooms[key]
 	ok := rm != nil && rm.valid(s.now()) && !rm.moving
+	if ok {
+		// Before the answer: a join that follows it is held, not served
+		// here and closed a moment later.
+		s.startMoving(rm)
+	}
 	s.mu.Unlock()
 	if !ok {
 		s.refuse(ctx, "not_owned", fasthttp.StatusConflict, "roomlb: move: "+key+" is not served by this node\n")
