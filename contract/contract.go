@@ -19,6 +19,11 @@
 // HeaderNode.
 package contract
 
+import (
+	"bytes"
+	"strconv"
+)
+
 // The headers of the router-sidecar contract.
 const (
 	// HeaderSecret carries the shared secret from routers to sidecars.
@@ -38,6 +43,15 @@ const (
 	// HeaderNode names, on responses, the node that served the request
 	// (informational; the only header of the contract clients see).
 	HeaderNode = "X-Roomlb-Node"
+	// HeaderCarried is on a WebSocket handshake that carries a client over
+	// from the room's previous owner: the router kept the client's
+	// connection and replays its auth frame. Its value is the number of
+	// clients the room had there, as that owner's close said (see
+	// MovedReason), or 0 when it did not say. The sidecar does not pass on
+	// the monolith's join event for the client, so that the room's users
+	// see no "joined" for somebody who never left, and holds the room's
+	// client messages until the others are back.
+	HeaderCarried = "X-Roomlb-Carried"
 )
 
 // InternalPrefix starts every header of the contract, in lower case.
@@ -52,9 +66,48 @@ const (
 	CloseProtocol    = 1002
 	CloseInvalidData = 1007 // a text frame that is not UTF-8
 	CloseTooBig      = 1009
-	// CloseServiceRestart: the room moved or its node is going away;
-	// reconnect, the routers take the client to the room's next owner.
+	// CloseServiceRestart: the room continues elsewhere (it moves, its
+	// node is going away, its monolith was lost). Sent by a sidecar, it
+	// tells the router to carry the client over to the room's next owner
+	// without passing the close on; a client that gets it (from a router
+	// that could not carry it, or is shutting down) reconnects, and the
+	// routers take it to the room's next owner.
 	CloseServiceRestart = 1012
 	// CloseTryAgain: the room could not be loaded in time; reconnect.
 	CloseTryAgain = 1013
 )
+
+// The reason of a sidecar's CloseServiceRestart ends with
+// " (roomlb clients=C got=N)": the room had C clients, and the sidecar
+// passed on the first N messages the client sent after its auth frame
+// (those after, a router carrying the client over sends to the next
+// owner).
+const (
+	movedTag = " (roomlb clients="
+	gotTag   = " got="
+)
+
+// MovedReason is the reason of a CloseServiceRestart for a client of a room
+// that had clients clients, got of whose messages went to the monolith.
+func MovedReason(text string, clients, got int) string {
+	return text + movedTag + strconv.Itoa(clients) + gotTag + strconv.Itoa(got) + ")"
+}
+
+// ParseMoved reads the counts of a reason made by MovedReason; ok is false
+// for any other reason.
+func ParseMoved(reason []byte) (clients, got int, ok bool) {
+	i := bytes.LastIndex(reason, []byte(movedTag))
+	if i < 0 || reason[len(reason)-1] != ')' {
+		return 0, 0, false
+	}
+	c, g, found := bytes.Cut(reason[i+len(movedTag):len(reason)-1], []byte(gotTag))
+	if !found {
+		return 0, 0, false
+	}
+	clients, err1 := strconv.Atoi(string(c))
+	got, err2 := strconv.Atoi(string(g))
+	if err1 != nil || err2 != nil || clients < 0 || got < 0 {
+		return 0, 0, false
+	}
+	return clients, got, true
+}

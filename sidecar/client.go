@@ -57,7 +57,19 @@ type client struct {
 	// token is the auth token until the join carries it. Guarded by
 	// Sidecar.mu.
 	token string
+	// carried: a router carried the client over from the room's previous
+	// owner (contract.HeaderCarried); its join event is not passed on.
+	// expect is the number of clients the room had there (0: unknown).
+	// Guarded by Sidecar.mu.
+	carried bool
+	expect  int
 
+	// gated: the client's room is moving or fenced, and no more of its
+	// frames go to the monolith; got counts those that did (or that the
+	// monolith would have refused anyway), for the routers that carry the
+	// client over (contract.MovedReason). Guarded by mu.
+	gated bool
+	got   int
 	// closed is set when a close frame is queued (read without the locks).
 	closed atomic.Bool
 	// done is closed with closed, to wake a client waiting for its join.
@@ -85,8 +97,8 @@ func (c *client) markJoined() {
 
 // serveClient runs one client connection, upgraded for rm and reading
 // through br, to its end; s.conns counts it until then.
-func (s *Sidecar) serveClient(conn *websocket.Conn, br *bufio.Reader, rm *room) {
-	c := s.joinClient(conn, rm)
+func (s *Sidecar) serveClient(conn *websocket.Conn, br *bufio.Reader, rm *room, carried bool, expect int) {
+	c := s.joinClient(conn, rm, carried, expect)
 	if c == nil {
 		conn.Close()
 		s.conns.Done()
@@ -101,14 +113,14 @@ func (s *Sidecar) serveClient(conn *websocket.Conn, br *bufio.Reader, rm *room) 
 
 // joinClient reads the client's auth frame and waits until its join is
 // sent. It returns nil, the client forgotten, if the client is not joined.
-func (s *Sidecar) joinClient(conn *websocket.Conn, rm *room) *client {
+func (s *Sidecar) joinClient(conn *websocket.Conn, rm *room, carried bool, expect int) *client {
 	conn.SetReadLimit(int64(s.cfg.MaxFrame))
 	token, ok := s.readAuth(conn)
 	if !ok {
 		s.releaseIfIdle(rm)
 		return nil
 	}
-	c := &client{s: s, id: uuid.NewString(), rm: rm, conn: conn, joined: make(chan struct{}), done: make(chan struct{})}
+	c := &client{s: s, id: uuid.NewString(), rm: rm, conn: conn, carried: carried, expect: expect, joined: make(chan struct{}), done: make(chan struct{})}
 	if !s.addClient(c, token) {
 		s.releaseIfIdle(rm)
 		c.finish()
@@ -285,7 +297,8 @@ func (c *client) readFrame() bool {
 	}
 	if c.rm.movingNow.Load() || c.closed.Load() {
 		// Closed (kicked, or its room moving): a change now would miss
-		// the state the next owner loads.
+		// the state the next owner loads. Not counted: a router
+		// carrying the client over sends it to the next owner.
 		*bp = frame[:0]
 		frameBufs.Put(bp)
 		return true
@@ -316,6 +329,11 @@ func (c *client) readFrame() bool {
 	if !isJSONObject(frame) {
 		*bp = frame[:0]
 		frameBufs.Put(bp)
+		c.mu.Lock()
+		if !c.gated {
+			c.got++
+		}
+		c.mu.Unlock()
 		return true
 	}
 	if ott.RequestChangesState(frame) {
@@ -326,8 +344,38 @@ func (c *client) readFrame() bool {
 	*bp = frame[:0]
 	frameBufs.Put(bp)
 	*mp = msg
+	// Counted and queued on the link in one step against gate: a frame is
+	// either counted and ahead of the room's unload on the link, or
+	// neither.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gated {
+		*mp = (*mp)[:0]
+		frameBufs.Put(mp)
+		return true
+	}
+	c.got++
+	if c.rm.holding.Load() && s.hold(c, mp) {
+		return true
+	}
 	c.link.sendPooled(mp, c.rm)
 	return true
+}
+
+// gate stops the client's frames from going to the monolith and returns how
+// many did (see got).
+func (c *client) gate() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gated = true
+	return c.got
+}
+
+// closeMoved gates the client and closes it with CloseServiceRestart: its
+// room continues elsewhere, where routers carry it over. The room had
+// clients clients.
+func (c *client) closeMoved(text string, clients int) {
+	c.close(contract.CloseServiceRestart, contract.MovedReason(text, clients, c.gate()))
 }
 
 // finish stops queueing and waits for the writer to write what is queued

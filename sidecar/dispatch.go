@@ -42,12 +42,10 @@ func (s *Sidecar) linkDown(l *link, err error) {
 		s.mu.Unlock()
 		return // a crash releases nothing
 	}
-	for _, c := range s.clients {
-		c.close(contract.CloseServiceRestart, "monolith link lost")
-	}
 	rooms := make([]*room, 0, len(s.rooms))
 	for _, rm := range s.rooms {
 		rm.cost = len(rm.clients) + len(rm.waiting)
+		s.closeRoomClients(rm, contract.CloseServiceRestart, "monolith link lost")
 		rm.loaded = false // the monolith's rooms are out of reach
 		rm.moving = true
 		rooms = append(rooms, rm)
@@ -120,6 +118,11 @@ func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
 				s.roomLoaded(c.rm)
 			}
 			c.synced = true
+			if c.carried && ott.IsYou(m.Payload) {
+				// The last message of its join sequence.
+				delete(c.rm.carried, c.id)
+				c.carried = false
+			}
 			c.send(m.Payload)
 			if s.serves != nil {
 				c.rm.served()
@@ -147,6 +150,16 @@ func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
 	}
 	if len(rm.clients) == 0 {
 		return
+	}
+	if len(rm.carried) > 0 {
+		if id, ok := ott.JoinEventClient(m.Payload); ok {
+			if _, carried := rm.carried[id]; carried {
+				// A client a router carried over from the room's last
+				// owner: to the room, it never left.
+				delete(rm.carried, id)
+				return
+			}
+		}
 	}
 	if s.serves != nil {
 		rm.served()
@@ -178,6 +191,13 @@ func (s *Sidecar) onKick(k *ott.Kick) {
 	}
 	c.kicked = true
 	rm := c.rm
+	if rm.moving && rm.unloadSent && k.Reason == ott.CloseAway {
+		// The unload's kick (the monolith has handled what the client
+		// sent before it): the room continues elsewhere.
+		delete(rm.clients, c)
+		c.closeMoved("room moving", rm.movedClients)
+		return
+	}
 	delete(rm.clients, c)
 	c.close(ott.SanitizeCloseCode(k.Reason), "")
 	if rm.loader != c || rm.loaded {
@@ -245,6 +265,12 @@ func (s *Sidecar) onLoaded(l *link, meta *ott.RoomMetadata) {
 
 // roomLoaded marks rm loaded and lets its waiting clients join. s.mu is held.
 func (s *Sidecar) roomLoaded(rm *room) {
+	if s.orphanLoads[rm.loaderID] == rm {
+		// Its loader left meanwhile: it leaves now.
+		if s.link != nil {
+			s.link.send(ott.Leave{Client: rm.loaderID}.Append(nil))
+		}
+	}
 	delete(s.orphanLoads, rm.loaderID)
 	rm.loaded = true
 	rm.loadSent = false
@@ -282,7 +308,10 @@ func (s *Sidecar) onUnloaded(u *ott.Unloaded) {
 		close(rm.unloaded)
 	}
 	if rm.moving {
-		return // the drain releases it after handing it over
+		// Clients the unload did not kick; the drain releases the room
+		// after handing it over.
+		s.closeRoomClients(rm, contract.CloseServiceRestart, "room moving")
+		return
 	}
 	s.closeRoomClients(rm, contract.CloseServiceRestart, "room unloaded")
 	s.releaseRoom(rm)
@@ -469,7 +498,16 @@ func (s *Sidecar) sendJoin(rm *room, c *client) {
 		rm.seenSince = s.now()
 	}
 	rm.clients[c] = struct{}{}
+	if c.carried {
+		if rm.carried == nil {
+			rm.carried = map[string]struct{}{}
+		}
+		rm.carried[c.id] = struct{}{}
+	}
 	c.link.send(ott.Join{Room: rm.name, Client: c.id, Token: c.token}.Append(nil))
+	if c.carried {
+		s.carriedJoin(rm, c.expect)
+	}
 	c.token = ""
 	c.markJoined()
 }
@@ -487,6 +525,7 @@ func (s *Sidecar) removeClient(c *client) {
 	rm := c.rm
 	_, joined := rm.clients[c]
 	delete(rm.clients, c)
+	delete(rm.carried, c.id)
 	if len(rm.clients) == 0 {
 		rm.seenSince = 0
 	}
@@ -496,12 +535,16 @@ func (s *Sidecar) removeClient(c *client) {
 			break
 		}
 	}
-	if joined && !c.kicked && c.link == s.link && s.link != nil {
+	loading := rm.loader == c && !rm.loaded
+	if joined && !c.kicked && c.link == s.link && s.link != nil && !loading {
 		s.link.send(ott.Leave{Client: c.id}.Append(nil))
 	}
-	if rm.loader == c && !rm.loaded {
+	if loading {
 		// It left while its join was loading the room: the join is out,
-		// so the load goes on; keep waiting for it (or for its kick).
+		// so the load goes on; keep waiting for it (or for its kick). Its
+		// leave waits for the load too: the monolith drops, without a
+		// word, a join whose client left before it looked the room up,
+		// and the room would then load for nobody.
 		rm.loader = nil
 		rm.loadSent = true
 		s.orphanLoads[c.id] = rm

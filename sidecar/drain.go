@@ -168,6 +168,9 @@ func (s *Sidecar) drainRoom(ctx context.Context, rm *room, h *handoffs) error {
 			s.log.Warn("sidecar: no unloaded from the monolith", "room", rm.key)
 		case <-ctx.Done():
 		}
+		s.mu.Lock()
+		s.closeRoomClients(rm, contract.CloseServiceRestart, "room moving")
+		s.mu.Unlock()
 	}
 	s.awaitStateWrite(ctx, rm, unloaded)
 
@@ -266,17 +269,24 @@ func (s *Sidecar) awaitStateWrite(ctx context.Context, rm *room, unloaded bool) 
 	}
 }
 
-// startMoving holds rm's new clients, closes its clients and unloads it
-// from the monolith, so that it stops changing; its clients reconnect
-// through the routers, which hold them until the room has its new owner.
-// s.mu is held.
+// startMoving holds rm's new clients, stops its clients' frames and
+// unloads it from the monolith, so that it stops changing. Its clients are
+// closed (CloseServiceRestart) once the monolith has unloaded it: what the
+// monolith sends until then, the broadcasts of their last messages among
+// it, still reaches them. Routers carry them over to the room's new owner,
+// with what the monolith did not get (or they reconnect). s.mu is held.
 func (s *Sidecar) startMoving(rm *room) {
 	if rm.moving {
 		return
 	}
 	rm.moving = true
 	rm.movingNow.Store(true)
+	s.releaseHeld(rm)
 	rm.cost = len(rm.clients) + len(rm.waiting)
+	rm.movedClients = rm.cost
+	if rm.loader != nil {
+		rm.movedClients++
+	}
 	// The monolith sends a room's changes here only while it has clients
 	// here: a room that had none since some moment less than a debounce
 	// ago may have changed unseen before then; one that has none now, at
@@ -285,12 +295,22 @@ func (s *Sidecar) startMoving(rm *room) {
 	if len(rm.clients) > 0 {
 		rm.seenFrom = rm.seenSince
 	}
-	s.closeRoomClients(rm, contract.CloseServiceRestart, "room moving")
-	// At once, in the same critical section: the clients just closed are
-	// still the monolith's room members (no leave is sent for them once
-	// the unload is out), so their room's changes keep coming until the
-	// unload.
+	for c := range rm.clients {
+		c.gate()
+	}
+	// At once, in the same critical section: the clients are still the
+	// monolith's room members (no leave is sent for them once the unload
+	// is out), so their room's changes keep coming until the unload.
 	rm.unloadSent = s.sendUnload(rm)
+	if !rm.unloadSent {
+		s.closeRoomClients(rm, contract.CloseServiceRestart, "room moving")
+		return
+	}
+	// Clients waiting for the room's load have sent nothing yet.
+	clients := rm.clients
+	rm.clients = nil
+	s.closeRoomClients(rm, contract.CloseServiceRestart, "room moving")
+	rm.clients = clients
 }
 
 // waitLoaded waits until a room whose load is under way is loaded (or the

@@ -197,9 +197,11 @@ func (l *link) writeLoop() {
 			if m.rm != nil && hooks.beforeClientMsg != nil {
 				hooks.beforeClientMsg()
 			}
-			if m.rm != nil && (!m.rm.valid(l.s.now()) || m.rm.movingNow.Load()) {
-				// The lease ran out (or the room started moving) while
-				// the message waited: this node may not serve it now.
+			if m.rm != nil && !m.rm.valid(l.s.now()) {
+				// The lease ran out while the message waited: this node
+				// may not serve it now. (A moving room's messages were
+				// queued before its unload, and the monolith's write
+				// after the unload, which the move waits for, has them.)
 				l.s.metrics.dropped.Inc()
 				*bp = (*bp)[:0]
 				frameBufs.Put(bp)

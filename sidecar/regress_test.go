@@ -120,3 +120,41 @@ func TestRequestsForMissingRoomsHoldNothing(t *testing.T) {
 		return len(rooms) == 0 && n == 0
 	})
 }
+
+// TestLoaderLeavingEarlyStillLoads: the client whose join loads a room
+// leaves before the monolith has looked its session up (a slow Redis). The
+// monolith drops a join whose client has left, without a word, so the
+// sidecar holds the leave until the room has loaded: the next client is
+// served at once, not after LoadTimeout.
+func TestLoaderLeavingEarlyStillLoads(t *testing.T) {
+	reg, srv := newTestRegistry(t)
+	mono, err := otttest.New(otttest.Config{Redis: srv.Client(), SessionDelay: 300 * time.Millisecond, StateDebounce: 200 * time.Millisecond, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mono.Close() })
+	sc := startSidecar(t, reg, "node-a", mono.BalancerAddr(), func(c *Config) { c.LoadTimeout = 5 * time.Second })
+	createRoom(t, sc.Addr(), "Early")
+	waitFor(t, 5*time.Second, "state written", func() bool {
+		return srv.Client().Exists(context.Background(), "room:Early").Val() == 1
+	})
+	call(t, sc.Addr(), "POST", "/admin/drain", "")
+	<-sc.done
+	sc2 := startSidecar(t, reg, "node-a2", mono.BalancerAddr(), func(c *Config) { c.LoadTimeout = 5 * time.Second })
+	token := grant(t, sc2.Addr())
+	first, _, err := dial(t, sc2.Addr(), "early", token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // its join is out, the session lookup not done
+	first.Conn.Close()
+	second, _, err := dial(t, sc2.Addr(), "early", token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := second.Next("sync", 4*time.Second); err != nil {
+		t.Fatalf("the next client was not served: %v (the room did not load: its loader's leave reached the monolith first)", err)
+	}
+	t.Logf("served %v after it joined", time.Since(start))
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -72,6 +73,25 @@ type room struct {
 	loaderID string
 
 	clients map[*client]struct{} // joined
+	// carried are the ids of joined clients carried over from the room's
+	// previous owner whose join sequence is not over: the monolith's join
+	// event for them is not passed on (see onRoomMsg).
+	carried map[string]struct{}
+	// The carry-over wave (see carry.go): carryWave once a carried client
+	// joined; carriedExpect clients were expected back, carriedBack are;
+	// while holding, client messages wait in held until holdTimer.
+	carryWave     bool
+	carriedExpect int
+	carriedBack   int
+	holdTimer     *timer
+	// holding says client messages are held in held (guarded by heldMu,
+	// which may be taken under Sidecar.mu and client.mu).
+	holding atomic.Bool
+	heldMu  sync.Mutex
+	held    []heldMsg
+	// movedClients is the number of clients the room had when it began
+	// moving; its clients are closed once the monolith has unloaded it.
+	movedClients int
 
 	// moving: a drain is handing the room over; new clients are held.
 	moving bool
@@ -296,6 +316,7 @@ func (s *Sidecar) removeRoom(rm *room) {
 	}
 	rm.gone = true
 	rm.until.Store(0)
+	s.releaseHeld(rm)
 	s.endSpan(rm)
 	delete(s.orphanLoads, rm.loaderID)
 	rm.loadTimer.stop()
@@ -343,16 +364,32 @@ func (s *Sidecar) fence(rm *room, reason string) {
 	}
 }
 
-// closeRoomClients closes every joined and waiting client of rm. s.mu is held.
+// closeRoomClients closes every joined and waiting client of rm; a close
+// CloseServiceRestart says how many they were and what each sent that
+// went to the monolith (client.closeMoved). s.mu is held.
 func (s *Sidecar) closeRoomClients(rm *room, code int, reason string) {
+	n := len(rm.clients) + len(rm.waiting)
+	if rm.loader != nil {
+		n++
+	}
+	if rm.movedClients > 0 {
+		n = rm.movedClients // as it was when the room began moving
+	}
+	closeOne := func(c *client) {
+		if code == contract.CloseServiceRestart {
+			c.closeMoved(reason, n)
+		} else {
+			c.close(code, reason)
+		}
+	}
 	for c := range rm.clients {
-		c.close(code, reason)
+		closeOne(c)
 	}
 	for _, c := range rm.waiting {
-		c.close(code, reason)
+		closeOne(c)
 	}
 	if rm.loader != nil {
-		rm.loader.close(code, reason)
+		closeOne(rm.loader)
 	}
 	rm.waiting = nil
 	rm.loader = nil

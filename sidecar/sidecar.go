@@ -13,7 +13,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp"
 
-	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/registry"
 )
 
@@ -210,7 +209,7 @@ func (s *Sidecar) shutdown() {
 		if killed {
 			c.abort() // a crash says goodbye to nobody
 		} else {
-			c.close(contract.CloseServiceRestart, "node shutting down")
+			c.closeMoved("node shutting down", len(c.rm.clients)+len(c.rm.waiting))
 		}
 	}
 	l := s.link

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/fasthttp/websocket"
@@ -72,6 +73,11 @@ func (s *Sidecar) upgrade(ctx *fasthttp.RequestCtx, rm *room) {
 		"Sec-Websocket-Key":     {string(h.Peek("Sec-Websocket-Key"))},
 	}}
 	answer := http.Header{contract.HeaderNode: {s.cfg.NodeID}}
+	// A router carrying a client over says how many clients the room had
+	// on its previous owner (0: unknown).
+	carriedBy := h.Peek(contract.HeaderCarried)
+	carried := len(carriedBy) > 0
+	expect, _ := strconv.Atoi(string(carriedBy))
 	// clientUpgrader writes the answer on the bare connection.
 	ctx.HijackSetNoResponse(true)
 	s.conns.Add(1)
@@ -86,7 +92,7 @@ func (s *Sidecar) upgrade(ctx *fasthttp.RequestCtx, rm *room) {
 		}
 		// Not in this goroutine: fasthttp holds the request and its
 		// reader until it returns.
-		go s.serveClient(ws, br, rm)
+		go s.serveClient(ws, br, rm, carried, max(expect, 0))
 	})
 }
 

@@ -112,6 +112,9 @@ func (m *Monolith) doJoin(c *client) {
 		m.mu.Unlock()
 		return
 	}
+	if d := m.cfg.SessionDelay; d > 0 {
+		time.Sleep(d)
+	}
 	s, err := m.session(c.token)
 	m.mu.Lock()
 	ok := false

@@ -55,6 +55,11 @@ type Config struct {
 	// in which a second load of the same room makes a duplicate instance.
 	// Zero means none.
 	LoadDelay time.Duration
+	// SessionDelay is an artificial delay before a join's session lookup
+	// (a slow Redis): a leave of the client that comes meanwhile makes the
+	// join come to nothing, without a word, as in the real server. Zero
+	// means none.
+	SessionDelay time.Duration
 	// WriteLate is added to every state write's debounce, as a loaded
 	// machine fires timers late. Zero means none.
 	WriteLate time.Duration

@@ -1,0 +1,103 @@
+package sidecar
+
+import (
+	"time"
+)
+
+// Clients carried over. When a room moves, the routers carry its clients
+// over to the new owner without closing them (router/carry.go): each
+// handshake here says so (contract.HeaderCarried) with the number of
+// clients the room had on its previous owner, when that owner said (0 when
+// it could not: a crash). They come back one by one, each through its own
+// router, within moments of each other; a chat one of them sends meanwhile
+// (or one its router replays) must reach the others too. So from the first
+// carried client's join the room's client messages are held, in the order
+// they came, and passed on once every client expected is back, or at the
+// latest carryHold after that first join (carryHoldUnknown when the count
+// is not known, or maxHeldMsgs messages). Joins are not held: the monolith
+// gets every carried join before any message held meanwhile.
+const (
+	carryHold        = 2 * time.Second
+	carryHoldUnknown = 500 * time.Millisecond
+	maxHeldMsgs      = 4096
+)
+
+// heldMsg is a client_msg held while a room's clients come back.
+type heldMsg struct {
+	l  *link
+	bp *[]byte
+}
+
+// carriedJoin counts the join of carried client c, which expects the room
+// to have had expect clients (0: unknown), and holds the room's client
+// messages from the first one on. s.mu is held.
+func (s *Sidecar) carriedJoin(rm *room, expect int) {
+	if rm.moving || rm.gone {
+		return
+	}
+	rm.carriedExpect = max(rm.carriedExpect, expect)
+	rm.carriedBack++
+	if !rm.carryWave {
+		rm.carryWave = true
+		hold := carryHoldUnknown
+		if rm.carriedExpect > 0 {
+			hold = carryHold
+		}
+		rm.heldMu.Lock()
+		rm.holding.Store(true)
+		rm.heldMu.Unlock()
+		rm.holdTimer = &timer{time.AfterFunc(hold, func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.releaseHeld(rm)
+		})}
+	}
+	if rm.carriedExpect > 0 && rm.carriedBack >= rm.carriedExpect {
+		s.releaseHeld(rm)
+	}
+}
+
+// hold keeps the client message in bp, from c, while c's room's clients
+// come back; false when the room holds nothing (any more). c.mu is held.
+func (s *Sidecar) hold(c *client, bp *[]byte) bool {
+	rm := c.rm
+	rm.heldMu.Lock()
+	defer rm.heldMu.Unlock()
+	if !rm.holding.Load() {
+		return false
+	}
+	rm.held = append(rm.held, heldMsg{c.link, bp})
+	if len(rm.held) >= maxHeldMsgs {
+		rm.flushHeldLocked(false)
+	}
+	return true
+}
+
+// releaseHeld passes on what rm held, in order, and holds no more: before
+// the unload of a room that begins moving too (its clients counted what
+// was held as passed on); a room that is gone drops it. s.mu is held.
+func (s *Sidecar) releaseHeld(rm *room) {
+	if rm.holdTimer != nil {
+		rm.holdTimer.t.Stop()
+		rm.holdTimer = nil
+	}
+	rm.heldMu.Lock()
+	defer rm.heldMu.Unlock()
+	rm.flushHeldLocked(rm.gone)
+}
+
+// flushHeldLocked passes on (or drops) what rm held and ends the hold.
+// rm.heldMu is held.
+func (rm *room) flushHeldLocked(drop bool) {
+	rm.holding.Store(false)
+	for _, m := range rm.held {
+		if drop {
+			*m.bp = (*m.bp)[:0]
+			frameBufs.Put(m.bp)
+			continue
+		}
+		m.l.sendPooled(m.bp, rm)
+	}
+	clear(rm.held)
+	rm.held = nil
+}
