@@ -73,7 +73,13 @@ type call struct {
 	hint       hint
 	next       *target // a target chosen by a steal, tried without a lookup
 
-	up *upgrade // a sidecar's accepted WebSocket handshake
+	// hs is a WebSocket handshake request up to the router's headers;
+	// carried says it carries a client over (see carry.go), from a room
+	// that had expect clients (0: unknown).
+	hs      []byte
+	carried bool
+	expect  int
+	up      *upgrade // a sidecar's accepted WebSocket handshake
 }
 
 var callPool = sync.Pool{New: func() any { return new(call) }}
@@ -120,7 +126,16 @@ func (c *call) forward() outcome {
 			h.SetBytesV(headerXFF, c.xff)
 		}
 		h.SetBytesV(headerXFP, c.xfp)
+	} else {
+		c.s.hs = c.appendHandshake(c.s.hs[:0])
+		c.hs = c.s.hs
 	}
+	return c.attempts()
+}
+
+// attempts sends the request to nodes until one serves it, as the
+// sidecars' answers say, within c.deadline.
+func (c *call) attempts() outcome {
 	// Holds end at the deadline, 421s at maxMisdirects, and every other
 	// retry excludes a node; maxAttempts only stops a pathological loop.
 	for range maxAttempts {

@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"math/rand/v2"
 	"testing"
 )
@@ -81,6 +82,171 @@ func TestFrameFilterMendsOneByteClose(t *testing.T) {
 	for _, sizes := range [][]int{{len(stream)}, {1}, {2}, {5}, {len(before)}, {len(before) + 1}, {len(before) + 6}, {len(before) + 7}} {
 		if got := filterChunks(t, stream, sizes); !bytes.Equal(got, want) {
 			t.Fatalf("chunks %v:\n got %x\nwant %x", sizes, got, want)
+		}
+	}
+}
+
+// serverFrame builds an unmasked server frame.
+func serverFrame(op byte, payload []byte) []byte {
+	f := []byte{0x80 | op}
+	switch n := len(payload); {
+	case n < 126:
+		f = append(f, byte(n))
+	case n < 1<<16:
+		f = append(f, 126)
+		f = binary.BigEndian.AppendUint16(f, uint16(n))
+	default:
+		f = append(f, 127)
+		f = binary.BigEndian.AppendUint64(f, uint64(n))
+	}
+	return append(f, payload...)
+}
+
+// chunkings are the ways the tests cut a stream of n bytes.
+func chunkings(n int) [][]int {
+	rng := rand.New(rand.NewPCG(3, 4))
+	return [][]int{{n}, {1}, {2}, {3}, {7}, {13}, {100}, {16 << 10}, {rng.IntN(20) + 1, rng.IntN(200) + 1, rng.IntN(5) + 1}}
+}
+
+// TestFrameFilterKeepsAuthFrame: the client's first data frame is kept
+// whole, as sent, however it was cut; pings before it are not it; a first
+// frame that is fragmented is not kept, and the client is not resumable.
+func TestFrameFilterKeepsAuthFrame(t *testing.T) {
+	key := [4]byte{5, 6, 7, 8}
+	auth := clientFrame(0x1, true, bytes.Repeat([]byte{'a'}, 720), key)
+	stream := append(clientFrame(0x9, true, []byte("ping"), key), auth...)
+	stream = append(stream, clientFrame(0x1, true, []byte(`{"action":"req"}`), key)...)
+	for _, sizes := range chunkings(len(stream)) {
+		var f frameFilter
+		write := func([]byte) error { return nil }
+		for i, k := 0, 0; i < len(stream); k++ {
+			n := min(sizes[k%len(sizes)], len(stream)-i)
+			f.filter(stream[i:i+n], write)
+			i += n
+		}
+		if !bytes.Equal(f.auth, auth) || !f.resumable() {
+			t.Fatalf("chunks %v: auth %d bytes (want %d), resumable %v", sizes, len(f.auth), len(auth), f.resumable())
+		}
+	}
+	var f frameFilter
+	f.filter(clientFrame(0x1, false, []byte("frag"), key), func([]byte) error { return nil })
+	if f.auth != nil || f.resumable() {
+		t.Fatal("a fragmented first frame was kept as the auth frame")
+	}
+}
+
+// TestFrameFilterReplaysHalfSentFrame: stopped after any chunk, the filter
+// replays from the last frame boundary what it passed on of the current
+// frame, so that the old connection's whole frames plus the replay plus the
+// rest of the stream, run through the filter again, make the stream.
+func TestFrameFilterReplaysHalfSentFrame(t *testing.T) {
+	key := [4]byte{1, 3, 5, 7}
+	var stream []byte
+	var bounds []int // frame ends
+	for _, n := range []int{30, 700, 5, 300, 70000, 0, 126} {
+		stream = append(stream, clientFrame(0x1, true, bytes.Repeat([]byte{'z'}, n), key)...)
+		bounds = append(bounds, len(stream))
+	}
+	for _, sizes := range chunkings(len(stream)) {
+		// About 400 stops per chunking.
+		step := max(1, len(stream)/len(sizes)/sizes[0]/400)
+		for stopAfter := 1; ; stopAfter += step {
+			var f frameFilter
+			var old []byte
+			i := 0
+			for k := 0; k < stopAfter && i < len(stream); k++ {
+				n := min(sizes[k%len(sizes)], len(stream)-i)
+				f.filter(stream[i:i+n], func(b []byte) error { old = append(old, b...); return nil })
+				i += n
+			}
+			// The old connection got whole frames up to a boundary, and
+			// the start of the next.
+			whole := 0
+			for _, e := range bounds {
+				if e <= len(old) {
+					whole = e
+				}
+			}
+			replay := f.takeReplay()
+			var next []byte
+			write := func(b []byte) error { next = append(next, b...); return nil }
+			f.filter(replay, write)
+			if i < len(stream) {
+				f.filter(stream[i:], write)
+			}
+			if got := append(bytes.Clone(old[:whole]), next...); !bytes.Equal(got, stream) {
+				t.Fatalf("chunks %v, stopped after %d: %d bytes replayed, stream not the same", sizes, stopAfter, len(replay))
+			}
+			if i == len(stream) {
+				break
+			}
+		}
+	}
+}
+
+// TestFrameFilterKeepsWhatFailed: when a write to the sidecar fails, what
+// was not surely written (from the frame boundary before the chunk) and
+// every later chunk are kept for the next connection.
+func TestFrameFilterKeepsWhatFailed(t *testing.T) {
+	key := [4]byte{2, 4, 6, 8}
+	auth := clientFrame(0x1, true, []byte(`{"action":"auth","token":"x"}`), key)
+	a := clientFrame(0x1, true, bytes.Repeat([]byte{'a'}, 40), key)
+	b := clientFrame(0x1, true, bytes.Repeat([]byte{'b'}, 400), key)
+	c := clientFrame(0x1, true, []byte("c"), key)
+	var f frameFilter
+	ok := func([]byte) error { return nil }
+	fail := func([]byte) error { return errors.New("broken pipe") }
+	if err := f.filter(append(bytes.Clone(auth), a...), ok); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.filter(b[:100], ok); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.filter(b[100:], fail); !errors.Is(err, errUpstreamFailed) {
+		t.Fatalf("filter after a failed write: %v", err)
+	}
+	if err := f.filter(c, ok); !errors.Is(err, errUpstreamFailed) {
+		t.Fatalf("filter after the failure: %v", err)
+	}
+	if !f.resumable() || !bytes.Equal(f.auth, auth) {
+		t.Fatal("the client is not resumable after a failed write")
+	}
+	if got, want := f.takeReplay(), append(bytes.Clone(b), c...); !bytes.Equal(got, want) {
+		t.Fatalf("replay %d bytes, want frame b and c (%d bytes)", len(got), len(want))
+	}
+}
+
+// TestOutFilterHoldsMovedClose: the sidecar's frames pass as they came,
+// however cut; a close 1012 is held back (errMoved) after everything
+// before it, another close passes on.
+func TestOutFilterHoldsMovedClose(t *testing.T) {
+	var before []byte
+	for _, n := range []int{0, 10, 125, 126, 300, 65536} {
+		before = append(before, serverFrame(0x1, bytes.Repeat([]byte{'s'}, n))...)
+	}
+	moved := serverFrame(0x8, append([]byte{0x03, 0xf4}, "room moving"...))
+	normal := serverFrame(0x8, []byte{0x03, 0xe8})
+	for _, tc := range []struct {
+		close []byte
+		held  bool
+	}{{moved, true}, {normal, false}} {
+		stream := append(append(bytes.Clone(before), tc.close...), serverFrame(0x1, []byte("after"))...)
+		for _, sizes := range chunkings(len(stream)) {
+			var o outFilter
+			var out []byte
+			write := func(b []byte) error { out = append(out, b...); return nil }
+			var err error
+			for i, k := 0, 0; i < len(stream) && err == nil; k++ {
+				n := min(sizes[k%len(sizes)], len(stream)-i)
+				err = o.filter(stream[i:i+n], write)
+				i += n
+			}
+			switch {
+			case tc.held && (!errors.Is(err, errMoved) || !bytes.Equal(out, before) || !bytes.Equal(o.held(), moved) || !o.atBoundary()):
+				t.Fatalf("chunks %v: err %v, %d bytes out (want %d), held %x", sizes, err, len(out), len(before), o.held())
+			case !tc.held && (err != nil || !bytes.Equal(out, stream) || !o.closed):
+				t.Fatalf("chunks %v: err %v, %d bytes out of %d", sizes, err, len(out), len(stream))
+			}
 		}
 	}
 }

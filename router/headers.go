@@ -93,6 +93,7 @@ type scratch struct {
 	fwd  []byte // X-Forwarded-For and -Proto values
 	num  []byte // the epoch
 	head []byte // a WebSocket handshake request
+	hs   []byte // its part up to the router's headers
 }
 
 // stripRequest removes hop-by-hop headers, those named in Connection, and

@@ -33,6 +33,17 @@ const (
 
 var retryNames = [numRetryReasons]string{"misdirected", "moving", "draining", "unreachable"}
 
+// carryOutcome is how a relay's room moving ended for its client.
+type carryOutcome uint8
+
+const (
+	carryCarried carryOutcome = iota // the client went on at the room's next owner, no close seen
+	carryClosed                      // the client was closed with 1012 and reconnects
+	numCarryOutcomes
+)
+
+var carryNames = [numCarryOutcomes]string{"carried", "closed"}
+
 // metrics are the router's Prometheus metrics, in a registry of their own.
 // Label combinations are created up front so the request path only adds.
 type metrics struct {
@@ -48,6 +59,9 @@ type metrics struct {
 	refused    *prometheus.CounterVec
 	placement  prometheus.Histogram
 	hold       prometheus.Histogram
+	carries    [numCarryOutcomes]prometheus.Counter
+	carryPause prometheus.Histogram
+	carryLost  prometheus.Counter
 	nodes      prometheus.Gauge
 	cached     prometheus.GaugeFunc
 }
@@ -104,6 +118,22 @@ func newMetrics(cachedRooms func() float64) *metrics {
 		Help:    "Time requests were held while their room moved or no node was available.",
 		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	})
+	carries := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "roomlb_router_carries_total",
+		Help: "Relayed WebSockets whose room moved, by outcome: carried (to the room's next owner, the client saw no close) or closed (1012: the client reconnects).",
+	}, []string{"outcome"})
+	for o := range numCarryOutcomes {
+		m.carries[o] = carries.WithLabelValues(carryNames[o])
+	}
+	m.carryPause = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "roomlb_router_carry_seconds",
+		Help:    "Time from the old owner letting a carried client go to its next owner's connection being open.",
+		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	})
+	m.carryLost = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "roomlb_router_carry_lost_messages_total",
+		Help: "Messages of carried clients that their old owner did not pass on and the router no longer had a copy of (older than 2 s, larger than 4 KiB, or fragmented).",
+	})
 	m.nodes = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "roomlb_router_nodes",
 		Help: "Live nodes in the router's last reading of the registry.",
@@ -113,7 +143,7 @@ func newMetrics(cachedRooms func() float64) *metrics {
 		Help: "Rooms in the router's owner cache.",
 	}, cachedRooms)
 
-	m.reg.MustRegister(conns, requests, lookups, retries, m.steals, m.refused, m.placement, m.hold, m.nodes, m.cached,
+	m.reg.MustRegister(conns, requests, lookups, retries, m.steals, m.refused, m.placement, m.hold, carries, m.carryPause, m.carryLost, m.nodes, m.cached,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

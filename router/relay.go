@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -42,8 +43,13 @@ var relayBufs = sync.Pool{New: func() any {
 // waitReadable), then copies what is there through a pooled buffer. An idle
 // relay holds its two connections, this struct and two parked goroutines.
 type relay struct {
+	r      *Router
 	client net.Conn // the client's own connection, fasthttp's reader drained
-	up     net.Conn // the sidecar connection
+	// up is the sidecar connection; a carry-over replaces it (upMu guards
+	// the change against other goroutines; the relay's own reads it
+	// without the lock).
+	upMu sync.Mutex
+	up   net.Conn
 	// crc and urc wait for client and up to be readable; nil for a
 	// connection that is not a syscall.Conn, whose reads then wait holding
 	// a buffer.
@@ -52,19 +58,41 @@ type relay struct {
 	writeTimeout time.Duration
 	// room, node: the owner the relay was routed to (room "" for none);
 	// epoch is its epoch, 0 until known for a placed room. See supersede.
+	// node changes with a carry-over, under Router.relayMu.
 	room  string
 	node  string
 	epoch atomic.Int64
+	// hs is the client's handshake request up to the router's headers, to
+	// open it again at the room's next owner (nil for a relay about no
+	// room); early is what that owner sent right after its 101. See
+	// carry.go.
+	hs    []byte
+	early []byte
+	// moveReq: the owner was superseded; carry the client over.
+	// switching: a carry-over stops the client-to-sidecar pump. upFailed:
+	// writing to the sidecar failed (the frames not written are kept).
+	moveReq   atomic.Bool
+	switching atomic.Bool
+	upFailed  atomic.Bool
+	carries   int       // carry-overs in quick succession
+	lastCarry time.Time // when the last one ended
+	// expect is the number of clients the room had on the owner that let
+	// it go, as its close said (0: unknown); got is how many of the
+	// client's messages that owner passed on, -1 when it did not say.
+	expect int
+	got    int
 
 	last     atomic.Int64 // when a byte was last read either way (unix ns), while idle > 0
 	stopping atomic.Bool  // Shutdown or a superseded owner: close the client with 1012
 	ending   atomic.Int64 // when the relay must end (unix ns): set once a direction ended, or by a stop
-	wfailed  [2]atomic.Bool
 	upDone   sync.WaitGroup
-	// in follows the client's frames (see frameFilter); toUp writes to
-	// the sidecar.
-	in   frameFilter
-	toUp func([]byte) error
+	// in follows the client's frames, out the sidecar's (see frames.go);
+	// toUp writes to the current sidecar connection, toClient to the
+	// client.
+	in       frameFilter
+	out      outFilter
+	toUp     func([]byte) error
+	toClient func([]byte) error
 }
 
 // relay takes over a hijacked client connection: it sends the client the
@@ -82,11 +110,12 @@ func (r *Router) relay(hj net.Conn, up *upgrade) {
 	if u, ok := hj.(interface{ UnsafeConn() net.Conn }); ok {
 		client = u.UnsafeConn()
 	}
-	rl := &relay{client: client, up: up.conn, idle: r.cfg.WSIdleTimeout, writeTimeout: r.cfg.WriteTimeout,
-		room: up.room, node: up.node}
+	rl := &relay{r: r, client: client, up: up.conn, idle: r.cfg.WSIdleTimeout, writeTimeout: r.cfg.WriteTimeout,
+		room: up.room, node: up.node, hs: up.hs}
 	rl.epoch.Store(up.epoch)
-	rl.toUp = func(b []byte) error { return rl.write(rl.up, b) }
-	rl.crc, rl.urc = rawConn(client), rawConn(up.conn)
+	rl.setUp(up.conn)
+	rl.toClient = func(b []byte) error { return rl.write(rl.client, b) }
+	rl.crc = rawConn(client)
 	if rl.idle > 0 {
 		rl.last.Store(time.Now().UnixNano())
 	}
@@ -127,10 +156,10 @@ func (rl *relay) handOver(hj net.Conn, up *upgrade) error {
 		return err
 	}
 	if n := up.br.Buffered(); n > 0 {
+		// Frames the sidecar sent right after its 101: the first session
+		// passes them on, following their boundaries.
 		b, _ := up.br.Peek(n)
-		if _, err := rl.client.Write(b); err != nil {
-			return err
-		}
+		rl.early = bytes.Clone(b)
 	}
 	rl.client.SetWriteDeadline(time.Time{})
 	// A read deadline in the past makes hj return what its reader holds,
@@ -161,43 +190,138 @@ func rawConn(c net.Conn) syscall.RawConn {
 	return nil
 }
 
+// run relays until the WebSocket ends, carrying the client over to its
+// room's next owner whenever its owner lets the room go (see carry.go).
 func (rl *relay) run() {
+	for rl.session() {
+		if !rl.carry() {
+			return
+		}
+	}
+}
+
+// session relays between the client and the current sidecar connection
+// until one of them ends. It reports true when the client is to be carried
+// over to the room's next owner: the sidecar said the room continues
+// elsewhere, the router saw its owner superseded, or the sidecar's
+// connection ended without a close frame (a crash); and the client can
+// be (see carryable). The old sidecar connection is closed then.
+func (rl *relay) session() (carry bool) {
+	up := rl.up
 	rl.upDone.Add(1)
 	go func() {
 		defer rl.upDone.Done()
-		if rl.pump(0, rl.up, rl.client, rl.crc) {
+		switch rl.pump(0, up, rl.client, rl.crc) {
+		case pumpEOF:
 			// The client is done sending: tell the sidecar, let it finish.
-			closeWrite(rl.up)
+			closeWrite(up)
 			rl.endIn(linger)
-		} else if !rl.stopping.Load() || rl.wfailed[0].Load() {
-			rl.abort()
+		case pumpUpFailed:
+			// The sidecar's end, which the other direction sees too:
+			// make sure it looks now, and decides.
+			up.SetReadDeadline(time.Unix(1, 0))
+		case pumpStopped:
+		default:
+			if !rl.stopping.Load() && !rl.switching.Load() {
+				rl.abort()
+			}
 		}
 	}()
-	eof := rl.pump(1, rl.client, rl.up, rl.urc)
+	res := pumpStopped
+	if len(rl.early) > 0 {
+		err := rl.out.filter(rl.early, rl.toClient)
+		rl.early = nil
+		switch {
+		case errors.Is(err, errMoved):
+			res = pumpMoved
+		case err != nil:
+			res = pumpWriteFailed
+		}
+	}
+	if res == pumpStopped {
+		res = rl.pump(1, rl.client, up, rl.urc)
+	}
+	// Why the sidecar's connection ended: whether the room continues
+	// elsewhere.
+	moved := res == pumpMoved || rl.moveReq.Load() ||
+		((res == pumpEOF || res == pumpError || rl.upFailed.Load()) && !rl.out.closed && rl.ending.Load() == 0)
 	switch {
-	case rl.wfailed[1].Load():
+	case res == pumpWriteFailed:
 		// The client does not read (or a stop cut a write short: no
 		// close frame after part of a frame).
 		rl.abort()
 	case rl.stopping.Load():
-		rl.client.SetWriteDeadline(time.Now().Add(closeWait))
-		rl.client.Write(closeServiceRestart)
-		rl.up.Close() // the sidecar sees its client leave
-		rl.endIn(closeWait)
-	case eof:
+		rl.closeClient(up)
+	case moved && rl.ending.Load() == 0:
+		// Stop reading the client (its frames wait in the socket), then
+		// see whether its stream can go on elsewhere.
+		rl.switching.Store(true)
+		rl.client.SetReadDeadline(time.Unix(1, 0))
+		up.SetWriteDeadline(time.Unix(1, 0))
+		rl.upDone.Wait()
+		if rl.carryable() {
+			up.Close()
+			rl.expect, rl.got = 0, -1
+			if res == pumpMoved {
+				if clients, got, ok := contract.ParseMoved(rl.out.heldReason()); ok {
+					rl.expect, rl.got = clients, got
+				}
+			}
+			return true
+		}
+		rl.r.metrics.carries[carryClosed].Inc()
+		if res == pumpMoved {
+			// Pass the sidecar's close on, as a router without
+			// carry-overs does: the client reconnects.
+			rl.client.SetWriteDeadline(time.Now().Add(closeWait))
+			rl.client.Write(rl.out.held())
+			up.Close()
+			rl.endIn(closeWait)
+		} else {
+			rl.closeClient(up)
+		}
+	case res == pumpEOF:
 		closeWrite(rl.client)
 		rl.endIn(linger)
 	default:
 		rl.abort()
 	}
 	rl.upDone.Wait()
+	return false
 }
 
-// pump copies src to dst until src ends (eof), an error, the relay goes
-// idle, or it is stopped or ending. dir is 0 for client to sidecar, 1 for
-// sidecar to client; rc waits for src to be readable (nil: Read waits). A
-// relay is idle when no byte moved either way for rl.idle.
-func (rl *relay) pump(dir int, dst, src net.Conn, rc syscall.RawConn) (eof bool) {
+// closeClient closes the client with 1012 after whole frames (or drops it
+// when a frame was cut), and the sidecar connection up, which sees its
+// client leave.
+func (rl *relay) closeClient(up net.Conn) {
+	if !rl.out.atBoundary() {
+		rl.abort()
+		return
+	}
+	rl.client.SetWriteDeadline(time.Now().Add(closeWait))
+	rl.client.Write(closeServiceRestart)
+	up.Close()
+	rl.endIn(closeWait)
+}
+
+// pumpResult is why a pump stopped.
+type pumpResult uint8
+
+const (
+	pumpEOF         pumpResult = iota // the source ended cleanly
+	pumpError                         // reading the source failed
+	pumpStopped                       // a deadline: stop, end, idleness or a carry-over
+	pumpWriteFailed                   // writing to the client failed
+	pumpUpFailed                      // writing to the sidecar failed
+	pumpMoved                         // the sidecar's close frame says the room moves
+)
+
+// pump copies src to dst until src ends, an error, the relay goes idle,
+// it is stopped, ending or switching, or the sidecar says the room moves.
+// dir is 0 for client to sidecar, 1 for sidecar to client; rc waits for
+// src to be readable (nil: Read waits). A relay is idle when no byte moved
+// either way for rl.idle.
+func (rl *relay) pump(dir int, dst, src net.Conn, rc syscall.RawConn) pumpResult {
 	rl.arm(dir, src)
 	for {
 		var err error
@@ -216,12 +340,18 @@ func (rl *relay) pump(dir int, dst, src net.Conn, rc syscall.RawConn) (eof bool)
 				if dir == 0 {
 					werr = rl.in.filter((*bp)[:n], rl.toUp)
 				} else {
-					werr = rl.write(dst, (*bp)[:n])
+					werr = rl.out.filter((*bp)[:n], rl.toClient)
 				}
 				relayBufs.Put(bp)
-				if werr != nil {
-					rl.wfailed[dir].Store(true)
-					return false
+				switch {
+				case werr == nil:
+				case dir == 0:
+					rl.upFailed.Store(true)
+					return pumpUpFailed
+				case errors.Is(werr, errMoved):
+					return pumpMoved
+				default:
+					return pumpWriteFailed
 				}
 				if rl.idle > 0 {
 					// A write that took long (a slow reader, within
@@ -235,23 +365,29 @@ func (rl *relay) pump(dir int, dst, src net.Conn, rc syscall.RawConn) (eof bool)
 			case err == nil:
 				continue
 			case errors.Is(err, io.EOF):
-				return true
+				return pumpEOF
 			}
 		}
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			return false
+			return pumpError
 		}
-		// A deadline: a stop, the relay's end, or idleness.
+		// A deadline: a stop, the relay's end, idleness, a carry-over.
 		now := time.Now().UnixNano()
-		if dir == 1 && rl.stopping.Load() {
-			return false
+		if dir == 1 && (rl.stopping.Load() || rl.moveReq.Load() || rl.upFailed.Load()) {
+			return pumpStopped
+		}
+		if dir == 0 && rl.switching.Load() {
+			return pumpStopped
+		}
+		if dir == 0 {
+			rl.in.prune(now)
 		}
 		if e := rl.ending.Load(); e != 0 && now >= e {
-			return false
+			return pumpStopped
 		}
 		if rl.idle > 0 && now >= rl.last.Load()+int64(rl.idle) {
 			rl.abort() // both directions silent for rl.idle
-			return false
+			return pumpStopped
 		}
 		rl.arm(dir, src)
 	}
@@ -295,7 +431,7 @@ func (rl *relay) write(dst net.Conn, b []byte) error {
 // after setting closes the race with them.
 func (rl *relay) arm(dir int, src net.Conn) {
 	src.SetReadDeadline(rl.deadline(dir))
-	if rl.stopping.Load() || rl.ending.Load() != 0 {
+	if rl.stopping.Load() || rl.moveReq.Load() || rl.switching.Load() || rl.upFailed.Load() || rl.ending.Load() != 0 {
 		src.SetReadDeadline(rl.deadline(dir))
 	}
 }
@@ -304,12 +440,22 @@ func (rl *relay) arm(dir int, src net.Conn) {
 // sidecar-to-client direction at once, so that the close frame follows
 // whole chunks of what the sidecar sent.
 func (rl *relay) deadline(dir int) time.Time {
-	if dir == 1 && rl.stopping.Load() {
+	if dir == 1 && (rl.stopping.Load() || rl.moveReq.Load() || rl.upFailed.Load()) {
+		return time.Unix(1, 0)
+	}
+	if dir == 0 && rl.switching.Load() {
 		return time.Unix(1, 0)
 	}
 	var d int64
 	if rl.idle > 0 {
 		d = rl.last.Load() + int64(rl.idle)
+	}
+	if dir == 0 {
+		// The client's recent messages are let go when they expire, so
+		// an idle relay keeps none.
+		if x := rl.in.recentExpiry(); x != 0 && (d == 0 || x < d) {
+			d = x
+		}
 	}
 	if e := rl.ending.Load(); e != 0 && (d == 0 || e < d) {
 		d = e
@@ -342,12 +488,13 @@ func (rl *relay) endIn(d time.Duration) {
 		}
 	}
 	t := time.Unix(0, e)
+	up := rl.upConn()
 	rl.client.SetReadDeadline(t)
 	if !rl.stopping.Load() {
-		rl.up.SetReadDeadline(t)
+		up.SetReadDeadline(t)
 	}
 	rl.client.SetWriteDeadline(t)
-	rl.up.SetWriteDeadline(t)
+	up.SetWriteDeadline(t)
 }
 
 // stop makes the relay close its client with 1012 (Shutdown, or its owner
@@ -356,8 +503,15 @@ func (rl *relay) endIn(d time.Duration) {
 // harm.
 func (rl *relay) stop() {
 	rl.stopping.Store(true)
-	rl.up.SetReadDeadline(time.Unix(1, 0))
+	rl.upConn().SetReadDeadline(time.Unix(1, 0))
 	rl.endIn(closeWait)
+}
+
+// move makes the relay carry its client over to the room's next owner
+// (its owner was superseded), or close it with 1012 when it cannot.
+func (rl *relay) move() {
+	rl.moveReq.Store(true)
+	rl.upConn().SetReadDeadline(time.Unix(1, 0))
 }
 
 // abort drops both connections.
@@ -365,7 +519,24 @@ func (rl *relay) abort() { rl.closeBoth() }
 
 func (rl *relay) closeBoth() {
 	rl.client.Close()
-	rl.up.Close()
+	rl.upConn().Close()
+}
+
+// upConn is the current sidecar connection, for goroutines other than the
+// relay's own.
+func (rl *relay) upConn() net.Conn {
+	rl.upMu.Lock()
+	defer rl.upMu.Unlock()
+	return rl.up
+}
+
+// setUp makes c the sidecar connection.
+func (rl *relay) setUp(c net.Conn) {
+	rl.upMu.Lock()
+	rl.up = c
+	rl.upMu.Unlock()
+	rl.urc = rawConn(c)
+	rl.toUp = func(b []byte) error { return rl.write(c, b) }
 }
 
 func closeWrite(c net.Conn) {

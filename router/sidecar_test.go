@@ -421,6 +421,9 @@ type cluster struct {
 
 	blockEvents atomic.Bool
 	events      chan registry.Event
+
+	mu       sync.Mutex
+	sidecars map[string]*fakeSidecar // by node id, those c.node started
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -514,10 +517,27 @@ func (c *cluster) waitEvent(kind registry.EventKind) registry.Event {
 func (c *cluster) node(n registry.Node) *fakeSidecar {
 	c.t.Helper()
 	f := newSidecar(c.t, c.reg, n)
+	c.mu.Lock()
+	if c.sidecars == nil {
+		c.sidecars = map[string]*fakeSidecar{}
+	}
+	c.sidecars[n.ID] = f
+	c.mu.Unlock()
 	c.waitNodes(func(s *nodeSet) bool {
 		got, ok := s.byID[n.ID]
 		return ok && got.State == f.node.State
 	})
+	return f
+}
+
+// sidecar is the fake sidecar of node id that c.node started.
+func (c *cluster) sidecar(id string) *fakeSidecar {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f := c.sidecars[id]
+	if f == nil {
+		c.t.Fatalf("no sidecar %s", id)
+	}
 	return f
 }
 

@@ -38,7 +38,7 @@ func (r *Router) supersede(room, node string, epoch int64) {
 	for rl := range r.relayRooms[room] {
 		switch end, unsure := rl.supersededBy(node, epoch); {
 		case end:
-			rl.stop()
+			rl.move()
 			ended++
 		case unsure:
 			check = true
@@ -49,7 +49,7 @@ func (r *Router) supersede(room, node string, epoch int64) {
 		r.checks.add(room)
 	}
 	if ended > 0 {
-		r.log.Info("router: the room's owner changed; closing its clients relayed to the old owner",
+		r.log.Info("router: the room's owner changed; carrying its clients relayed to the old owner over",
 			logRoom, room, logNode, node, logEpoch, epoch, logCount, ended)
 	}
 }
@@ -79,10 +79,13 @@ func (r *Router) supersededAlready(rl *relay) {
 	if !ok || o.placed {
 		return
 	}
-	switch end, unsure := rl.supersededBy(o.node, o.epoch); {
+	r.relayMu.Lock()
+	end, unsure := rl.supersededBy(o.node, o.epoch)
+	r.relayMu.Unlock()
+	switch {
 	case end:
-		rl.stop()
-		r.log.Info("router: the room's owner changed; closing its clients relayed to the old owner",
+		rl.move()
+		r.log.Info("router: the room's owner changed; carrying its clients relayed to the old owner over",
 			logRoom, rl.room, logNode, o.node, logEpoch, o.epoch, logCount, 1)
 	case unsure:
 		r.checks.add(rl.room)
@@ -216,6 +219,7 @@ func (r *Router) checkRelays(ctx context.Context, room string) error {
 		return err
 	}
 	ended := 0
+	r.relayMu.Lock()
 	for _, rl := range held {
 		if rl.node == o.Node {
 			rl.epoch.CompareAndSwap(0, o.Epoch)
@@ -224,12 +228,13 @@ func (r *Router) checkRelays(ctx context.Context, room string) error {
 		// The relay began before the read, so an owner it does not know
 		// the epoch of was replaced by the one read.
 		if e := rl.epoch.Load(); e == 0 || e < o.Epoch {
-			rl.stop()
+			rl.move()
 			ended++
 		}
 	}
+	r.relayMu.Unlock()
 	if ended > 0 {
-		r.log.Info("router: the room's owner changed; closing its clients relayed to the old owner",
+		r.log.Info("router: the room's owner changed; carrying its clients relayed to the old owner over",
 			logRoom, room, logNode, o.Node, logEpoch, o.Epoch, logCount, ended)
 	}
 	return nil
@@ -245,13 +250,13 @@ func (r *Router) endRelaysTo(node string) {
 	for _, set := range r.relayRooms {
 		for rl := range set {
 			if rl.node == node {
-				rl.stop()
+				rl.move()
 				ended++
 			}
 		}
 	}
 	r.relayMu.Unlock()
 	if ended > 0 {
-		r.log.Info("router: the node's heartbeat is gone; closing its clients", logNode, node, logCount, ended)
+		r.log.Info("router: the node's heartbeat is gone; carrying its clients over", logNode, node, logCount, ended)
 	}
 }

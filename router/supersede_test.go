@@ -35,11 +35,42 @@ func wantServiceRestart(t testing.TB, ws *websocket.Conn, what string) {
 	}
 }
 
+// wantCarried reads ws and fails unless, with no close, the first frame the
+// client sent ("hi") comes back from a node other than from (the router
+// replayed it there, carrying the client over), to, which echoes what the
+// client sends next; "" for to is any node.
+func wantCarried(t testing.TB, c *cluster, ws *websocket.Conn, from, to, what string) {
+	t.Helper()
+	start := time.Now()
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		_, msg, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("%s: the WebSocket ended with %v, want it carried over", what, err)
+		}
+		node, text, _ := strings.Cut(string(msg), ": ")
+		if text == "hi" && node != from && (to == "" || node == to) {
+			to = node
+			break
+		}
+		t.Logf("%s: message %q before the carry-over", what, msg)
+	}
+	ws.SetReadDeadline(time.Time{})
+	t.Logf("%s: carried over to %s after %v", what, to, time.Since(start))
+	if got := echo(t, ws, "after"); got != to+": after" {
+		t.Fatalf("%s: echo %q after the carry-over, want %s's", what, got, to)
+	}
+	if got := c.sidecar(to).last().hdr.Get(contract.HeaderCarried); got != "0" {
+		t.Errorf("%s: %s got the carried client's handshake with %s %q, want 0 (the count of clients is unknown)", what, to, contract.HeaderCarried, got)
+	}
+}
+
 // TestSupersededRelays: when a room's owner changes to a higher epoch on
-// another node, the router closes the clients it relays to the old owner
-// with 1012, even when the old owner goes on answering (frozen, cut off
-// from Redis): they reconnect and reach the new owner. A new epoch on the
-// same node keeps them.
+// another node, the router carries the clients it relays to the old owner
+// over to the new one, even when the old owner goes on answering (frozen,
+// cut off from Redis); a client it cannot carry (it sent no frame yet, so
+// no auth frame is kept) it closes with 1012: it reconnects and reaches the
+// new owner. A new epoch on the same node keeps them.
 func TestSupersededRelays(t *testing.T) {
 	c := newCluster(t, Config{})
 	ctx := context.Background()
@@ -66,12 +97,18 @@ func TestSupersededRelays(t *testing.T) {
 		if got := echo(t, ws, "still"); got != "node-a: still" {
 			t.Fatalf("after node-a's new epoch: echo %q, want node-a's", got)
 		}
+		silent, _, err := c.dial("/api/room/cinema", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer silent.Close()
 
-		// Another node: node-a's relay ends although node-a still answers.
+		// Another node: node-a's relays move although node-a still answers.
 		if _, err := c.reg.Transfer(ctx, la, "node-b", time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		wantServiceRestart(t, ws, "relay to node-a after the move to node-b")
+		wantCarried(t, c, ws, "node-a", "node-b", "relay to node-a after the move to node-b")
+		wantServiceRestart(t, silent, "relay that sent no frame, after the move to node-b")
 		again, _, err := c.dial("/api/room/cinema", nil)
 		if err != nil {
 			t.Fatal(err)
@@ -105,7 +142,7 @@ func TestSupersededRelays(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		wantServiceRestart(t, ws, "relay to the frozen node-f after the steal")
+		wantCarried(t, c, ws, "node-f", "node-b", "relay to the frozen node-f after the steal")
 	})
 
 	t.Run("frozen owner nobody asks about", func(t *testing.T) {
@@ -121,7 +158,7 @@ func TestSupersededRelays(t *testing.T) {
 		defer ws.Close()
 		echo(t, ws, "hi")
 		a.crash()
-		wantServiceRestart(t, ws, "relay to the frozen node-g")
+		wantCarried(t, c, ws, "node-g", "", "relay to the frozen node-g")
 	})
 
 	t.Run("placed room", func(t *testing.T) {
@@ -147,7 +184,7 @@ func TestSupersededRelays(t *testing.T) {
 		if _, err := c.reg.Transfer(ctx, registry.Lease{Room: "lounge", Node: o.Node, Epoch: o.Epoch}, to, time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		wantServiceRestart(t, ws, "relay of a placed room after a move")
+		wantCarried(t, c, ws, from, to, "relay of a placed room after a move")
 	})
 
 	t.Run("missed event", func(t *testing.T) {
@@ -171,6 +208,6 @@ func TestSupersededRelays(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.waitEvent(registry.EventResync)
-		wantServiceRestart(t, ws, "relay to node-b after a move the router did not see")
+		wantCarried(t, c, ws, "node-b", "node-a", "relay to node-b after a move the router did not see")
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -27,6 +28,9 @@ type upgrade struct {
 	room  string
 	node  string
 	epoch int64
+	// hs is the handshake request up to the router's headers, kept by the
+	// relay of a room to carry its client over.
+	hs []byte
 }
 
 // isUpgrade reports whether the client asks for a WebSocket.
@@ -92,7 +96,14 @@ func (c *call) tryWS(t target) (verdict, hint) {
 		return unreachable, hint{}
 	}
 	conn.SetDeadline(time.Now().Add(c.r.cfg.UpstreamTimeout))
-	c.s.head = c.appendHandshake(c.s.head[:0], t)
+	c.s.head = append(c.s.head[:0], c.hs...)
+	c.s.head = c.r.appendRouterHeaders(c.s.head, t)
+	if c.carried {
+		c.s.head = append(c.s.head, contract.HeaderCarried+": "...)
+		c.s.head = strconv.AppendInt(c.s.head, int64(c.expect), 10)
+		c.s.head = append(c.s.head, "\r\n"...)
+	}
+	c.s.head = append(c.s.head, "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"...)
 	if _, err := conn.Write(c.s.head); err != nil {
 		conn.Close()
 		return upstreamError(err), hint{}
@@ -111,6 +122,9 @@ func (c *call) tryWS(t target) (verdict, hint) {
 			node: t.node.ID, epoch: t.epoch}
 		if c.route == routeRoom {
 			c.up.room = c.roomName()
+			if !c.carried {
+				c.up.hs = bytes.Clone(c.hs)
+			}
 		}
 		return served, hint{}
 	}
@@ -127,10 +141,11 @@ func (c *call) tryWS(t target) (verdict, hint) {
 	return served, hint{}
 }
 
-// appendHandshake appends the handshake request for t's sidecar: the
-// client's request line and end-to-end headers, the forwarding headers and
-// the contract's.
-func (c *call) appendHandshake(b []byte, t target) []byte {
+// appendHandshake appends the handshake request for a sidecar up to the
+// router's own headers: the client's request line and end-to-end headers
+// and the forwarding headers. tryWS adds the contract's headers for its
+// target and the upgrade.
+func (c *call) appendHandshake(b []byte) []byte {
 	h := &c.ctx.Request.Header
 	uri := c.ctx.URI()
 	b = append(b, "GET "...)
@@ -158,9 +173,7 @@ func (c *call) appendHandshake(b []byte, t target) []byte {
 	}
 	b = append(b, headerXFP+": "...)
 	b = append(b, c.xfp...)
-	b = append(b, "\r\n"...)
-	b = c.r.appendRouterHeaders(b, t)
-	return append(b, "Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"...)
+	return append(b, "\r\n"...)
 }
 
 // appendSwitching appends the 101 for the client: the sidecar's headers
