@@ -265,6 +265,15 @@ func (n *Node) Kill() {
 	}
 }
 
+// KillSidecar kills the node's sidecar alone, as a crashed process: its
+// clients' connections end without a close frame and nothing is released;
+// the monolith goes on, its link to the sidecar gone.
+func (n *Node) KillSidecar() {
+	n.Sidecar.Kill()
+	n.stop()
+	<-n.done
+}
+
 func (n *Node) stopMonolith() {
 	if n.Process != nil {
 		n.Process.Stop(5 * time.Second) // killed if it does not exit
