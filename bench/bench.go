@@ -63,7 +63,7 @@ var (
 		IdleLevels:    []int{1000, 5000, 9000},
 		Joins:         500,
 		FailoverRooms: 50, FailoverHeartbeats: []time.Duration{3 * time.Second, time.Second, 700 * time.Millisecond},
-		DrainRooms: []int{100, 1000}, ChatDrainRooms: 100, ChatDrainClients: 3,
+		DrainRooms: []int{100, 1000}, ChatDrainRooms: 250, ChatDrainClients: 4,
 		RedisRooms: 10000, RedisWindow: 30 * time.Second,
 	}
 	Quick = Scale{
@@ -74,7 +74,7 @@ var (
 		IdleLevels:    []int{1000, 5000, 9000},
 		Joins:         200,
 		FailoverRooms: 20, FailoverHeartbeats: []time.Duration{3 * time.Second, 700 * time.Millisecond},
-		DrainRooms: []int{100, 1000}, ChatDrainRooms: 50, ChatDrainClients: 3,
+		DrainRooms: []int{100, 1000}, ChatDrainRooms: 50, ChatDrainClients: 4,
 		RedisRooms: 10000, RedisWindow: 8 * time.Second,
 	}
 	// Tiny is for tests: every figure, seconds in all, figures not meant

@@ -53,17 +53,19 @@
 //     nothing released) to the first chat served in each of its rooms
 //     elsewhere, with the default heartbeat TTL and a shorter one.
 //  7. Drain: from a node's drain to the moment every client of its 100 or
-//     1,000 idle rooms has rejoined on the other nodes (the monolith's state
-//     debounce cut to 300 ms, the rooms idle past it, so that no room waits
-//     for a state write). Then the client-visible gap of a drain under chat,
-//     with the real 5 s debounce on the monolith and the sidecar: 100 rooms
-//     (quick: 50) of 3 clients, every client chatting from 6 s before the
-//     drain (past the rooms' first state write, 5 s after their load) to
-//     the end; per client, from reading the drain's close to its rejoin's
-//     "you" through the router, p50, p99 and max, and the clients that got a
-//     503 or did not rejoin. Chat is not stored, so nothing is pending and
-//     each room should move at once; a gap near 5 s is a drain that waited
-//     for the debounce.
+//     1,000 idle rooms is served again on the other nodes (carried over by
+//     the router: its new "you" on the same connection; a client closed
+//     instead rejoins, and is counted), with the monolith's state debounce
+//     cut to 300 ms and the rooms idle past it, so that no room waits for
+//     a state write. Then a drain under chat, with the real 5 s debounce on
+//     the monolith and the sidecar: 250 rooms (quick: 50) of 4 clients,
+//     every client chatting from 6 s before the drain (past the rooms'
+//     first state write, 5 s after their load) to a second after the last
+//     is back; per client, the closes it saw and the pause from the drain's
+//     start to its new "you" (p50, p99, max), and every chat sent from the
+//     drain's start on that did not reach a client of its room. Chat is not
+//     stored, so nothing is pending and each room should move at once; a
+//     pause near 5 s is a drain that waited for the debounce.
 //  8. Redis commands per second of one node holding 10,000 loaded rooms at
 //     steady state: INFO commandstats deltas of a Redis that holds only the
 //     registry (the monolith's state lives in another).
