@@ -162,7 +162,7 @@ func lostChats(rec records, from, to int64) lossResult {
 	stable := map[string][]session{} // by room
 	isStable := map[int]bool{}
 	for _, s := range rec.sessions {
-		if s.Sync != 0 && s.Sync < from && (s.Close == 0 || s.Close > to) && (s.Moved == 0 || s.Moved > to) {
+		if s.Sync != 0 && s.Sync < from && (s.Close == 0 || s.Close > to) && !movedWithin(s, from, to) {
 			stable[s.Room] = append(stable[s.Room], s)
 			isStable[s.ID] = true
 		}
@@ -185,6 +185,17 @@ func lostChats(rec records, from, to int64) lossResult {
 		}
 	}
 	return res
+}
+
+// movedWithin reports whether a router carried s over to another node
+// between from and to (served again only once its join there completed).
+func movedWithin(s session, from, to int64) bool {
+	for _, m := range s.Moves {
+		if m >= from && m <= to {
+			return true
+		}
+	}
+	return false
 }
 
 // clientOverlaps finds sessions of one room on different nodes that

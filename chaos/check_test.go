@@ -80,6 +80,23 @@ func TestLostChats(t *testing.T) {
 	}
 }
 
+// TestLostChatsAcrossCarries: a session a router carried over to another
+// node before the window is served through it (its chats are checked); one
+// carried over within the window is not.
+func TestLostChatsAcrossCarries(t *testing.T) {
+	sessions := []session{
+		{ID: 1, Client: 0, Room: "r", Node: "n1", Sync: 1 * sec, Moved: sec + sec/2, Moves: []int64{sec + sec/2}},
+		{ID: 2, Client: 1, Room: "r", Node: "n1", Sync: 1 * sec, Moved: 5 * sec, Moves: []int64{5 * sec}},
+		{ID: 3, Client: 2, Room: "r", Node: "n1", Sync: 1 * sec},
+	}
+	chats := []chatRec{{Room: "r", Sender: 2, Sess: 3, Sent: 3 * sec}}
+	got := lostChats(recs(sessions, chats, []receipt{{Chat: 0, Sess: 3}}, nil), 2*sec, 10*sec)
+	// Sessions 1 and 3 must have it; 1 has not.
+	if got.Checked != 2 || got.Lost != 1 {
+		t.Fatalf("checked %d, lost %d; want 2 and 1", got.Checked, got.Lost)
+	}
+}
+
 func TestClientOverlaps(t *testing.T) {
 	chats := make([]chatRec, 10)
 	for i := range chats {

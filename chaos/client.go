@@ -27,14 +27,15 @@ type session struct {
 	Room      string
 	Node      string // X-Roomlb-Node of the upgrade; "" when it failed
 	Router    int
-	Reconnect bool  // dialled with ?reconnect=true
-	Dial      int64 // the attempt started
-	Open      int64 // the upgrade succeeded
-	Sync      int64 // the join's full sync arrived: served
-	Moved     int64 // a second join completed on the same socket (a router moved it): the node is unknown from then on
-	Close     int64 // the socket ended
-	Code      int   // its close code (1006 without one)
-	ByClient  bool  // the client ended it (a voluntary leave, the end of the run)
+	Reconnect bool    // dialled with ?reconnect=true
+	Dial      int64   // the attempt started
+	Open      int64   // the upgrade succeeded
+	Sync      int64   // the join's full sync arrived: served
+	Moved     int64   // a second join completed on the same socket (a router carried it over): the node is unknown from then on
+	Moves     []int64 // every such join, Moved the first
+	Close     int64   // the socket ended
+	Code      int     // its close code (1006 without one)
+	ByClient  bool    // the client ended it (a voluntary leave, the end of the run)
 	Err       string
 }
 
@@ -248,9 +249,12 @@ func (c *client) read(s *session) {
 		case "you":
 			// A second join completion on one socket: a router joined it
 			// again elsewhere behind the client's back.
-			if yous++; yous > 1 && s.Moved == 0 {
+			if yous++; yous > 1 {
 				c.mu.Lock()
-				s.Moved = now
+				if s.Moved == 0 {
+					s.Moved = now
+				}
+				s.Moves = append(s.Moves, now)
 				c.mu.Unlock()
 			}
 		case "chat":
