@@ -30,7 +30,7 @@ func (p *phaseRun) analyze(end endCheck) {
 	lr := lostChats(rec, p.warmupFrom, p.warmupTo)
 	phaseV = append(phaseV, lossViolations(lr, p.warmupFrom)...)
 
-	timed := append(clientOverlaps(rec), closeViolations(rec)...)
+	var timed []Violation
 	if p.serveLog {
 		var paths []string
 		for _, n := range p.cl.nodes {
@@ -42,7 +42,10 @@ func (p *phaseRun) analyze(end endCheck) {
 			phaseV = append(phaseV, Violation{Invariant: InvDoubleService, Detail: "serve logs unreadable: " + err.Error()})
 		}
 		timed = append(timed, checkSpans(mergeSpans(lines))...)
+		rec.joined = joinedAt(lines)
 	}
+	timed = append(timed, clientOverlaps(rec)...)
+	timed = append(timed, closeViolations(rec)...)
 	for _, e := range end.exits {
 		timed = append(timed, Violation{Invariant: InvCrash, at: e.At.UnixNano(), Detail: fmt.Sprintf("%s ended on its own: %s", e.Name, e.Err)})
 	}

@@ -201,23 +201,46 @@ func movedWithin(s session, from, to int64) bool {
 // clientOverlaps finds sessions of one room on different nodes that
 // received chats sent over overlapping times: each chat a session receives
 // was handled by its node's monolith after it was sent, so two nodes
-// handling the room's chats over interleaved times both served it.
+// handling the room's chats over interleaved times both served it. A
+// session's node is the one that joined the id it was last given (the
+// sidecars' join lines, rec.joined), or without them the node of its
+// handshake up to its first carry-over.
 func clientOverlaps(rec records) []Violation {
 	type span struct {
 		s        session
+		node     string
 		min, max int64
 		n        int
 	}
-	spans := map[int]*span{}
+	type key struct {
+		sess int
+		node string
+	}
+	spans := map[key]*span{}
 	for _, r := range rec.receipts {
 		s := rec.sessionByID(int(r.Sess))
-		if s.Node == "" || (s.Moved != 0 && r.At >= s.Moved) || int(r.Chat) >= len(rec.chats) {
+		if int(r.Chat) >= len(rec.chats) {
+			continue
+		}
+		node := s.Node
+		if rec.joined != nil {
+			node = ""
+			for _, y := range s.Yous {
+				if y.At <= r.At {
+					node = rec.joined[y.ID]
+				}
+			}
+		} else if s.Moved != 0 && r.At >= s.Moved {
+			node = ""
+		}
+		if node == "" {
 			continue
 		}
 		sent := rec.chats[r.Chat].Sent
-		sp := spans[s.ID]
+		k := key{s.ID, node}
+		sp := spans[k]
 		if sp == nil {
-			spans[s.ID] = &span{s: s, min: sent, max: sent, n: 1}
+			spans[k] = &span{s: s, node: node, min: sent, max: sent, n: 1}
 			continue
 		}
 		sp.min, sp.max, sp.n = min(sp.min, sent), max(sp.max, sent), sp.n+1
@@ -240,14 +263,14 @@ func clientOverlaps(rec records) []Violation {
 				if b.min >= a.max {
 					break
 				}
-				if a.s.Node == b.s.Node {
+				if a.node == b.node {
 					continue
 				}
 				overlap := min(a.max, b.max) - b.min
 				out = append(out, Violation{
 					Invariant: InvDoubleServiceClients, Room: room, at: b.min,
 					Detail: fmt.Sprintf("client %d on %s (session %d) got chats sent %s..%s, client %d on %s (session %d) got chats sent %s..%s: %v of overlap",
-						a.s.Client, a.s.Node, a.s.ID, clock(a.min), clock(a.max), b.s.Client, b.s.Node, b.s.ID, clock(b.min), clock(b.max),
+						a.s.Client, a.node, a.s.ID, clock(a.min), clock(a.max), b.s.Client, b.node, b.s.ID, clock(b.min), clock(b.max),
 						time.Duration(overlap).Round(time.Microsecond)),
 				})
 			}

@@ -116,9 +116,20 @@ func TestClientOverlaps(t *testing.T) {
 			[]receipt{{Chat: 1, Sess: 1}, {Chat: 5, Sess: 1}, {Chat: 4, Sess: 2}, {Chat: 6, Sess: 2}}, 0},
 		{"moved by a router", []session{{ID: 1, Room: "r", Node: "n1", Moved: 10}, {ID: 2, Client: 1, Room: "r", Node: "n2"}},
 			[]receipt{{Chat: 1, Sess: 1, At: 5}, {Chat: 5, Sess: 1, At: 20}, {Chat: 4, Sess: 2}, {Chat: 6, Sess: 2}}, 0},
+		// With the sidecars' join lines, a session is on the node that
+		// joined the id it was last given: carried over before its first
+		// message (its handshake named n3), or after.
+		{"carried before its first message", []session{{ID: 1, Room: "r", Node: "n3", Yous: []you{{"a", 0}}}, {ID: 2, Client: 1, Room: "r", Node: "n1", Yous: []you{{"b", 0}}}},
+			[]receipt{{Chat: 1, Sess: 1, At: 1}, {Chat: 5, Sess: 1, At: 5}, {Chat: 4, Sess: 2, At: 4}, {Chat: 6, Sess: 2, At: 6}}, 0},
+		{"carried, then split", []session{{ID: 1, Room: "r", Node: "n1", Yous: []you{{"a", 0}, {"c", 3 * sec}}}, {ID: 2, Client: 1, Room: "r", Node: "n1", Yous: []you{{"b", 0}}}},
+			[]receipt{{Chat: 1, Sess: 1, At: sec}, {Chat: 4, Sess: 1, At: 4 * sec}, {Chat: 7, Sess: 1, At: 7 * sec}, {Chat: 5, Sess: 2, At: 5 * sec}, {Chat: 6, Sess: 2, At: 6 * sec}}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := clientOverlaps(recs(tc.sessions, chats, tc.receipts, nil))
+			r := recs(tc.sessions, chats, tc.receipts, nil)
+			if tc.sessions[0].Yous != nil {
+				r.joined = map[string]string{"a": "n1", "b": "n1", "c": "n2"}
+			}
+			got := clientOverlaps(r)
 			if len(got) != tc.want {
 				t.Fatalf("violations %+v, want %d", got, tc.want)
 			}

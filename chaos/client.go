@@ -33,10 +33,19 @@ type session struct {
 	Sync      int64   // the join's full sync arrived: served
 	Moved     int64   // a second join completed on the same socket (a router carried it over): the node is unknown from then on
 	Moves     []int64 // every such join, Moved the first
-	Close     int64   // the socket ended
-	Code      int     // its close code (1006 without one)
-	ByClient  bool    // the client ended it (a voluntary leave, the end of the run)
-	Err       string
+	// Yous are the ids the session was given ("you"), and when: with the
+	// sidecars' join lines they say which node served it from then on.
+	Yous     []you
+	Close    int64 // the socket ended
+	Code     int   // its close code (1006 without one)
+	ByClient bool  // the client ended it (a voluntary leave, the end of the run)
+	Err      string
+}
+
+// you is a client id a session was given, and when.
+type you struct {
+	ID string
+	At int64
 }
 
 // receipt is one chat a session received.
@@ -207,6 +216,9 @@ func (c *client) connect(ctx context.Context, reconnect bool) *session {
 type frame struct {
 	Action string `json:"action"`
 	Text   string `json:"text"`
+	Info   struct {
+		ID string `json:"id"`
+	} `json:"info"`
 }
 
 // read reads s's messages until the socket ends.
@@ -249,6 +261,9 @@ func (c *client) read(s *session) {
 		case "you":
 			// A second join completion on one socket: a router joined it
 			// again elsewhere behind the client's back.
+			c.mu.Lock()
+			s.Yous = append(s.Yous, you{ID: f.Info.ID, At: now})
+			c.mu.Unlock()
 			if yous++; yous > 1 {
 				c.mu.Lock()
 				if s.Moved == 0 {

@@ -16,12 +16,26 @@ import (
 // epoch from First to Last (wall-clock Unix ns of the first and last client
 // frame forwarded to the monolith or room message delivered to a client,
 // since the node's previous line for that room and epoch).
+// A line with Client is a join: node joined that client id to room at
+// First.
 type serveLine struct {
-	Node  string `json:"node"`
-	Room  string `json:"room"`
-	Epoch int64  `json:"epoch"`
-	First int64  `json:"first"`
-	Last  int64  `json:"last"`
+	Node   string `json:"node"`
+	Room   string `json:"room"`
+	Epoch  int64  `json:"epoch"`
+	First  int64  `json:"first"`
+	Last   int64  `json:"last"`
+	Client string `json:"client,omitempty"`
+}
+
+// joinedAt maps the client ids of the join lines to their node.
+func joinedAt(lines []serveLine) map[string]string {
+	m := map[string]string{}
+	for _, l := range lines {
+		if l.Client != "" {
+			m[l.Client] = l.Node
+		}
+	}
+	return m
 }
 
 // serveSpan is every line of one node, room and epoch merged: the whole
@@ -84,6 +98,9 @@ func mergeSpans(lines []serveLine) []serveSpan {
 	}
 	m := map[key]*serveSpan{}
 	for _, l := range lines {
+		if l.Client != "" {
+			continue // a join, not a span
+		}
 		k := key{l.Node, strings.ToLower(l.Room), l.Epoch}
 		s := m[k]
 		if s == nil {

@@ -448,6 +448,10 @@ type records struct {
 	aways    map[int][]away // by client
 	chats    []chatRec
 
+	// joined maps client ids to the node that joined them (the sidecars'
+	// join lines); nil without serve logs.
+	joined map[string]string
+
 	// Built by index.
 	byID map[int]session
 	got  map[uint64]struct{} // chat<<32 | session

@@ -102,8 +102,10 @@ type Config struct {
 	AnnounceChannel string
 	// ServeLog, when set, receives a JSON line (ServeRecord) per room and
 	// epoch this node served, every 250 ms while it serves and when it
-	// stops: roomlb chaos checks from them that no two nodes served a room
-	// at once. nil means none (the hot path then does not read the clock).
+	// stops, and one per client joined: roomlb chaos checks from them that
+	// no two nodes served a room at once, and learns which node served a
+	// client a router carried over. nil means none (the hot path then does
+	// not read the clock).
 	ServeLog io.Writer
 
 	// Logger defaults to slog.Default().

@@ -505,6 +505,7 @@ func (s *Sidecar) sendJoin(rm *room, c *client) {
 		rm.carried[c.id] = struct{}{}
 	}
 	c.link.send(ott.Join{Room: rm.name, Client: c.id, Token: c.token}.Append(nil))
+	s.joinServed(rm, c)
 	if c.carried {
 		s.carriedJoin(rm, c.expect)
 	}

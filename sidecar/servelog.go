@@ -14,13 +14,17 @@ import (
 // that is, it wrote a client message of the room to its monolith or passed
 // a room message to one of the room's clients. Lines are cumulative: a
 // later line for the same node, room and epoch extends the span. roomlb
-// chaos checks that no two nodes' spans of a room overlap.
+// chaos checks that no two nodes' spans of a room overlap. A record with
+// Client is a join instead: this node joined that client id to the room at
+// First (= Last); roomlb chaos learns from it which node served a client
+// that a router carried over.
 type ServeRecord struct {
-	Node  string `json:"node"`
-	Room  string `json:"room"`
-	Epoch int64  `json:"epoch"`
-	First int64  `json:"first"`
-	Last  int64  `json:"last"`
+	Node   string `json:"node"`
+	Room   string `json:"room"`
+	Epoch  int64  `json:"epoch"`
+	First  int64  `json:"first"`
+	Last   int64  `json:"last"`
+	Client string `json:"client,omitempty"`
 }
 
 // serveInterval is how often the serve log is written.
@@ -77,6 +81,17 @@ func (s *Sidecar) endSpan(rm *room) {
 		s.serves.pending = append(s.serves.pending, rec)
 		s.serves.mu.Unlock()
 	}
+}
+
+// joinServed logs that c joined rm here. s.mu is held.
+func (s *Sidecar) joinServed(rm *room, c *client) {
+	if s.serves == nil {
+		return
+	}
+	now := time.Now().UnixNano()
+	s.serves.mu.Lock()
+	s.serves.pending = append(s.serves.pending, ServeRecord{Node: s.cfg.NodeID, Room: rm.key, Epoch: rm.lease.Epoch, First: now, Last: now, Client: c.id})
+	s.serves.mu.Unlock()
 }
 
 // serveLogLoop writes the serve log every serveInterval, and once more when

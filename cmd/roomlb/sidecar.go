@@ -42,7 +42,7 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.SendQueue, "send-queue", sidecar.DefaultSendQueue, "messages that may wait for a slow client before it is disconnected")
 	fs.DurationVar(&cfg.MonolithIdle, "monolith-idle", sidecar.DefaultMonolithIdle, "longest a connection to the monolith's HTTP API idles in the pool; below the monolith's keep-alive timeout (Node: 5s)")
 	fs.DurationVar(&cfg.PingInterval, "ping-interval", sidecar.DefaultPingInterval, "ping period of the monolith link")
-	serveLog := fs.String("serve-log", "", "append a JSON line per room served, with its epoch and first and last moment of service, to this file (for roomlb chaos)")
+	serveLog := fs.String("serve-log", "", "append a JSON line per room served, with its epoch and first and last moment of service, and one per client joined, to this file (for roomlb chaos)")
 	fs.StringVar(&cfg.AnnounceChannel, "announce-channel", sidecar.DefaultAnnounceChannel, "Redis channel of OpenTogetherTube announcements (- for none)")
 	if err := parse(fs, args); err != nil {
 		return err
