@@ -212,9 +212,10 @@ func clientOverlaps(rec records) []Violation {
 		min, max int64
 		n        int
 	}
+	// A span is one session's time on one node: until its next carry-over
+	// (seg counts them).
 	type key struct {
-		sess int
-		node string
+		sess, seg int
 	}
 	spans := map[key]*span{}
 	for _, r := range rec.receipts {
@@ -222,12 +223,12 @@ func clientOverlaps(rec records) []Violation {
 		if int(r.Chat) >= len(rec.chats) {
 			continue
 		}
-		node := s.Node
+		node, seg := s.Node, 0
 		if rec.joined != nil {
 			node = ""
-			for _, y := range s.Yous {
+			for i, y := range s.Yous {
 				if y.At <= r.At {
-					node = rec.joined[y.ID]
+					node, seg = rec.joined[y.ID], i
 				}
 			}
 		} else if s.Moved != 0 && r.At >= s.Moved {
@@ -237,7 +238,7 @@ func clientOverlaps(rec records) []Violation {
 			continue
 		}
 		sent := rec.chats[r.Chat].Sent
-		k := key{s.ID, node}
+		k := key{s.ID, seg}
 		sp := spans[k]
 		if sp == nil {
 			spans[k] = &span{s: s, node: node, min: sent, max: sent, n: 1}

@@ -123,11 +123,15 @@ func TestClientOverlaps(t *testing.T) {
 			[]receipt{{Chat: 1, Sess: 1, At: 1}, {Chat: 5, Sess: 1, At: 5}, {Chat: 4, Sess: 2, At: 4}, {Chat: 6, Sess: 2, At: 6}}, 0},
 		{"carried, then split", []session{{ID: 1, Room: "r", Node: "n1", Yous: []you{{"a", 0}, {"c", 3 * sec}}}, {ID: 2, Client: 1, Room: "r", Node: "n1", Yous: []you{{"b", 0}}}},
 			[]receipt{{Chat: 1, Sess: 1, At: sec}, {Chat: 4, Sess: 1, At: 4 * sec}, {Chat: 7, Sess: 1, At: 7 * sec}, {Chat: 5, Sess: 2, At: 5 * sec}, {Chat: 6, Sess: 2, At: 6 * sec}}, 1},
+		// Carried to n2 and back to n1: its two times on n1 are apart, and
+		// the other session's time on n2 falls between them.
+		{"carried there and back", []session{{ID: 1, Room: "r", Node: "n1", Yous: []you{{"a", 0}, {"c", 3 * sec}, {"d", 6 * sec}}}, {ID: 2, Client: 1, Room: "r", Node: "n2", Yous: []you{{"c2", 0}}}},
+			[]receipt{{Chat: 1, Sess: 1, At: sec}, {Chat: 4, Sess: 1, At: 4 * sec}, {Chat: 7, Sess: 1, At: 7 * sec}, {Chat: 4, Sess: 2, At: 4 * sec}, {Chat: 5, Sess: 2, At: 5 * sec}}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := recs(tc.sessions, chats, tc.receipts, nil)
 			if tc.sessions[0].Yous != nil {
-				r.joined = map[string]string{"a": "n1", "b": "n1", "c": "n2"}
+				r.joined = map[string]string{"a": "n1", "b": "n1", "c": "n2", "c2": "n2", "d": "n1"}
 			}
 			got := clientOverlaps(r)
 			if len(got) != tc.want {

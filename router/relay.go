@@ -74,6 +74,7 @@ type relay struct {
 	moveReq   atomic.Bool
 	switching atomic.Bool
 	upFailed  atomic.Bool
+	aborted   atomic.Bool // the relay dropped both connections itself
 	carries   int       // carry-overs in quick succession
 	lastCarry time.Time // when the last one ended
 	// expect is the number of clients the room had on the owner that let
@@ -243,8 +244,8 @@ func (rl *relay) session() (carry bool) {
 	}
 	// Why the sidecar's connection ended: whether the room continues
 	// elsewhere.
-	moved := res == pumpMoved || rl.moveReq.Load() ||
-		((res == pumpEOF || res == pumpError || rl.upFailed.Load()) && !rl.out.closed && rl.ending.Load() == 0)
+	moved := !rl.aborted.Load() && (res == pumpMoved || rl.moveReq.Load() ||
+		((res == pumpEOF || res == pumpError || rl.upFailed.Load()) && !rl.out.closed && rl.ending.Load() == 0))
 	switch {
 	case res == pumpWriteFailed:
 		// The client does not read (or a stop cut a write short: no
@@ -515,7 +516,10 @@ func (rl *relay) move() {
 }
 
 // abort drops both connections.
-func (rl *relay) abort() { rl.closeBoth() }
+func (rl *relay) abort() {
+	rl.aborted.Store(true)
+	rl.closeBoth()
+}
 
 func (rl *relay) closeBoth() {
 	rl.client.Close()
