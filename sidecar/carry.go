@@ -14,8 +14,9 @@ import (
 // carried client's join the room's client messages are held, in the order
 // they came, and passed on once every client expected is back, or at the
 // latest carryHold after that first join (carryHoldUnknown when the count
-// is not known, or maxHeldMsgs messages). Joins are not held: the monolith
-// gets every carried join before any message held meanwhile.
+// is not known, or maxHeldMsgs messages). A client is back when the
+// monolith has completed its join (its "you": joins are asynchronous
+// there). Joins are not held.
 const (
 	carryHold        = 2 * time.Second
 	carryHoldUnknown = 500 * time.Millisecond
@@ -28,7 +29,7 @@ type heldMsg struct {
 	bp *[]byte
 }
 
-// carriedJoin counts the join of carried client c, which expects the room
+// carriedJoin notes the join of a carried client, which expects the room
 // to have had expect clients (0: unknown), and holds the room's client
 // messages from the first one on. s.mu is held.
 func (s *Sidecar) carriedJoin(rm *room, expect int) {
@@ -36,7 +37,6 @@ func (s *Sidecar) carriedJoin(rm *room, expect int) {
 		return
 	}
 	rm.carriedExpect = max(rm.carriedExpect, expect)
-	rm.carriedBack++
 	if !rm.carryWave {
 		rm.carryWave = true
 		hold := carryHoldUnknown
@@ -52,6 +52,20 @@ func (s *Sidecar) carriedJoin(rm *room, expect int) {
 			s.releaseHeld(rm)
 		})}
 	}
+}
+
+// carriedBack counts carried client c back: the monolith has completed its
+// join (its "you"; the join is asynchronous there, and a message passed on
+// before it completes would not reach it), or it is gone. The room's held
+// messages go on once every client expected is back. s.mu is held.
+func (s *Sidecar) carriedBack(c *client) {
+	if !c.carried {
+		return
+	}
+	c.carried = false
+	rm := c.rm
+	delete(rm.carried, c.id)
+	rm.carriedBack++
 	if rm.carriedExpect > 0 && rm.carriedBack >= rm.carriedExpect {
 		s.releaseHeld(rm)
 	}

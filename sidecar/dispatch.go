@@ -118,12 +118,11 @@ func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
 				s.roomLoaded(c.rm)
 			}
 			c.synced = true
+			c.send(m.Payload)
 			if c.carried && ott.IsYou(m.Payload) {
 				// The last message of its join sequence.
-				delete(c.rm.carried, c.id)
-				c.carried = false
+				s.carriedBack(c)
 			}
-			c.send(m.Payload)
 			if s.serves != nil {
 				c.rm.served()
 			}
@@ -191,6 +190,7 @@ func (s *Sidecar) onKick(k *ott.Kick) {
 	}
 	c.kicked = true
 	rm := c.rm
+	s.carriedBack(c) // its join failed: not waited for
 	if rm.moving && rm.unloadSent && k.Reason == ott.CloseAway {
 		// The unload's kick (the monolith has handled what the client
 		// sent before it): the room continues elsewhere.
@@ -526,7 +526,9 @@ func (s *Sidecar) removeClient(c *client) {
 	rm := c.rm
 	_, joined := rm.clients[c]
 	delete(rm.clients, c)
-	delete(rm.carried, c.id)
+	if joined {
+		s.carriedBack(c) // gone: not waited for
+	}
 	if len(rm.clients) == 0 {
 		rm.seenSince = 0
 	}
