@@ -463,6 +463,10 @@ func (e *env) figDrain(ctx context.Context, f *Figure) error {
 		f.add(peer, "not served again", float64(res.failed), "clients")
 		f.add(peer, "chats checked", float64(res.checked), "deliveries")
 		f.add(peer, "chats lost", float64(res.lost), "deliveries")
+		f.add(peer, "router carry-overs", res.carries, "clients")
+		for _, w := range res.carryWithin {
+			f.add(peer, fmt.Sprintf("close to new owner <= %v", time.Duration(w[0]*float64(time.Second))), 100*w[1], "%")
+		}
 		f.goal(fmt.Sprintf("chat-load drain of %d clients: closes seen", r*k), float64(res.closed+res.failed), 0, "clients", true)
 		f.goal("chat-load drain pause p99 (nothing pending)", percentileMS(res.pauses, 99), 250, "ms", true)
 		f.goal("chat-load drain: chats lost", float64(res.lost), 0, "deliveries", true)
@@ -604,6 +608,11 @@ type chatDrained struct {
 	// never received.
 	checked, lost int
 	firstLoss     string
+	// The router's carry-overs, and the share of them whose old owner's
+	// close was followed by the new owner's connection within each bound
+	// (seconds).
+	carries     float64
+	carryWithin [][2]float64
 }
 
 // chatter is one client of a chat-load drain: it chats on its connection
@@ -797,7 +806,23 @@ func (e *env) chatDrain(ctx context.Context, rooms, size int) (*chatDrained, err
 	if len(out.pauses) == 0 {
 		return nil, fmt.Errorf("no client was carried over: %w", out.firstErr)
 	}
+	// The router's own measure of each carry-over: from the old owner's
+	// close to the new owner's connection, read off its histogram.
+	url := "http://" + c.Routers[0].AdminAddr + "/metrics"
+	if n, err := metric(url, "roomlb_router_carry_seconds_count"); err == nil && n > 0 {
+		out.carries = n
+		for _, le := range []string{"0.1", "0.25", "0.5", "1"} {
+			if k, err := metric(url, `roomlb_router_carry_seconds_bucket{le="`+le+`"}`); err == nil {
+				out.carryWithin = append(out.carryWithin, [2]float64{mustFloat(le), k / n})
+			}
+		}
+	}
 	return out, nil
+}
+
+func mustFloat(s string) float64 {
+	f, _ := strconv.ParseFloat(s, 64)
+	return f
 }
 
 // read reads the chatter's connection until it ends, recording the stamps
