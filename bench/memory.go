@@ -38,7 +38,7 @@ func (e *env) figMemory(ctx context.Context, f *Figure) error {
 	}
 	f.goal("RSS per idle connection, worst of router and sidecar", worst, 16, "KiB", true)
 	f.note("RSS includes the Go runtime's headroom (garbage not yet collected, freed memory not yet returned, stacks). " +
-		"heap in use (go_memstats_heap_inuse_bytes of the process's /metrics) counts allocated spans, touched or not. " +
+		"heap in use (go_memstats_heap_inuse_bytes of the process's /metrics) counts allocated spans, touched or not; stacks (go_memstats_stack_inuse_bytes) the goroutine stacks. " +
 		"The kernel's socket and pipe buffers are not in RSS.")
 	return nil
 }
@@ -101,9 +101,10 @@ func (e *env) idlePhase(ctx context.Context, f *Figure, through string) (float64
 		return 0, err
 	}
 	fds0 := countFDs(p.pid)
-	heap0 := 0.0
+	heap0, stack0 := 0.0, 0.0
 	if metrics != "" {
 		heap0, _ = metric(metrics, "go_memstats_heap_inuse_bytes")
+		stack0, _ = metric(metrics, "go_memstats_stack_inuse_bytes")
 	}
 	var workers []*workerProc
 	defer func() {
@@ -173,6 +174,9 @@ func (e *env) idlePhase(ctx context.Context, f *Figure, through string) (float64
 		if metrics != "" {
 			if h, err := metric(metrics, "go_memstats_heap_inuse_bytes"); err == nil {
 				f.add(through, "heap in use per conn, "+label, (h-heap0)/float64(open)/1024, "KiB")
+			}
+			if st, err := metric(metrics, "go_memstats_stack_inuse_bytes"); err == nil {
+				f.add(through, "stacks per conn, "+label, (st-stack0)/float64(open)/1024, "KiB")
 			}
 		}
 		e.logf("figure 4: %s holds %d connections", through, open)

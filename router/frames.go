@@ -99,9 +99,12 @@ type frameFilter struct {
 	recent  []sentMsg
 	keepMsg bool
 	frag    bool
-	// seqBefore and fragBefore are seq and frag before the current chunk.
+	// seqBefore, fragBefore, lead and authBefore are what the current
+	// chunk found (see scan and fail).
 	seqBefore  int
 	fragBefore bool
+	lead       []byte
+	authBefore bool
 	// failed: a write to the sidecar failed. replay holds what was not
 	// surely written, from a frame boundary on, and every chunk since;
 	// overflow says it outgrew maxReplay.
@@ -259,20 +262,33 @@ func (f *frameFilter) ended(frame []byte) {
 // write fails it keeps what was not surely written (see takeReplay) and
 // returns errUpstreamFailed; so it does for every later chunk.
 func (f *frameFilter) filter(b []byte, write func([]byte) error) error {
+	tail, err := f.scan(b, write)
+	if err == nil && len(tail) > 0 && write(tail) != nil {
+		return f.failed2(b)
+	}
+	return err
+}
+
+// scan is filter but for its last write, which it leaves to the caller:
+// it returns the rest of b to write, whole frames and the start of the
+// last. A failed write of it is failed2's. (The relay writes it itself:
+// the common case then runs without scan's frame under the write, which
+// keeps the relay's goroutine stacks small.)
+func (f *frameFilter) scan(b []byte, write func([]byte) error) (tail []byte, err error) {
 	if f.failed {
 		f.keep(b)
-		return errUpstreamFailed
+		return nil, errUpstreamFailed
 	}
 	// What a failed write leaves to replay: the current frame's bytes
 	// from earlier chunks, or its split header, then all of b.
-	var lead []byte
+	f.lead = nil
 	switch {
 	case f.n > 0:
-		lead = f.hdr[:f.n]
+		f.lead = f.hdr[:f.n]
 	case f.left > 0 && !f.drop:
-		lead = f.cur
+		f.lead = f.cur
 	}
-	authBefore := f.auth != nil
+	f.authBefore = f.auth != nil
 	f.seqBefore, f.fragBefore = f.seq, f.frag
 	fs := 0    // where the current frame's bytes in b begin
 	start := 0 // b[start:i] is passed on but not written yet
@@ -282,7 +298,7 @@ func (f *frameFilter) filter(b []byte, write func([]byte) error) error {
 			k := int(min(f.left, int64(len(b)-i)))
 			if f.drop && i > start {
 				if err := write(b[start:i]); err != nil {
-					return f.fail(lead, b, authBefore)
+					return nil, f.failed2(b)
 				}
 			}
 			i += k
@@ -299,7 +315,7 @@ func (f *frameFilter) filter(b []byte, write func([]byte) error) error {
 				h := b[i : i+hl]
 				if badClose(h) {
 					if err := flush(write, b[start:i], protocolClose); err != nil {
-						return f.fail(lead, b, authBefore)
+						return nil, f.failed2(b)
 					}
 					i += hl
 					start = i
@@ -318,7 +334,7 @@ func (f *frameFilter) filter(b []byte, write func([]byte) error) error {
 		// A header split across chunks: hold its bytes until it is whole.
 		if f.n == 0 && i > start {
 			if err := write(b[start:i]); err != nil {
-				return f.fail(lead, b, authBefore)
+				return nil, f.failed2(b)
 			}
 		}
 		for i < len(b) && (f.n < 2 || f.n < headerLen(f.hdr[:f.n])) {
@@ -328,19 +344,19 @@ func (f *frameFilter) filter(b []byte, write func([]byte) error) error {
 		}
 		start = i
 		if f.n < 2 || f.n < headerLen(f.hdr[:f.n]) {
-			return nil // still split: the rest comes with the next chunk
+			return nil, nil // still split: the rest comes with the next chunk
 		}
 		h := f.hdr[:f.n]
 		if badClose(h) {
 			f.n = 0
 			if err := write(protocolClose); err != nil {
-				return f.fail(lead, b, authBefore)
+				return nil, f.failed2(b)
 			}
 			f.left, f.drop, f.closed = 1, true, true
 			continue
 		}
 		if err := write(h); err != nil {
-			return f.fail(lead, b, authBefore)
+			return nil, f.failed2(b)
 		}
 		f.n = 0
 		f.begin(h)
@@ -350,16 +366,14 @@ func (f *frameFilter) filter(b []byte, write func([]byte) error) error {
 			f.ended(nil)
 		}
 	}
-	if i > start {
-		if err := write(b[start:i]); err != nil {
-			return f.fail(lead, b, authBefore)
-		}
-	}
 	if f.left > 0 && !f.drop && !f.big {
 		f.cur = append(f.cur, b[fs:]...)
 	}
-	return nil
+	return b[start:i], nil
 }
+
+// failed2 records a failed write in the chunk b that scan last took.
+func (f *frameFilter) failed2(b []byte) error { return f.fail(f.lead, b, f.authBefore) }
 
 // fail records a failed write in the chunk b: what to replay starts at the
 // frame boundary before b (lead is the part of the frame that b continues)
@@ -465,6 +479,35 @@ func (o *outFilter) heldReason() []byte {
 		return nil
 	}
 	return p[2:]
+}
+
+// whole reports whether chunk b may go on as it is, whole: no close frame
+// starts in it and it does not end in a frame header; then o has followed
+// it. Otherwise o is unchanged, and filter must pass b on. (The common
+// case, taken without the write callback: the relay writes b itself.)
+func (o *outFilter) whole(b []byte) bool {
+	if o.n > 0 || o.cneed > 0 {
+		return false
+	}
+	left := o.left
+	i := 0
+	for {
+		if left > 0 {
+			k := min(left, int64(len(b)-i))
+			i += int(k)
+			left -= k
+		}
+		if i == len(b) {
+			o.left = left
+			return true
+		}
+		hl := headerLen(b[i:])
+		if hl == 0 || hl > len(b)-i || isClose(b[i:i+hl]) {
+			return false
+		}
+		left = payloadLen(b[i : i+hl])
+		i += hl
+	}
 }
 
 // filter passes chunk b on through write. It returns errMoved, having

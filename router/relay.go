@@ -75,8 +75,8 @@ type relay struct {
 	switching atomic.Bool
 	upFailed  atomic.Bool
 	aborted   atomic.Bool // the relay dropped both connections itself
-	carries   int       // carry-overs in quick succession
-	lastCarry time.Time // when the last one ended
+	carries   int         // carry-overs in quick succession
+	lastCarry time.Time   // when the last one ended
 	// expect is the number of clients the room had on the owner that let
 	// it go, as its close said (0: unknown); got is how many of the
 	// client's messages that owner passed on, -1 when it did not say.
@@ -193,55 +193,74 @@ func rawConn(c net.Conn) syscall.RawConn {
 
 // run relays until the WebSocket ends, carrying the client over to its
 // room's next owner whenever its owner lets the room go (see carry.go).
+// Each turn relays between the client and the current sidecar connection
+// until one of them ends (begin, pump, end). The idle relay's goroutine
+// waits in pump, called from here: the shallower its stack, the smaller
+// (the runtime shrinks a parked stack only when a quarter of it is in use).
 func (rl *relay) run() {
-	for rl.session() {
-		if !rl.carry() {
+	for {
+		up := rl.up
+		res := rl.begin(up)
+		if res == pumpStopped {
+			res = rl.pump(1, rl.client, up, rl.urc)
+		}
+		if !rl.end(res, up) || !rl.carry() {
 			return
 		}
 	}
 }
 
-// session relays between the client and the current sidecar connection
-// until one of them ends. It reports true when the client is to be carried
-// over to the room's next owner: the sidecar said the room continues
-// elsewhere, the router saw its owner superseded, or the sidecar's
-// connection ended without a close frame (a crash); and the client can
-// be (see carryable). The old sidecar connection is closed then.
-func (rl *relay) session() (carry bool) {
-	up := rl.up
+// begin starts the client-to-sidecar pump of a turn with up, and passes on
+// what up sent right after its 101; pumpStopped when all is well.
+func (rl *relay) begin(up net.Conn) pumpResult {
 	rl.upDone.Add(1)
-	go func() {
-		defer rl.upDone.Done()
-		switch rl.pump(0, up, rl.client, rl.crc) {
-		case pumpEOF:
-			// The client is done sending: tell the sidecar, let it finish.
-			closeWrite(up)
-			rl.endIn(linger)
-		case pumpUpFailed:
-			// The sidecar's end, which the other direction sees too:
-			// make sure it looks now, and decides.
-			up.SetReadDeadline(time.Unix(1, 0))
-		case pumpStopped:
-		default:
-			if !rl.stopping.Load() && !rl.switching.Load() {
-				rl.abort()
-			}
-		}
-	}()
-	res := pumpStopped
-	if len(rl.early) > 0 {
-		err := rl.out.filter(rl.early, rl.toClient)
-		rl.early = nil
-		switch {
-		case errors.Is(err, errMoved):
-			res = pumpMoved
-		case err != nil:
-			res = pumpWriteFailed
+	go rl.fromClient(up)
+	if len(rl.early) == 0 {
+		return pumpStopped
+	}
+	err := rl.out.filter(rl.early, rl.toClient)
+	rl.early = nil
+	switch {
+	case errors.Is(err, errMoved):
+		return pumpMoved
+	case err != nil:
+		return pumpWriteFailed
+	}
+	return pumpStopped
+}
+
+// fromClient is a turn's client-to-sidecar pump, on a goroutine of its own.
+func (rl *relay) fromClient(up net.Conn) {
+	rl.clientEnded(rl.pump(0, up, rl.client, rl.crc), up)
+	rl.upDone.Done()
+}
+
+// clientEnded acts on why the client-to-sidecar pump stopped.
+func (rl *relay) clientEnded(res pumpResult, up net.Conn) {
+	switch res {
+	case pumpEOF:
+		// The client is done sending: tell the sidecar, let it finish.
+		closeWrite(up)
+		rl.endIn(linger)
+	case pumpUpFailed:
+		// The sidecar's end, which the other direction sees too: make
+		// sure it looks now, and decides.
+		up.SetReadDeadline(time.Unix(1, 0))
+	case pumpStopped:
+	default:
+		if !rl.stopping.Load() && !rl.switching.Load() {
+			rl.abort()
 		}
 	}
-	if res == pumpStopped {
-		res = rl.pump(1, rl.client, up, rl.urc)
-	}
+}
+
+// end finishes a turn whose sidecar-to-client pump stopped with res. It
+// reports true when the client is to be carried over to the room's next
+// owner: the sidecar said the room continues elsewhere, the router saw its
+// owner superseded, or the sidecar's connection ended without a close frame
+// (a crash); and the client can be (see carryable). The old sidecar
+// connection up is closed then.
+func (rl *relay) end(res pumpResult, up net.Conn) (carry bool) {
 	// Why the sidecar's connection ended: whether the room continues
 	// elsewhere.
 	moved := !rl.aborted.Load() && (res == pumpMoved || rl.moveReq.Load() ||
@@ -315,6 +334,7 @@ const (
 	pumpWriteFailed                   // writing to the client failed
 	pumpUpFailed                      // writing to the sidecar failed
 	pumpMoved                         // the sidecar's close frame says the room moves
+	pumpGoOn                          // (step) wait for more
 )
 
 // pump copies src to dst until src ends, an error, the relay goes idle,
@@ -330,68 +350,109 @@ func (rl *relay) pump(dir int, dst, src net.Conn, rc syscall.RawConn) pumpResult
 			err = waitReadable(rc)
 		}
 		if err == nil {
-			bp := relayBufs.Get().(*[]byte)
-			var n int
-			n, err = src.Read(*bp)
-			if n > 0 {
-				if rl.idle > 0 {
-					rl.last.Store(time.Now().UnixNano())
-				}
-				var werr error
-				if dir == 0 {
-					werr = rl.in.filter((*bp)[:n], rl.toUp)
-				} else {
-					werr = rl.out.filter((*bp)[:n], rl.toClient)
-				}
-				relayBufs.Put(bp)
-				switch {
-				case werr == nil:
-				case dir == 0:
-					rl.upFailed.Store(true)
-					return pumpUpFailed
-				case errors.Is(werr, errMoved):
-					return pumpMoved
-				default:
-					return pumpWriteFailed
-				}
-				if rl.idle > 0 {
-					// A write that took long (a slow reader, within
-					// WriteTimeout) was activity too.
-					rl.last.Store(time.Now().UnixNano())
-				}
-			} else {
-				relayBufs.Put(bp)
-			}
-			switch {
-			case err == nil:
-				continue
-			case errors.Is(err, io.EOF):
-				return pumpEOF
+			err = rl.copyOnce(dir, src)
+		}
+		if err != nil {
+			if res := rl.pumpErr(dir, src, err); res != pumpGoOn {
+				return res
 			}
 		}
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			return pumpError
-		}
-		// A deadline: a stop, the relay's end, idleness, a carry-over.
-		now := time.Now().UnixNano()
-		if dir == 1 && (rl.stopping.Load() || rl.moveReq.Load() || rl.upFailed.Load()) {
-			return pumpStopped
-		}
-		if dir == 0 && rl.switching.Load() {
-			return pumpStopped
-		}
-		if dir == 0 {
-			rl.in.prune(now)
-		}
-		if e := rl.ending.Load(); e != 0 && now >= e {
-			return pumpStopped
-		}
-		if rl.idle > 0 && now >= rl.last.Load()+int64(rl.idle) {
-			rl.abort() // both directions silent for rl.idle
-			return pumpStopped
-		}
-		rl.arm(dir, src)
 	}
+}
+
+// The pump's outcomes, as errors from copyOnce.
+var (
+	errPumpWrite = errors.New("router: writing to the client failed")
+	errPumpUp    = errors.New("router: writing to the sidecar failed")
+)
+
+// copyOnce reads what src has and passes it on in direction dir; it returns
+// the read's error, or errMoved, errPumpWrite or errPumpUp. (Out of pump,
+// as pumpErr: an idle relay's goroutines wait in pump, and the smaller the
+// frames they wait and write under, the smaller their stacks: the runtime
+// shrinks a parked stack only when less than a quarter of it is in use.)
+func (rl *relay) copyOnce(dir int, src net.Conn) error {
+	bp := relayBufs.Get().(*[]byte)
+	n, err := src.Read(*bp)
+	if n > 0 {
+		if rl.idle > 0 {
+			rl.last.Store(time.Now().UnixNano())
+		}
+		if werr := rl.pass(dir, (*bp)[:n]); werr != nil {
+			err = werr
+		} else if rl.idle > 0 {
+			// A write that took long (a slow reader, within
+			// WriteTimeout) was activity too.
+			rl.last.Store(time.Now().UnixNano())
+		}
+	}
+	relayBufs.Put(bp)
+	return err
+}
+
+// pass passes b on in direction dir: nil, errMoved, errPumpWrite or
+// errPumpUp.
+func (rl *relay) pass(dir int, b []byte) error {
+	switch {
+	case dir == 0:
+		tail, err := rl.in.scan(b, rl.toUp)
+		if err == nil && len(tail) > 0 && rl.toUp(tail) != nil {
+			err = rl.in.failed2(b)
+		}
+		if err != nil {
+			return errPumpUp
+		}
+	case rl.out.whole(b):
+		if rl.write(rl.client, b) != nil {
+			return errPumpWrite
+		}
+	default:
+		if err := rl.out.filter(b, rl.toClient); err != nil {
+			if err == errMoved {
+				return errMoved
+			}
+			return errPumpWrite
+		}
+	}
+	return nil
+}
+
+// pumpErr is what pump makes of err: a result, or pumpGoOn after a
+// deadline that ends nothing (the read deadline set again).
+func (rl *relay) pumpErr(dir int, src net.Conn, err error) pumpResult {
+	switch {
+	case err == errMoved:
+		return pumpMoved
+	case err == errPumpWrite:
+		return pumpWriteFailed
+	case err == errPumpUp:
+		rl.upFailed.Store(true)
+		return pumpUpFailed
+	case errors.Is(err, io.EOF):
+		return pumpEOF
+	case !errors.Is(err, os.ErrDeadlineExceeded):
+		return pumpError
+	}
+	// A deadline: a stop, the relay's end, idleness, a carry-over.
+	now := time.Now().UnixNano()
+	if dir == 1 && (rl.stopping.Load() || rl.moveReq.Load() || rl.upFailed.Load()) {
+		return pumpStopped
+	}
+	if dir == 0 && rl.switching.Load() {
+		return pumpStopped
+	}
+	if dir == 0 {
+		rl.in.prune(now)
+	}
+	if e := rl.ending.Load(); e != 0 && now >= e {
+		return pumpStopped
+	}
+	if rl.idle > 0 && now >= rl.last.Load()+int64(rl.idle) {
+		rl.abort() // both directions silent for rl.idle
+		return pumpStopped
+	}
+	rl.arm(dir, src)
+	return pumpGoOn
 }
 
 // waitReadable waits, holding no buffer, until rc has bytes to read, its
