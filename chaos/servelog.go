@@ -10,22 +10,17 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/roomlb/roomlb/sidecar"
 )
 
-// serveLine is one line of a sidecar's --serve-log: node served room under
-// epoch from First to Last (wall-clock Unix ns of the first and last client
-// frame forwarded to the monolith or room message delivered to a client,
-// since the node's previous line for that room and epoch).
-// A line with Client is a join: node joined that client id to room at
-// First.
-type serveLine struct {
-	Node   string `json:"node"`
-	Room   string `json:"room"`
-	Epoch  int64  `json:"epoch"`
-	First  int64  `json:"first"`
-	Last   int64  `json:"last"`
-	Client string `json:"client,omitempty"`
-}
+// serveLine is one line of a sidecar's --serve-log (sidecar.ServeRecord):
+// node served room under epoch from First to Last (wall-clock Unix ns of
+// the first and last client frame forwarded to the monolith or room message
+// delivered to a client, since the node's previous line for that room and
+// epoch). A line with Client is a join: node joined that client id to room
+// at First.
+type serveLine = sidecar.ServeRecord
 
 // joinedAt maps the client ids of the join lines to their node.
 func joinedAt(lines []serveLine) map[string]string {

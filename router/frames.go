@@ -72,10 +72,9 @@ var errUpstreamFailed = errors.New("router: writing to the sidecar failed")
 // frameFilter follows the frames of a client's stream, one chunk at a time.
 // A frame header split across chunks is held back until it is whole.
 type frameFilter struct {
-	hdr  [maxFrameHeader]byte
-	n    int   // bytes of a split header held in hdr
-	left int64 // payload bytes of the current frame still to come
-	drop bool  // the current frame's payload is not passed on
+	splitHeader       // a header split across chunks (n bytes held)
+	left        int64 // payload bytes of the current frame still to come
+	drop        bool  // the current frame's payload is not passed on
 
 	// What a carry-over needs. cur holds the bytes of the current frame
 	// passed on in earlier chunks (copied at the end of a chunk the frame
@@ -130,6 +129,29 @@ func headerLen(b []byte) int {
 		n += 4
 	}
 	return n
+}
+
+// splitHeader holds the bytes of a frame header split across chunks.
+type splitHeader struct {
+	hdr [maxFrameHeader]byte
+	n   int
+}
+
+// fill takes bytes of b from i on into the header until it is whole; it
+// returns where it stopped in b and the header once whole (nil while it is
+// still split: the rest comes with the next chunk). It then holds nothing.
+func (sh *splitHeader) fill(b []byte, i int) (int, []byte) {
+	for i < len(b) && (sh.n < 2 || sh.n < headerLen(sh.hdr[:sh.n])) {
+		sh.hdr[sh.n] = b[i]
+		sh.n++
+		i++
+	}
+	if sh.n < 2 || sh.n < headerLen(sh.hdr[:sh.n]) {
+		return i, nil
+	}
+	h := sh.hdr[:sh.n]
+	sh.n = 0
+	return i, h
 }
 
 // payloadLen is the payload length of the whole frame header h.
@@ -337,18 +359,13 @@ func (f *frameFilter) scan(b []byte, write func([]byte) error) (tail []byte, err
 				return nil, f.failed2(b)
 			}
 		}
-		for i < len(b) && (f.n < 2 || f.n < headerLen(f.hdr[:f.n])) {
-			f.hdr[f.n] = b[i]
-			f.n++
-			i++
-		}
+		var h []byte
+		i, h = f.fill(b, i)
 		start = i
-		if f.n < 2 || f.n < headerLen(f.hdr[:f.n]) {
+		if h == nil {
 			return nil, nil // still split: the rest comes with the next chunk
 		}
-		h := f.hdr[:f.n]
 		if badClose(h) {
-			f.n = 0
 			if err := write(protocolClose); err != nil {
 				return nil, f.failed2(b)
 			}
@@ -358,7 +375,6 @@ func (f *frameFilter) scan(b []byte, write func([]byte) error) (tail []byte, err
 		if err := write(h); err != nil {
 			return nil, f.failed2(b)
 		}
-		f.n = 0
 		f.begin(h)
 		f.cur = append(f.cur, h...)
 		fs = i
@@ -453,9 +469,8 @@ var errMoved = errors.New("router: the room continues elsewhere")
 // before it goes on, so that a close with code CloseServiceRestart (the
 // room moves) can be held back while the relay carries the client over.
 type outFilter struct {
-	hdr  [maxFrameHeader]byte
-	n    int   // bytes of a split header held in hdr
-	left int64 // payload bytes of the current frame still to come
+	splitHeader       // a header split across chunks (n bytes held)
+	left        int64 // payload bytes of the current frame still to come
 
 	// A close frame being gathered: cf[:cn] of cneed bytes.
 	cf     [maxFrameHeader + 125]byte
@@ -566,17 +581,12 @@ func (o *outFilter) filter(b []byte, write func([]byte) error) error {
 				return err
 			}
 		}
-		for i < len(b) && (o.n < 2 || o.n < headerLen(o.hdr[:o.n])) {
-			o.hdr[o.n] = b[i]
-			o.n++
-			i++
-		}
+		var h []byte
+		i, h = o.fill(b, i)
 		start = i
-		if o.n < 2 || o.n < headerLen(o.hdr[:o.n]) {
+		if h == nil {
 			return nil
 		}
-		h := o.hdr[:o.n]
-		o.n = 0
 		if pl := payloadLen(h); isClose(h) && pl <= 125 {
 			o.cn = copy(o.cf[:], h)
 			o.cneed = len(h) + int(pl)
