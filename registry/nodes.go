@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"math"
@@ -40,6 +41,10 @@ type Node struct {
 	Version  string
 	// Started is when the sidecar started.
 	Started time.Time
+	// Session names one continuous life of the node's heartbeat key: Beat
+	// gives a new key this id (a random one when empty) and leaves an
+	// existing key's alone. Node and Nodes report the key's.
+	Session string
 }
 
 // Heartbeat registers the node or refreshes it; the node counts as alive for
@@ -63,6 +68,11 @@ type BeatResult struct {
 	// Recovery is what is left of the recovery window after such a loss
 	// (0: none).
 	Recovery time.Duration
+	// Session is the node key's session after the heartbeat. A node that
+	// knew another one learns that its key lapsed meanwhile: for a moment
+	// any router could steal its rooms, so none of the rooms it held under
+	// the old session may be served any more.
+	Session string
 }
 
 // Beat is Heartbeat, and reports what the heartbeat learned. A heartbeat
@@ -79,9 +89,13 @@ func (r *Registry) Beat(ctx context.Context, n Node, ttl time.Duration) (BeatRes
 		return BeatResult{}, fmt.Errorf("registry: node %s: unknown state %q", n.ID, n.State)
 	}
 	load := strconv.FormatFloat(n.Load, 'f', -1, 64)
+	if n.Session == "" {
+		n.Session = rand.Text()
+	}
 	a, err := toReply(lua.Heartbeat.Run(ctx, r.rdb,
 		[]string{r.nodeKey(n.ID), r.nodesKey(), r.generationKey(), r.recoveryKey()},
 		n.ID, ms(ttl), load, r.Channel(), string(n.State), ms(max(ttl, r.recovery)),
+		n.Session,
 		"addr", n.Addr,
 		"region", n.Region,
 		"rooms", n.Rooms,
@@ -97,6 +111,7 @@ func (r *Registry) Beat(ctx context.Context, n Node, ttl time.Duration) (BeatRes
 		Fresh:      a.int(0) == 1,
 		Generation: a.str(1),
 		Recovery:   time.Duration(a.int(2)) * time.Millisecond,
+		Session:    a.str(3),
 	}, nil
 }
 
@@ -220,6 +235,7 @@ func parseNode(id string, h map[string]string) Node {
 		Region:  h["region"],
 		State:   NodeState(h["state"]),
 		Version: h["version"],
+		Session: h["session"],
 	}
 	n.Rooms, _ = strconv.Atoi(h["rooms"])
 	n.Clients, _ = strconv.Atoi(h["clients"])

@@ -572,6 +572,10 @@ func TestNodes(t *testing.T) {
 		t.Fatalf("live nodes by load = %v, want [node-b node-a node-c]", ids)
 	}
 	a := nodes[1]
+	if a.Session == "" {
+		t.Fatalf("node-a has no session")
+	}
+	a.Session = ""
 	want := Node{ID: "node-a", Addr: "127.0.0.1:7001", Region: "ewr", State: StateActive, Rooms: 10, Clients: 50, Load: 0.5, Capacity: 100, Version: "dev", Started: started}
 	if a != want {
 		t.Fatalf("node-a = %+v, want %+v", a, want)
@@ -790,6 +794,47 @@ func TestBeatReportsLostKey(t *testing.T) {
 	b, err := r.Beat(ctx, n, time.Second)
 	if err != nil || !b.Fresh || b.Generation == gen || b.Recovery <= 0 || b.Recovery > time.Second {
 		t.Fatalf("beat after a restart without persistence: %+v, %v; want fresh, a new generation, a recovery window of at most 1s", b, err)
+	}
+}
+
+// A node key keeps the session it was created with for as long as it
+// lives, whatever later heartbeats propose; a key created again (it
+// expired, or was deleted) takes the session its creator proposed, so the
+// node learns that it lapsed in between.
+func TestBeatSession(t *testing.T) {
+	r, _ := newRegistry(t)
+	ctx := context.Background()
+	beat := func(session string) string {
+		t.Helper()
+		b, err := r.Beat(ctx, Node{ID: "node-a", Addr: "127.0.0.1:1", Session: session}, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.Session
+	}
+	if got := beat("one"); got != "one" {
+		t.Fatalf("first beat: session %q, want one", got)
+	}
+	if got := beat("two"); got != "one" {
+		t.Fatalf("second beat: session %q, want one (the key's)", got)
+	}
+	if n, err := r.Node(ctx, "node-a"); err != nil || n.Session != "one" {
+		t.Fatalf("Node: %+v, %v; want session one", n, err)
+	}
+	if err := r.Deregister(ctx, "node-a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := beat("three"); got != "three" {
+		t.Fatalf("beat after the key was gone: session %q, want three", got)
+	}
+	if got := beat(""); got != "three" {
+		t.Fatalf("beat with no session: %q, want three", got)
+	}
+	if err := r.Deregister(ctx, "node-a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := beat(""); got == "" || got == "three" {
+		t.Fatalf("new key without a proposed session: %q, want a fresh random one", got)
 	}
 }
 

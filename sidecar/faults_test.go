@@ -240,6 +240,72 @@ func TestHeartbeatLossFences(t *testing.T) {
 	srv.Start() // so that the sidecar can deregister when the test ends
 }
 
+// A heartbeat that reaches Redis after the node's key expired (a slow
+// link: it was sent in time) creates the key again. In between, a router
+// may have stolen the node's rooms; the late heartbeat must not make them
+// valid here again. Here the key is deleted, a room stolen, and the next
+// heartbeat goes through: at its return the room must no longer be served.
+// Without the session check the heartbeat moved the deadline on and the
+// node served the stolen room alongside its new owner until the next
+// renewal found it lost (1.1-2.0 s in a 30-minute chaos run).
+func TestLapsedHeartbeatRevivesNoRoom(t *testing.T) {
+	reg, srv := newTestRegistry(t)
+	mono := startFake(t, srv)
+	sc := startSidecar(t, reg, "node-a", mono.BalancerAddr(), func(c *Config) {
+		c.LeaseTTL = time.Minute
+		c.HeartbeatTTL = time.Second
+	})
+	createRoom(t, sc.Addr(), "Harbour")
+	cl, _, err := dial(t, sc.Addr(), "harbour", grant(t, sc.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.next("you", 5*time.Second)
+	ctx := context.Background()
+	before, err := reg.Owner(ctx, "harbour")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The key lapses and a router steals the room for node-b, while the
+	// node's own heartbeats wait.
+	sc.beatMu.Lock()
+	err = reg.Deregister(ctx, "node-a")
+	var stolen registry.Lease
+	if err == nil {
+		stolen, err = reg.Steal(ctx, "harbour", "node-a", "node-b", time.Minute)
+	}
+	sc.beatMu.Unlock()
+	if err != nil || stolen.Epoch <= before.Epoch {
+		t.Fatalf("steal: %+v, %v", stolen, err)
+	}
+	// The late heartbeat (or the node's own, if it came first).
+	if up, err := sc.beat(ctx); !up || err != nil {
+		t.Fatalf("beat: up %v, %v", up, err)
+	}
+	sc.mu.Lock()
+	rm := sc.rooms["harbour"]
+	served := rm != nil && rm.valid(sc.now())
+	sc.mu.Unlock()
+	if served {
+		t.Fatalf("node-a still serves room harbour at epoch %d after node-b stole it at epoch %d", before.Epoch, stolen.Epoch)
+	}
+	if code := cl.closeCode(5 * time.Second); code != contract.CloseServiceRestart {
+		t.Fatalf("client closed with %d, want %d", code, contract.CloseServiceRestart)
+	}
+	// The new life of the key serves new claims as before.
+	createRoom(t, sc.Addr(), "Lagoon")
+	cl2, _, err := dial(t, sc.Addr(), "lagoon", grant(t, sc.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl2.next("you", 5*time.Second)
+	cl2.Chat("still here")
+	if m := cl2.next("chat", 5*time.Second); m["text"] != "still here" {
+		t.Fatalf("chat in a room claimed after the lapse: %v", m)
+	}
+}
+
 // Redis lost its data (FLUSHALL, or a restart without persistence): the
 // owner keeps its room, at a new epoch, and its client is not
 // disturbed, while another node asked for the room at once (a router placed

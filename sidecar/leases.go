@@ -18,8 +18,6 @@ func (s *Sidecar) renewLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			s.renew(ctx)
-		case <-s.renewNow:
-			s.renew(ctx)
 		case <-s.reclaimNow:
 		}
 		s.reclaim(ctx)

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"sync"
 	"time"
@@ -53,8 +54,33 @@ func (s *Sidecar) heartbeatLoop(ctx context.Context) {
 	}
 }
 
+// heartbeat is one life of the node's heartbeat key in Redis as this node
+// knows it. Values are never changed once stored in Sidecar.hb.
+type heartbeat struct {
+	// life counts the lives of the key this node has seen end; rooms are
+	// bound to the one they were claimed in (room.life).
+	life uint64
+	// session is the key's session (registry.Node.Session); "" before the
+	// first heartbeat and after a deregistration.
+	session string
+	// until is the lease clock time until which the key surely exists:
+	// the last successful heartbeat's send time plus its TTL less a tenth;
+	// 0 when there is none. Past it a router may steal this node's rooms,
+	// so no room is served then.
+	until int64
+}
+
 // beat sends one heartbeat when the monolith link is up (up reports
-// whether it was) and moves heartbeatUntil on when it succeeds.
+// whether it was) and moves the heartbeat's deadline on when it succeeds.
+//
+// A heartbeat sent before the deadline may reach Redis after the key
+// expired (a slow link): it creates the key again, and in between a router
+// may have stolen any of the node's rooms. So the deadline moves on only
+// within one life of the key, told by its session: a heartbeat that finds
+// another session starts a new life, and the rooms of the old one are
+// fenced, never served again. (After a loss of the whole registry the
+// generation changes too; then the rooms are re-claimed instead, see
+// registryLost.)
 func (s *Sidecar) beat(ctx context.Context) (up bool, err error) {
 	s.beatMu.Lock()
 	defer s.beatMu.Unlock()
@@ -62,11 +88,14 @@ func (s *Sidecar) beat(ctx context.Context) (up bool, err error) {
 	if !up || s.deregistered.Load() {
 		return false, nil
 	}
+	prev := s.hb.Load()
+	n.Session = rand.Text()
 	sent := time.Now()
 	res, err := s.reg.Beat(ctx, n, s.cfg.HeartbeatTTL)
 	if err != nil {
 		return true, err
 	}
+	next := heartbeat{life: prev.life, session: res.Session, until: prev.until}
 	switch {
 	case s.generation != "" && res.Generation != s.generation:
 		// Redis lost the registry (a restart without persistence, a
@@ -74,24 +103,33 @@ func (s *Sidecar) beat(ctx context.Context) (up bool, err error) {
 		// it may be served only as long as the last heartbeat of the old
 		// generation allows, which other nodes' claims wait out.
 		s.log.Warn("sidecar: Redis lost the registry: re-claiming every room", "generation", res.Generation, "recovery", res.Recovery)
-		s.registryLost(s.heartbeatUntil.Load())
-	case res.Fresh && s.heartbeatUntil.Load() > s.at(sent):
-		// The node's key was there a moment ago and is gone (deleted by
-		// hand?): the renewal tells which rooms are still ours.
-		s.log.Warn("sidecar: the node's heartbeat key was gone from Redis; renewing every lease now")
-		select {
-		case s.renewNow <- struct{}{}:
-		default:
-		}
+		s.registryLost(prev.until)
+	case prev.session != "" && res.Session != prev.session:
+		next.life++
+		next.until = 0
+		s.heartbeatLapsed(next.life)
 	}
 	s.generation = res.Generation
-	until := s.at(sent) + int64(s.cfg.HeartbeatTTL-s.cfg.HeartbeatTTL/10)
-	for {
-		cur := s.heartbeatUntil.Load()
-		if until <= cur || s.heartbeatUntil.CompareAndSwap(cur, until) {
-			return true, nil
+	next.until = max(next.until, s.at(sent)+int64(s.cfg.HeartbeatTTL-s.cfg.HeartbeatTTL/10))
+	s.hb.Store(&next)
+	return true, nil
+}
+
+// heartbeatLapsed fences every room held in a life of the heartbeat key
+// before life: the key was gone from Redis for a moment (it expired while
+// a heartbeat was on its way, or someone deleted it), and a router may
+// have stolen any of them then. beatMu is held.
+func (s *Sidecar) heartbeatLapsed(life uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fenced := 0
+	for _, rm := range s.rooms {
+		if rm.until.Load() != 0 && rm.life.Load() < life {
+			s.fence(rm, "heartbeat")
+			fenced++
 		}
 	}
+	s.log.Warn("sidecar: the node's heartbeat key lapsed in Redis: its rooms may have been taken meanwhile", "fenced", fenced)
 }
 
 // deregister takes the node out of the registry; from then on no room is
@@ -99,7 +137,7 @@ func (s *Sidecar) beat(ctx context.Context) (up bool, err error) {
 func (s *Sidecar) deregister(ctx context.Context) error {
 	s.beatMu.Lock()
 	defer s.beatMu.Unlock()
-	s.heartbeatUntil.Store(0)
+	s.hb.Store(&heartbeat{life: s.hb.Load().life + 1})
 	return s.reg.Deregister(ctx, s.cfg.NodeID)
 }
 
@@ -107,7 +145,7 @@ func (s *Sidecar) deregister(ctx context.Context) error {
 // renewal before a room is claimed: a room claimed by a node without a
 // heartbeat key could be stolen at once.
 func (s *Sidecar) ensureHeartbeat(ctx context.Context) error {
-	if s.heartbeatUntil.Load()-s.now() > int64(s.cfg.HeartbeatTTL/2) {
+	if s.hb.Load().until-s.now() > int64(s.cfg.HeartbeatTTL/2) {
 		return nil
 	}
 	up, err := s.beat(ctx)

@@ -32,10 +32,13 @@ type room struct {
 	// until is the lease clock time (Sidecar.now) after which this node must
 	// not serve the room; 0 before the claim and after the room is fenced.
 	until atomic.Int64
-	// heartbeat is the node's Sidecar.heartbeatUntil: a router may steal
-	// the room once the node's heartbeat key is gone, whatever the lease
-	// says, so the room is served only while both hold.
-	heartbeat *atomic.Int64
+	// hb is the node's Sidecar.hb: a router may steal the room once the
+	// node's heartbeat key is gone, whatever the lease says, so the room is
+	// served only while both hold, and only in the life of the key
+	// (heartbeat.life) it was claimed in: once the key lapsed, a new key
+	// does not give back what may have been stolen meanwhile.
+	hb   *atomic.Pointer[heartbeat]
+	life atomic.Uint64
 	// lastChange is the lease clock time of the last thing seen that may
 	// change a storable property of the room (a client request other than
 	// chat and the like, a sync broadcast carrying one, an HTTP write): the
@@ -138,20 +141,21 @@ func (t *timer) stop() {
 
 func (s *Sidecar) newRoom(key, name string) *room {
 	return &room{
-		heartbeat: &s.heartbeatUntil,
-		key:       key,
-		name:      name,
-		claimed:   make(chan struct{}),
-		clients:   make(map[*client]struct{}),
-		unloaded:  make(chan struct{}),
+		hb:       &s.hb,
+		key:      key,
+		name:     name,
+		claimed:  make(chan struct{}),
+		clients:  make(map[*client]struct{}),
+		unloaded: make(chan struct{}),
 	}
 }
 
 // valid reports whether the lease may be used now: it has not run out and
-// neither has the node's heartbeat.
+// neither has the life of the node's heartbeat key it was claimed in.
 func (r *room) valid(now int64) bool {
 	u := r.until.Load()
-	return u != 0 && now < u && now < r.heartbeat.Load()
+	hb := r.hb.Load()
+	return u != 0 && now < u && now < hb.until && r.life.Load() == hb.life
 }
 
 // invalidReason says why a claimed lease may not be used now, as fence
@@ -213,7 +217,7 @@ func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 		sent     time.Time
 		validFor int64
 	)
-	var seq uint64
+	var seq, life uint64
 	for try := 0; ; try++ {
 		s.mu.Lock()
 		seq = s.genSeq
@@ -221,6 +225,9 @@ func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 		cctx, cancel := s.redisCtx(ctx)
 		err = s.ensureHeartbeat(cctx)
 		cancel()
+		// The claim runs in this life of the heartbeat key or after it
+		// lapsed: the room is valid only as long as this life is.
+		life = s.hb.Load().life
 		sent = time.Now()
 		if err == nil {
 			lease, err = s.reg.Claim(ctx, rm.key, s.cfg.NodeID, s.cfg.LeaseTTL)
@@ -286,6 +293,7 @@ func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 		// the room's state in Redis only under it (ott/PROTOCOL.md §7).
 		rm.name = lease.Name
 	}
+	rm.life.Store(life)
 	rm.until.Store(s.at(sent) + validFor)
 	if s.genSeq != seq {
 		// Claimed (or adopted) before a loss of the registry found

@@ -55,16 +55,12 @@ type Sidecar struct {
 	killOnce sync.Once
 	// redisOK is the outcome of the last heartbeat.
 	redisOK atomic.Bool
-	// heartbeatUntil is the lease clock time until which the node's
-	// heartbeat key surely exists in Redis (the last successful heartbeat's
-	// send time, plus its TTL less a tenth); 0 when there is none. Past it
-	// a router may steal this node's rooms, so no room is served then.
-	heartbeatUntil atomic.Int64
+	// hb is the node's heartbeat as far as it is known here: the life of
+	// its key in Redis the rooms are bound to, and until when that key
+	// surely exists. Written under beatMu; never nil after New.
+	hb atomic.Pointer[heartbeat]
 	// beatMu orders heartbeats and deregistrations.
 	beatMu sync.Mutex
-	// renewNow asks renewLoop for a renewal at once: a heartbeat found the
-	// node's key gone from Redis, and maybe its rooms with it.
-	renewNow chan struct{}
 	// reclaimNow asks renewLoop to re-claim the stale rooms at once.
 	reclaimNow chan struct{}
 	// genSeq counts the losses of the registry this node has seen (guarded
@@ -122,9 +118,9 @@ func New(cfg Config) (*Sidecar, error) {
 		orphanLoads: make(map[string]*room),
 		drained:     make(chan struct{}),
 		killed:      make(chan struct{}),
-		renewNow:    make(chan struct{}, 1),
 		reclaimNow:  make(chan struct{}, 1),
 	}
+	s.hb.Store(&heartbeat{})
 	s.monolithRedis = cfg.MonolithRedis
 	if s.monolithRedis == nil {
 		s.monolithRedis = cfg.Registry.Client()
