@@ -54,6 +54,11 @@ const (
 	HeaderCarried = "X-Roomlb-Carried"
 )
 
+// DefaultMaxFrame is the largest client message (all its frames together)
+// sidecars and routers pass on by default; a larger one ends its client
+// with CloseTooBig.
+const DefaultMaxFrame = 64 << 10
+
 // InternalPrefix starts every header of the contract, in lower case.
 const InternalPrefix = "x-roomlb-"
 

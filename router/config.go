@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/registry"
 )
 
@@ -109,6 +110,12 @@ type Config struct {
 	// address (trusted proxies are not bound by it); 0 means
 	// DefaultMaxConnsPerAddr, -1 no bound.
 	MaxConnsPerAddr int
+	// MaxFrame bounds a client's WebSocket message, all its frames
+	// together, as the sidecar's own bound does: a larger one ends the
+	// client with 1009 at the router, before a byte of it reaches a
+	// sidecar. Keep it at most the sidecars' (--max-frame of both). 0
+	// means contract.DefaultMaxFrame, -1 no bound.
+	MaxFrame int
 	// CreatesPerMinute bounds the rooms one client address may create
 	// (generate or create) per minute, with bursts of half as many; more
 	// get 429. 0 means DefaultCreatesPerMinute, -1 no bound.
@@ -207,6 +214,7 @@ func (c Config) check() (*settings, error) {
 		{&c.CacheSize, "CacheSize", DefaultCacheSize, 1},
 		{&c.MaxConnsPerAddr, "MaxConnsPerAddr", DefaultMaxConnsPerAddr, -1},
 		{&c.CreatesPerMinute, "CreatesPerMinute", DefaultCreatesPerMinute, -1},
+		{&c.MaxFrame, "MaxFrame", contract.DefaultMaxFrame, -1},
 	} {
 		if *f.p == 0 {
 			*f.p = f.d
@@ -214,6 +222,9 @@ func (c Config) check() (*settings, error) {
 		if *f.p < f.min {
 			return nil, fmt.Errorf("router: Config.%s is %d, want at least %d", f.name, *f.p, f.min)
 		}
+	}
+	if c.MaxFrame > 0 && c.MaxFrame < 1024 {
+		return nil, fmt.Errorf("router: Config.MaxFrame is %d, want at least 1024 (bytes), or -1 for no bound", c.MaxFrame)
 	}
 	switch {
 	case c.MaxWaiting == 0:

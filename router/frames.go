@@ -20,6 +20,11 @@ import (
 //     code 1002, which the sidecar echoes: the client is told its error, as
 //     RFC 6455 §7.4.1 says. Everything else malformed is left to the
 //     sidecar, which answers it with 1002 itself.
+//   - refuse a client message larger than the router's MaxFrame before a
+//     byte of it reaches the sidecar: the client is closed with 1009, as
+//     the sidecar would close it, but surely (a sidecar that closes in the
+//     middle of a large frame resets the connection, and the router could
+//     take that for a crash and try to carry the client over).
 //   - carry a client over to its room's next owner (see carry.go): it keeps
 //     the client's first data frame (the auth frame) as sent, knows where
 //     the client's stream can be cut and resumed on another connection, and
@@ -65,6 +70,11 @@ type sentMsg struct {
 // key is zero, so the payload is as it reads).
 var protocolClose = []byte{0x88, 0x80 | 2, 0, 0, 0, 0, contract.CloseProtocol >> 8, contract.CloseProtocol & 0xff}
 
+// errTooBig is what frameFilter.filter returns for a client message over
+// its max, and for every chunk after it: nothing of that message, or after
+// it, is passed on.
+var errTooBig = errors.New("router: client message over the router's max frame")
+
 // errUpstreamFailed is what frameFilter.filter returns once writing to the
 // sidecar failed: what could not be written is kept for a carry-over.
 var errUpstreamFailed = errors.New("router: writing to the sidecar failed")
@@ -75,6 +85,13 @@ type frameFilter struct {
 	splitHeader       // a header split across chunks (n bytes held)
 	left        int64 // payload bytes of the current frame still to come
 	drop        bool  // the current frame's payload is not passed on
+
+	// max is the largest client message passed on (0: no bound); msgLen
+	// the payload of the fragmented message under way so far; tooBig says
+	// a message over max came, and nothing is passed on any more.
+	max    int64
+	msgLen int64
+	tooBig bool
 
 	// What a carry-over needs. cur holds the bytes of the current frame
 	// passed on in earlier chunks (copied at the end of a chunk the frame
@@ -172,6 +189,20 @@ func isClose(h []byte) bool { return h[0]&0x0f == 0x8 }
 // a 1-byte payload.
 func badClose(h []byte) bool { return isClose(h) && h[1]&0x7f == 1 }
 
+// over reports whether the whole frame header h starts or continues a
+// message over f.max. Control frames are left to the sidecar (their
+// payload is at most 125 bytes, or the sidecar refuses them).
+func (f *frameFilter) over(h []byte) bool {
+	if f.max <= 0 || h[0]&0x08 != 0 {
+		return false
+	}
+	n := payloadLen(h)
+	if h[0]&0x0f == 0 {
+		n += f.msgLen
+	}
+	return n > f.max
+}
+
 // begin starts following the frame with the whole header h.
 func (f *frameFilter) begin(h []byte) {
 	f.left, f.drop = payloadLen(h), false
@@ -180,6 +211,15 @@ func (f *frameFilter) begin(h []byte) {
 	f.keepAuth, f.keepMsg = false, false
 	op := h[0] & 0x0f
 	fin := h[0]&0x80 != 0
+	switch {
+	case op&0x8 != 0:
+	case fin:
+		f.msgLen = 0
+	case op == 0:
+		f.msgLen += f.left
+	default:
+		f.msgLen = f.left
+	}
 	switch {
 	case isClose(h):
 		f.closed = true
@@ -297,6 +337,9 @@ func (f *frameFilter) filter(b []byte, write func([]byte) error) error {
 // the common case then runs without scan's frame under the write, which
 // keeps the relay's goroutine stacks small.)
 func (f *frameFilter) scan(b []byte, write func([]byte) error) (tail []byte, err error) {
+	if f.tooBig {
+		return nil, errTooBig
+	}
 	if f.failed {
 		f.keep(b)
 		return nil, errUpstreamFailed
@@ -344,6 +387,15 @@ func (f *frameFilter) scan(b []byte, write func([]byte) error) (tail []byte, err
 					f.left, f.drop, f.closed = 1, true, true
 					continue
 				}
+				if f.over(h) {
+					// What came before it still goes; the client is
+					// refused whether it gets there or not.
+					f.tooBig = true
+					if i > start {
+						write(b[start:i])
+					}
+					return nil, errTooBig
+				}
 				f.begin(h)
 				fs = i
 				i += hl
@@ -371,6 +423,10 @@ func (f *frameFilter) scan(b []byte, write func([]byte) error) (tail []byte, err
 			}
 			f.left, f.drop, f.closed = 1, true, true
 			continue
+		}
+		if f.over(h) {
+			f.tooBig = true
+			return nil, errTooBig
 		}
 		if err := write(h); err != nil {
 			return nil, f.failed2(b)
@@ -445,7 +501,7 @@ func (f *frameFilter) takeReplay() []byte {
 	case f.left > 0:
 		r = f.cur
 	}
-	*f = frameFilter{auth: f.auth, authSeen: f.authSeen}
+	*f = frameFilter{auth: f.auth, authSeen: f.authSeen, max: f.max}
 	return r
 }
 

@@ -256,3 +256,47 @@ func TestOutFilterHoldsMovedClose(t *testing.T) {
 		}
 	}
 }
+
+// TestFrameFilterRefusesMessagesOverMax: a message over the filter's max,
+// whole or fragmented, is refused at its first frame header that makes it
+// too big, nothing of it is passed on, and nothing after it; what came
+// before it is passed on as it came, however the stream is cut. A message
+// of exactly max passes.
+func TestFrameFilterRefusesMessagesOverMax(t *testing.T) {
+	key := [4]byte{5, 6, 7, 8}
+	const max = 2048
+	ok := append(clientFrame(0x1, true, bytes.Repeat([]byte{'a'}, max), key), clientFrame(0x9, true, []byte("ping"), key)...)
+	ok = append(ok, clientFrame(0x1, false, bytes.Repeat([]byte{'b'}, 1000), key)...)
+	ok = append(ok, clientFrame(0x0, true, bytes.Repeat([]byte{'c'}, max-1000), key)...)
+	for _, tc := range []struct {
+		name   string
+		refuse []byte // the frames of the refused message
+	}{
+		{"whole", clientFrame(0x1, true, bytes.Repeat([]byte{'d'}, max+1), key)},
+		{"fragmented", append(clientFrame(0x2, false, bytes.Repeat([]byte{'e'}, 1500), key),
+			clientFrame(0x0, true, bytes.Repeat([]byte{'f'}, max-1499), key)...)},
+	} {
+		// The passed part of a fragmented refused message is its first
+		// frame: its header did not make it too big yet.
+		passed := bytes.Clone(ok)
+		if tc.name == "fragmented" {
+			passed = append(passed, clientFrame(0x2, false, bytes.Repeat([]byte{'e'}, 1500), key)...)
+		}
+		stream := append(append(bytes.Clone(ok), tc.refuse...), clientFrame(0x1, true, []byte("after"), key)...)
+		for _, size := range []int{len(stream), 1, 3, 100, 4096} {
+			f := frameFilter{max: max}
+			var out []byte
+			write := func(b []byte) error { out = append(out, b...); return nil }
+			var err error
+			for i := 0; i < len(stream) && err == nil; i += size {
+				err = f.filter(stream[i:min(i+size, len(stream))], write)
+			}
+			if !errors.Is(err, errTooBig) {
+				t.Fatalf("%s, chunks of %d: %v, want errTooBig", tc.name, size, err)
+			}
+			if !bytes.Equal(out, passed) {
+				t.Fatalf("%s, chunks of %d: passed on %d bytes, want the %d before the refused frame", tc.name, size, len(out), len(passed))
+			}
+		}
+	}
+}

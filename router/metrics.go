@@ -57,6 +57,7 @@ type metrics struct {
 	retries    [numRetryReasons]prometheus.Counter
 	steals     prometheus.Counter
 	refused    *prometheus.CounterVec
+	tooBig     prometheus.Counter
 	placement  prometheus.Histogram
 	hold       prometheus.Histogram
 	carries    [numCarryOutcomes]prometheus.Counter
@@ -104,6 +105,10 @@ func newMetrics(cachedRooms func() float64) *metrics {
 		Name: "roomlb_router_refused_connections_total",
 		Help: "Client connections answered 503 and closed at accept, by the bound they were over: max_conns or max_conns_per_addr.",
 	}, []string{"reason"})
+	m.tooBig = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "roomlb_router_messages_too_big_total",
+		Help: "Client WebSocket messages over --max-frame: each ended its client with 1009 before reaching a sidecar.",
+	})
 	m.steals = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "roomlb_router_steals_total",
 		Help: "Rooms this router took from a dead owner for a live node.",
@@ -143,7 +148,7 @@ func newMetrics(cachedRooms func() float64) *metrics {
 		Help: "Rooms in the router's owner cache.",
 	}, cachedRooms)
 
-	m.reg.MustRegister(conns, requests, lookups, retries, m.steals, m.refused, m.placement, m.hold, carries, m.carryPause, m.carryLost, m.nodes, m.cached,
+	m.reg.MustRegister(conns, requests, lookups, retries, m.steals, m.tooBig, m.refused, m.placement, m.hold, carries, m.carryPause, m.carryLost, m.nodes, m.cached,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -32,6 +32,10 @@ const (
 // reconnect on codes below 4000.
 var closeServiceRestart = append([]byte{0x88, 2 + 15, contract.CloseServiceRestart >> 8, contract.CloseServiceRestart & 0xff}, "service restart"...)
 
+// closeTooBig is a close frame with code 1009: the client sent a message
+// over the router's MaxFrame.
+var closeTooBig = append([]byte{0x88, 2 + 15, contract.CloseTooBig >> 8, contract.CloseTooBig & 0xff}, "message too big"...)
+
 var relayBufs = sync.Pool{New: func() any {
 	b := make([]byte, relayBufSize)
 	return &b
@@ -85,6 +89,7 @@ type relay struct {
 
 	last     atomic.Int64 // when a byte was last read either way (unix ns), while idle > 0
 	stopping atomic.Bool  // Shutdown or a superseded owner: close the client with 1012
+	tooBig   atomic.Bool  // the client sent a message over MaxFrame: close it with 1009 instead
 	ending   atomic.Int64 // when the relay must end (unix ns): set once a direction ended, or by a stop
 	upDone   sync.WaitGroup
 	// in follows the client's frames, out the sidecar's (see frames.go);
@@ -114,6 +119,9 @@ func (r *Router) relay(hj net.Conn, up *upgrade) {
 	rl := &relay{r: r, client: client, up: up.conn, idle: r.cfg.WSIdleTimeout, writeTimeout: r.cfg.WriteTimeout,
 		room: up.room, node: up.node, hs: up.hs}
 	rl.epoch.Store(up.epoch)
+	if r.cfg.MaxFrame > 0 {
+		rl.in.max = int64(r.cfg.MaxFrame)
+	}
 	rl.setUp(up.conn)
 	rl.toClient = func(b []byte) error { return rl.write(rl.client, b) }
 	rl.crc = rawConn(client)
@@ -123,6 +131,12 @@ func (r *Router) relay(hj net.Conn, up *upgrade) {
 	err := rl.handOver(hj, up)
 	putUpgradeReader(up.br)
 	up.br = nil
+	if err == errTooBig {
+		// A message over the bound right behind the handshake.
+		r.metrics.tooBig.Inc()
+		client.SetWriteDeadline(time.Now().Add(closeWait))
+		client.Write(closeTooBig)
+	}
 	if err != nil {
 		rl.closeBoth()
 		r.releaseWS()
@@ -246,6 +260,8 @@ func (rl *relay) clientEnded(res pumpResult, up net.Conn) {
 		// The sidecar's end, which the other direction sees too: make
 		// sure it looks now, and decides.
 		up.SetReadDeadline(time.Unix(1, 0))
+	case pumpTooBig:
+		rl.refuse()
 	case pumpStopped:
 	default:
 		if !rl.stopping.Load() && !rl.switching.Load() {
@@ -310,16 +326,20 @@ func (rl *relay) end(res pumpResult, up net.Conn) (carry bool) {
 	return false
 }
 
-// closeClient closes the client with 1012 after whole frames (or drops it
-// when a frame was cut), and the sidecar connection up, which sees its
-// client leave.
+// closeClient closes the client with 1012 (1009 after a message too big)
+// after whole frames (or drops it when a frame was cut), and the sidecar
+// connection up, which sees its client leave.
 func (rl *relay) closeClient(up net.Conn) {
 	if !rl.out.atBoundary() {
 		rl.abort()
 		return
 	}
+	frame := closeServiceRestart
+	if rl.tooBig.Load() {
+		frame = closeTooBig
+	}
 	rl.client.SetWriteDeadline(time.Now().Add(closeWait))
-	rl.client.Write(closeServiceRestart)
+	rl.client.Write(frame)
 	up.Close()
 	rl.endIn(closeWait)
 }
@@ -334,6 +354,7 @@ const (
 	pumpWriteFailed                   // writing to the client failed
 	pumpUpFailed                      // writing to the sidecar failed
 	pumpMoved                         // the sidecar's close frame says the room moves
+	pumpTooBig                        // the client sent a message over MaxFrame
 	pumpGoOn                          // (step) wait for more
 )
 
@@ -365,6 +386,24 @@ var (
 	errPumpWrite = errors.New("router: writing to the client failed")
 	errPumpUp    = errors.New("router: writing to the sidecar failed")
 )
+
+// refuse ends the relay of a client that sent a message over MaxFrame:
+// the sidecar-to-client direction stops after whole frames and closes the
+// client with 1009 (see closeClient), while this one reads and drops what
+// the client still sends until the relay ends, so that the close frame
+// reaches the client rather than a reset.
+func (rl *relay) refuse() {
+	rl.r.metrics.tooBig.Inc()
+	rl.tooBig.Store(true)
+	rl.stop()
+	bp := relayBufs.Get().(*[]byte)
+	defer relayBufs.Put(bp)
+	for {
+		if _, err := rl.client.Read(*bp); err != nil {
+			return
+		}
+	}
+}
 
 // copyOnce reads what src has and passes it on in direction dir; it returns
 // the read's error, or errMoved, errPumpWrite or errPumpUp. (Out of pump,
@@ -399,7 +438,10 @@ func (rl *relay) pass(dir int, b []byte) error {
 		if err == nil && len(tail) > 0 && rl.toUp(tail) != nil {
 			err = rl.in.failed2(b)
 		}
-		if err != nil {
+		switch {
+		case err == errTooBig:
+			return errTooBig
+		case err != nil:
 			return errPumpUp
 		}
 	case rl.out.whole(b):
@@ -428,6 +470,8 @@ func (rl *relay) pumpErr(dir int, src net.Conn, err error) pumpResult {
 	case err == errPumpUp:
 		rl.upFailed.Store(true)
 		return pumpUpFailed
+	case err == errTooBig:
+		return pumpTooBig
 	case errors.Is(err, io.EOF):
 		return pumpEOF
 	case !errors.Is(err, os.ErrDeadlineExceeded):

@@ -2,11 +2,13 @@ package router
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -208,5 +210,35 @@ func TestWSEarlyFrame(t *testing.T) {
 	}
 	if head[0] != 0x81 || string(body) != "node-a: hello" {
 		t.Errorf("answer %x %q, want a text frame %q", head[0], body, "node-a: hello")
+	}
+}
+
+// TestWSMessageTooBig: a client message over the router's MaxFrame ends
+// the client with 1009 at the router; the sidecar never gets it (the echo
+// sidecar would answer it). A message of MaxFrame passes.
+func TestWSMessageTooBig(t *testing.T) {
+	c := newCluster(t, Config{MaxFrame: 4096})
+	a := c.node(registry.Node{ID: "node-a"})
+	c.claim("big", a)
+	ws, _, err := c.dial("/api/room/big", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	fits := strings.Repeat("x", 4096)
+	if got := echo(t, ws, fits); got != "node-a: "+fits {
+		t.Fatalf("a message of MaxFrame: answer of %d bytes", len(got))
+	}
+	if err := ws.WriteMessage(websocket.TextMessage, make([]byte, 70<<10)); err != nil {
+		t.Fatal(err)
+	}
+	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, msg, err := ws.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != 1009 {
+		t.Fatalf("after a message too big: %q, %v; want close 1009 and nothing else", msg, err)
+	}
+	if n := c.metric("roomlb_router_messages_too_big_total"); n != 1 {
+		t.Fatalf("messages_too_big_total = %v, want 1", n)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/registry"
 )
 
@@ -24,7 +25,7 @@ const (
 	DefaultLoadTimeout   = 10 * time.Second
 	DefaultStateDebounce = 5 * time.Second
 	DefaultShutdownFlush = 2 * time.Second
-	DefaultMaxFrame      = 64 << 10
+	DefaultMaxFrame      = contract.DefaultMaxFrame
 	DefaultSendQueue     = 256
 	DefaultPingInterval  = 5 * time.Second
 	// DefaultMonolithIdle is below Node's HTTP keep-alive timeout (5 s),

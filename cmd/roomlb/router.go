@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/registry"
 	"github.com/roomlb/roomlb/router"
 )
@@ -49,6 +50,7 @@ func runRouter(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", router.DefaultIdleTimeout, "keep-alive idle timeout")
 	fs.IntVar(&cfg.MaxHeaderBytes, "max-header-bytes", router.DefaultMaxHeaderBytes, "largest request line and headers")
 	fs.IntVar(&cfg.MaxBodyBytes, "max-body-bytes", router.DefaultMaxBodyBytes, "largest request body")
+	fs.IntVar(&cfg.MaxFrame, "max-frame", contract.DefaultMaxFrame, "largest client WebSocket message, bytes: larger ones end the client with 1009 (at most the sidecars' --max-frame; -1: no bound)")
 	fs.IntVar(&cfg.MaxConns, "max-conns", router.DefaultMaxConns, "most concurrent client connections, HTTP and WebSocket together (then 503)")
 	fs.IntVar(&cfg.CreatesPerMinute, "creates-per-minute", router.DefaultCreatesPerMinute, "rooms one client address may create per minute, in bursts of half as many (then 429; -1: no bound)")
 	fs.IntVar(&cfg.MaxConnsPerAddr, "max-conns-per-addr", router.DefaultMaxConnsPerAddr, "most concurrent connections of one client address, trusted proxies excepted (-1: no bound)")

@@ -38,7 +38,7 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.LoadTimeout, "load-timeout", sidecar.DefaultLoadTimeout, "time the monolith has to load a room")
 	fs.DurationVar(&cfg.StateDebounce, "state-debounce", sidecar.DefaultStateDebounce, "the monolith's delay between a room change and its Redis write")
 	fs.DurationVar(&cfg.ShutdownFlush, "shutdown-flush", sidecar.DefaultShutdownFlush, "how long rooms are held after the monolith closed the link to shut down, before they are released")
-	fs.IntVar(&cfg.MaxFrame, "max-frame", sidecar.DefaultMaxFrame, "largest client frame, bytes")
+	fs.IntVar(&cfg.MaxFrame, "max-frame", sidecar.DefaultMaxFrame, "largest client message (all its frames together), bytes (then 1009)")
 	fs.IntVar(&cfg.SendQueue, "send-queue", sidecar.DefaultSendQueue, "messages that may wait for a slow client before it is disconnected")
 	fs.DurationVar(&cfg.MonolithIdle, "monolith-idle", sidecar.DefaultMonolithIdle, "longest a connection to the monolith's HTTP API idles in the pool; below the monolith's keep-alive timeout (Node: 5s)")
 	fs.DurationVar(&cfg.PingInterval, "ping-interval", sidecar.DefaultPingInterval, "ping period of the monolith link")
