@@ -101,7 +101,7 @@ func (rl *relay) carry() bool {
 	// An owner newer than the one just reached may have been announced
 	// meanwhile.
 	rl.r.supersededAlready(rl)
-	err := rl.write(up.conn, rl.in.auth)
+	err := rl.toUp(rl.in.auth)
 	if err == nil && len(msgs) > 0 {
 		err = rl.in.filter(msgs, rl.toUp)
 	}

@@ -42,9 +42,10 @@ var relayBufs = sync.Pool{New: func() any {
 }}
 
 // relay copies bytes between a client and a sidecar after a WebSocket
-// handshake, without looking at frames. Each direction has a goroutine that
-// waits for its source to be readable without holding a buffer (see
-// waitReadable), then copies what is there through a pooled buffer. An idle
+// handshake, following frame boundaries from their headers only (see
+// frames.go). Each direction has a goroutine that reads its source into a
+// pooled buffer it holds only while bytes move, never while it waits (see
+// readChunk). An idle
 // relay holds its two connections, this struct and two parked goroutines.
 type relay struct {
 	r      *Router
@@ -99,6 +100,8 @@ type relay struct {
 	out      outFilter
 	toUp     func([]byte) error
 	toClient func([]byte) error
+	// clientDeadline is the client's write deadline as write set it.
+	clientDeadline int64
 }
 
 // relay takes over a hijacked client connection: it sends the client the
@@ -123,7 +126,7 @@ func (r *Router) relay(hj net.Conn, up *upgrade) {
 		rl.in.max = int64(r.cfg.MaxFrame)
 	}
 	rl.setUp(up.conn)
-	rl.toClient = func(b []byte) error { return rl.write(rl.client, b) }
+	rl.toClient = func(b []byte) error { return rl.write(rl.client, &rl.clientDeadline, b) }
 	rl.crc = rawConn(client)
 	if rl.idle > 0 {
 		rl.last.Store(time.Now().UnixNano())
@@ -360,18 +363,20 @@ const (
 
 // pump copies src to dst until src ends, an error, the relay goes idle,
 // it is stopped, ending or switching, or the sidecar says the room moves.
-// dir is 0 for client to sidecar, 1 for sidecar to client; rc waits for
-// src to be readable (nil: Read waits). A relay is idle when no byte moved
-// either way for rl.idle.
+// dir is 0 for client to sidecar, 1 for sidecar to client; rc reads src
+// (nil: its Read does). A relay is idle when no byte moved either way for
+// rl.idle.
 func (rl *relay) pump(dir int, dst, src net.Conn, rc syscall.RawConn) pumpResult {
 	rl.arm(dir, src)
 	for {
-		var err error
-		if rc != nil {
-			err = waitReadable(rc)
+		bp, n, err := readChunk(src, rc)
+		if n > 0 {
+			if perr := rl.copyOnce(dir, (*bp)[:n]); perr != nil {
+				err = perr
+			}
 		}
-		if err == nil {
-			err = rl.copyOnce(dir, src)
+		if bp != nil {
+			relayBufs.Put(bp)
 		}
 		if err != nil {
 			if res := rl.pumpErr(dir, src, err); res != pumpGoOn {
@@ -379,6 +384,48 @@ func (rl *relay) pump(dir int, dst, src net.Conn, rc syscall.RawConn) pumpResult
 			}
 		}
 	}
+}
+
+// readChunk reads what src has into a pooled buffer (returned, to be put
+// back, when not nil). Through rc it waits for src to be readable holding
+// no buffer: it takes one for each read, and gives it back when the read
+// finds nothing, before the network poller parks the goroutine. One read
+// system call per chunk when bytes are waiting, as a plain Read makes.
+func readChunk(src net.Conn, rc syscall.RawConn) (*[]byte, int, error) {
+	if rc == nil {
+		bp := relayBufs.Get().(*[]byte)
+		n, err := src.Read(*bp)
+		return bp, n, err
+	}
+	var (
+		bp   *[]byte
+		n    int
+		rerr error
+	)
+	err := rc.Read(func(fd uintptr) bool {
+		bp = relayBufs.Get().(*[]byte)
+		for {
+			n, rerr = syscall.Read(int(fd), *bp)
+			if rerr != syscall.EINTR {
+				break
+			}
+		}
+		if rerr == syscall.EAGAIN {
+			relayBufs.Put(bp)
+			bp = nil
+			return false
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return bp, 0, err // a deadline, a closed connection
+	case rerr != nil:
+		return bp, 0, os.NewSyscallError("read", rerr)
+	case n == 0:
+		return bp, 0, io.EOF
+	}
+	return bp, n, nil
 }
 
 // The pump's outcomes, as errors from copyOnce.
@@ -405,28 +452,24 @@ func (rl *relay) refuse() {
 	}
 }
 
-// copyOnce reads what src has and passes it on in direction dir; it returns
-// the read's error, or errMoved, errPumpWrite or errPumpUp. (Out of pump,
-// as pumpErr: an idle relay's goroutines wait in pump, and the smaller the
-// frames they wait and write under, the smaller their stacks: the runtime
-// shrinks a parked stack only when less than a quarter of it is in use.)
-func (rl *relay) copyOnce(dir int, src net.Conn) error {
-	bp := relayBufs.Get().(*[]byte)
-	n, err := src.Read(*bp)
-	if n > 0 {
-		if rl.idle > 0 {
-			rl.last.Store(time.Now().UnixNano())
-		}
-		if werr := rl.pass(dir, (*bp)[:n]); werr != nil {
-			err = werr
-		} else if rl.idle > 0 {
-			// A write that took long (a slow reader, within
-			// WriteTimeout) was activity too.
-			rl.last.Store(time.Now().UnixNano())
-		}
+// copyOnce passes b, read from the source, on in direction dir: nil,
+// errMoved, errPumpWrite or errPumpUp. (Out of pump, as pumpErr: an idle
+// relay's goroutines wait in pump, and the smaller the frames they wait
+// and write under, the smaller their stacks: the runtime shrinks a parked
+// stack only when less than a quarter of it is in use.)
+func (rl *relay) copyOnce(dir int, b []byte) error {
+	if rl.idle > 0 {
+		rl.last.Store(time.Now().UnixNano())
 	}
-	relayBufs.Put(bp)
-	return err
+	if err := rl.pass(dir, b); err != nil {
+		return err
+	}
+	if rl.idle > 0 {
+		// A write that took long (a slow reader, within WriteTimeout) was
+		// activity too.
+		rl.last.Store(time.Now().UnixNano())
+	}
+	return nil
 }
 
 // pass passes b on in direction dir: nil, errMoved, errPumpWrite or
@@ -445,7 +488,7 @@ func (rl *relay) pass(dir int, b []byte) error {
 			return errPumpUp
 		}
 	case rl.out.whole(b):
-		if rl.write(rl.client, b) != nil {
+		if rl.write(rl.client, &rl.clientDeadline, b) != nil {
 			return errPumpWrite
 		}
 	default:
@@ -499,34 +542,24 @@ func (rl *relay) pumpErr(dir int, src net.Conn, err error) pumpResult {
 	return pumpGoOn
 }
 
-// waitReadable waits, holding no buffer, until rc has bytes to read, its
-// peer's end or an error to report, or its read deadline passes (the error).
-// It peeks at one byte without blocking, and has the network poller wait
-// while there is none.
-func waitReadable(rc syscall.RawConn) error {
-	return rc.Read(func(fd uintptr) bool {
-		var b [1]byte
-		for {
-			_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-			switch err {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
-			}
-			return true
-		}
-	})
-}
-
 // write writes b to dst within the write timeout and the relay's end.
-func (rl *relay) write(dst net.Conn, b []byte) error {
-	d := time.Now().Add(rl.writeTimeout)
-	dst.SetWriteDeadline(rl.cap(d))
-	if e := rl.ending.Load(); e != 0 && e < d.UnixNano() {
-		// endIn stores the end before it sets deadlines: set again in case
-		// it ran between cap and the first set (see arm).
-		dst.SetWriteDeadline(time.Unix(0, e))
+// *set is the write deadline set on dst (unix ns; 0 for none yet): it is
+// moved on only once less than 7/8 of the timeout is left, so a write is
+// bounded by 7/8 to all of the timeout without a timer update for each.
+// Whoever sets dst's write deadline otherwise ends the relay (endIn, which
+// this then follows) or writes its last bytes itself.
+func (rl *relay) write(dst net.Conn, set *int64, b []byte) error {
+	now := time.Now()
+	if rl.ending.Load() != 0 || *set-now.UnixNano() < int64(rl.writeTimeout)/8*7 {
+		d := now.Add(rl.writeTimeout)
+		dst.SetWriteDeadline(rl.cap(d))
+		*set = d.UnixNano()
+		if e := rl.ending.Load(); e != 0 && e < d.UnixNano() {
+			// endIn stores the end before it sets deadlines: set again in
+			// case it ran between cap and the first set (see arm).
+			dst.SetWriteDeadline(time.Unix(0, e))
+			*set = e
+		}
 	}
 	_, err := dst.Write(b)
 	return err
@@ -645,7 +678,8 @@ func (rl *relay) setUp(c net.Conn) {
 	rl.up = c
 	rl.upMu.Unlock()
 	rl.urc = rawConn(c)
-	rl.toUp = func(b []byte) error { return rl.write(c, b) }
+	var deadline int64
+	rl.toUp = func(b []byte) error { return rl.write(c, &deadline, b) }
 }
 
 func closeWrite(c net.Conn) {
