@@ -61,9 +61,13 @@
 //     the monolith and the sidecar: 250 rooms (quick: 50) of 4 clients,
 //     every client chatting from 6 s before the drain (past the rooms'
 //     first state write, 5 s after their load) to a second after the last
-//     is back; per client, the closes it saw and the pause from the drain's
-//     start to its new "you" (p50, p99, max), and every chat sent from the
-//     drain's start on that did not reach a client of its room. Chat is not
+//     is back; per client, the closes it saw, its pause (the longest a chat
+//     sent from the drain's start on took to reach it: the drain moves each
+//     room in its turn, and the room is served until then; p50, p99, max),
+//     bracketed by the time from the last chat it received before its new
+//     "you" to that "you", and the time from the drain's start to its new
+//     "you"; and every chat sent from the drain's start on that did not
+//     reach a client of its room. Chat is not
 //     stored, so nothing is pending and each room should move at once; a
 //     pause near 5 s is a drain that waited for the debounce.
 //  8. Redis commands per second of one node holding 10,000 loaded rooms at

@@ -15,6 +15,7 @@ import (
 
 	"github.com/fasthttp/websocket"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/internal/cluster"
 	"github.com/roomlb/roomlb/internal/nodemonolith"
 	"github.com/roomlb/roomlb/ott"
@@ -216,7 +217,7 @@ func (e *env) figJoin(ctx context.Context, f *Figure) error {
 	// owner's sidecar, to tell the router's part.
 	d := dialer(nil)
 	router := "ws://" + rp.addr
-	secret := http.Header{"X-Roomlb-Secret": {e.secret}}
+	secret := http.Header{contract.HeaderSecret: {e.secret}}
 	var rCold, rWarm, sWarm []time.Duration
 	var open []*wsClient
 	defer func() {
@@ -429,7 +430,9 @@ func (e *env) figDrain(ctx context.Context, f *Figure) error {
 			"from %v before the drain to 1 s after the last client is back; ",
 			e.scale.ChatDrainRooms, e.scale.ChatDrainClients, e.scale.ChatDrainClients, chatEvery[0], chatEvery[1],
 			(chatEvery[0]+chatEvery[1])/2, chatDebounce+chatPast) +
-		"per client: closes it saw, pause = from the drain's start to its new \"you\"; chats lost = (chat sent from the drain's start on, client of its room) pairs never received"
+		"per client: closes it saw; pause = the longest a chat sent from the drain's start on took to reach it (its room stood still that long at least: short of the pause by the room's gap between chats at most); " +
+		"last chat to new you = from the last chat it received before its new \"you\" to that \"you\" (long of the pause by that gap at most); drain start to new you; " +
+		"chats lost = (chat sent from the drain's start on, client of its room) pairs never received"
 	for _, n := range e.scale.DrainRooms {
 		total, drained, closed, err := e.drain(ctx, n)
 		if err != nil {
@@ -453,11 +456,16 @@ func (e *env) figDrain(ctx context.Context, f *Figure) error {
 			return fmt.Errorf("chat load: %w", err)
 		}
 		peer := fmt.Sprintf("chat, %d rooms of %d", r, k)
-		e.logf("figure 7: chat load: pause p50 %.0f ms p99 %.0f ms max %.0f ms; %d clients carried, %d closed, %d of %d chats lost",
-			percentileMS(res.pauses, 50), percentileMS(res.pauses, 99), percentileMS(res.pauses, 100), len(res.pauses), res.closed, res.lost, res.checked)
+		e.logf("figure 7: chat load: pause (longest chat delay) p50 %.0f ms p99 %.0f ms max %.0f ms; last chat to new you p99 %.0f ms; drain start to new you p99 %.0f ms; %d clients carried, %d closed, %d of %d chats lost",
+			percentileMS(res.pauses, 50), percentileMS(res.pauses, 99), percentileMS(res.pauses, 100), percentileMS(res.gaps, 99), percentileMS(res.back, 99),
+			len(res.pauses), res.closed, res.lost, res.checked)
 		f.add(peer, "pause p50", percentileMS(res.pauses, 50), "ms")
 		f.add(peer, "pause p99", percentileMS(res.pauses, 99), "ms")
 		f.add(peer, "pause max", percentileMS(res.pauses, 100), "ms")
+		f.add(peer, "last chat to new you p50", percentileMS(res.gaps, 50), "ms")
+		f.add(peer, "last chat to new you p99", percentileMS(res.gaps, 99), "ms")
+		f.add(peer, "drain start to new you p50", percentileMS(res.back, 50), "ms")
+		f.add(peer, "drain start to new you p99", percentileMS(res.back, 99), "ms")
 		f.add(peer, "drain returned", res.drained.Seconds()*1000, "ms")
 		f.add(peer, "closes seen", float64(res.closed), "clients")
 		f.add(peer, "not served again", float64(res.failed), "clients")
@@ -597,8 +605,13 @@ var chatEvery = [2]time.Duration{200 * time.Millisecond, 500 * time.Millisecond}
 
 // chatDrained is the outcome of a chat-load drain.
 type chatDrained struct {
-	pauses  []time.Duration // per client carried over: from the drain's start to its new "you"
-	drained time.Duration   // the drain's start until it returned
+	// Per client carried over: the longest a chat reached it late (from
+	// its sending to its receipt: the pause as a user sees it, short of
+	// the room's gap between two chats at most); from the last chat it
+	// received before its new "you" to that "you" (long of it by that
+	// gap at most); and from the drain's start to its new "you".
+	pauses, gaps, back []time.Duration
+	drained            time.Duration // the drain's start until it returned
 	// Clients that saw their connection end, and that were not served
 	// again (neither carried nor rejoined... it does not rejoin: a close
 	// is the failure this counts).
@@ -624,11 +637,16 @@ type chatter struct {
 	mu   sync.Mutex // guards cl's writes and what follows
 	// sent are the stamps it sent from the mark on; got every stamp it
 	// received; yous counts its "you"s, carried is when the second came.
+	// late is the longest a chat sent from the mark on took to reach it;
+	// last is when it received the last chat before carried.
 	marked  bool
+	mark    time.Duration // since the bench's base
 	sent    []string
 	got     map[string]bool
 	yous    int
 	carried time.Time
+	late    time.Duration
+	last    time.Time
 	err     error // how its connection ended
 }
 
@@ -698,7 +716,7 @@ func (e *env) chatDrain(ctx context.Context, rooms, size int) (*chatDrained, err
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ch.read()
+			ch.read(e.base)
 		}()
 	}
 	for _, id := range []string{"node-2", "node-3"} {
@@ -728,6 +746,7 @@ func (e *env) chatDrain(ctx context.Context, rooms, size int) (*chatDrained, err
 	for _, ch := range chatters {
 		ch.mu.Lock()
 		ch.marked = true
+		ch.mark = time.Since(e.base)
 		ch.mu.Unlock()
 	}
 	drainErr := make(chan error, 1)
@@ -777,7 +796,9 @@ func (e *env) chatDrain(ctx context.Context, rooms, size int) (*chatDrained, err
 				out.firstErr = fmt.Errorf("client %d of %s: not carried over within 30 s", ch.id, ch.room)
 			}
 		default:
-			out.pauses = append(out.pauses, ch.carried.Sub(start))
+			out.pauses = append(out.pauses, ch.late)
+			out.gaps = append(out.gaps, ch.carried.Sub(ch.last))
+			out.back = append(out.back, ch.carried.Sub(start))
 		}
 		ch.mu.Unlock()
 	}
@@ -826,8 +847,8 @@ func mustFloat(s string) float64 {
 }
 
 // read reads the chatter's connection until it ends, recording the stamps
-// and "you"s it receives.
-func (ch *chatter) read() {
+// and "you"s it receives; base is the stamps' time base.
+func (ch *chatter) read(base time.Time) {
 	you := []byte(`"action":"you"`)
 	for {
 		f, err := ch.cl.read()
@@ -839,12 +860,20 @@ func (ch *chatter) read() {
 			ch.mu.Unlock()
 			return
 		}
+		now := time.Now()
 		ch.mu.Lock()
-		if st, ok := stampOf(f); ok {
+		if _, sent, ok := parseStamp(f); ok {
+			st, _ := stampOf(f)
 			ch.got[st] = true
+			if ch.marked && sent >= ch.mark {
+				ch.late = max(ch.late, now.Sub(base)-sent)
+			}
+			if ch.yous < 2 {
+				ch.last = now
+			}
 		} else if bytes.Contains(f, you) {
 			if ch.yous++; ch.yous == 2 {
-				ch.carried = time.Now()
+				ch.carried = now
 			}
 		}
 		ch.mu.Unlock()

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/semaphore"
+
 	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/registry"
 )
@@ -25,8 +27,17 @@ func (s *Sidecar) drainInBackground() {
 	}()
 }
 
-// drainParallel is how many rooms a drain hands over at once.
-const drainParallel = 128
+// How many rooms a drain hands over at once. A room whose monolith write
+// may still be due stops at the drain's start, so that the waits for those
+// writes run side by side (drainParallel of them). Any other room goes on
+// being served until its turn, and then moves at once: at most drainWindow
+// clients' rooms move together, so that each move is quick and the pause
+// its clients see short (a room of more clients moves alone). Moving them
+// all at once only made every client wait for the last one.
+const (
+	drainParallel = 128
+	drainWindow   = 32
+)
 
 // Drain hands every room of this node to the other nodes and stops the
 // sidecar: the node turns draining (no new placements), then each room
@@ -48,17 +59,22 @@ func (s *Sidecar) Drain(ctx context.Context) error {
 		}
 	}
 	s.draining = true
-	rooms := make([]*room, 0, len(s.rooms))
+	var rooms, waits []*room
+	now := s.now()
 	for _, rm := range s.rooms {
-		rooms = append(rooms, rm)
-		// Every room stops changing now, not when its turn comes: the
-		// waits for the monolith's state writes then run side by side.
-		s.startMoving(rm)
+		if s.writeDue(rm, now) {
+			// It stops changing now: its wait for the monolith's state
+			// write runs beside the others'.
+			s.startMoving(rm)
+			waits = append(waits, rm)
+		} else {
+			rooms = append(rooms, rm)
+		}
 	}
 	s.mu.Unlock()
 	defer s.drainOnce.Do(func() { close(s.drained) })
 	start := time.Now()
-	s.log.Info("sidecar: draining", "rooms", len(rooms))
+	s.log.Info("sidecar: draining", "rooms", len(rooms)+len(waits), "waiting_for_writes", len(waits))
 
 	// Tell the routers first, so no new room is placed here.
 	hctx, cancel := s.redisCtx(ctx)
@@ -66,22 +82,35 @@ func (s *Sidecar) Drain(ctx context.Context) error {
 	cancel()
 
 	h := s.newHandoffs(ctx)
-	sem := make(chan struct{}, drainParallel)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error
-	for _, rm := range rooms {
+	move := func(rm *room, done func()) {
 		wg.Add(1)
-		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
+			defer done()
 			if err := s.drainRoom(ctx, rm, h); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
 			}
 		}()
+	}
+	sem := make(chan struct{}, drainParallel)
+	for _, rm := range waits {
+		sem <- struct{}{}
+		move(rm, func() { <-sem })
+	}
+	window := semaphore.NewWeighted(drainWindow)
+	for _, rm := range rooms {
+		s.mu.Lock()
+		n := int64(min(max(len(rm.clients)+len(rm.waiting), 1), drainWindow))
+		s.mu.Unlock()
+		if window.Acquire(ctx, n) != nil {
+			break // out of time: the rest are released below
+		}
+		move(rm, func() { window.Release(n) })
 	}
 	wg.Wait()
 
@@ -217,25 +246,49 @@ func (s *Sidecar) drainRoom(ctx context.Context, rm *room, h *handoffs) error {
 	return nil
 }
 
+// writeWait is until when a drain waits for the monolith's write of rm's
+// last change (see drainMargin), seen at now; due says a sync showed a
+// change whose write is surely still to come. seenFrom is the moment since
+// which every change of the room has been seen here (0: some may have gone
+// unseen up to now); unloaded says the monolith held the room up to now.
+func (s *Sidecar) writeWait(rm *room, now, seenFrom int64, unloaded bool) (deadline int64, due bool) {
+	last := rm.lastChange.Load()
+	if seenFrom != 0 {
+		last = max(last, seenFrom)
+	} else if unloaded {
+		last = now // what changed before the unload went unseen
+	}
+	debounce := int64(s.cfg.StateDebounce)
+	if debounce == 0 {
+		return 0, false
+	}
+	deadline = last + debounce + int64(drainMargin)
+	synced := rm.lastSync.Load()
+	due = synced != 0 && synced+debounce-int64(writeSlack) > now
+	if due {
+		deadline = max(deadline, synced+debounce+int64(writeLate))
+	}
+	return deadline, due
+}
+
+// writeDue reports whether a move of rm starting now would wait for a
+// monolith write (see startMoving for seenFrom). s.mu is held.
+func (s *Sidecar) writeDue(rm *room, now int64) bool {
+	var seenFrom int64
+	if len(rm.clients) > 0 {
+		seenFrom = rm.seenSince
+	}
+	deadline, _ := s.writeWait(rm, now, seenFrom, true)
+	return now < deadline
+}
+
 // awaitStateWrite waits until the monolith's write of rm's last change has
 // landed (see drainMargin). unloaded says the monolith held the room up to
 // now, when it has confirmed the unload (or failed to in time).
 func (s *Sidecar) awaitStateWrite(ctx context.Context, rm *room, unloaded bool) {
 	now := s.now()
-	last := rm.lastChange.Load()
-	if rm.seenFrom != 0 {
-		last = max(last, rm.seenFrom)
-	} else if unloaded {
-		last = now // what changed before the unload went unseen
-	}
-	debounce := int64(s.cfg.StateDebounce)
-	deadline := last + debounce + int64(drainMargin)
-	synced := rm.lastSync.Load()
-	due := synced != 0 && synced+debounce-int64(writeSlack) > now
-	if due {
-		deadline = max(deadline, synced+debounce+int64(writeLate))
-	}
-	if now >= deadline || debounce == 0 {
+	deadline, due := s.writeWait(rm, now, rm.seenFrom, unloaded)
+	if now >= deadline {
 		return
 	}
 	key := "room:" + rm.name
