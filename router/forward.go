@@ -330,6 +330,7 @@ func (c *call) steal(victim string) (target, outcome, bool) {
 	var re *registry.RecoveryError
 	switch {
 	case err == nil:
+		c.r.log.Info("router: took the room from its dead owner", "room", room, "owner", victim, "to", n.ID, "epoch", lease.Epoch)
 		c.r.metrics.steals.Inc()
 		c.r.cache.set(room, n.ID, lease.Epoch)
 		return target{node: n, epoch: lease.Epoch, place: true}, 0, true

@@ -27,6 +27,7 @@ func (s *Sidecar) heartbeatLoop(ctx context.Context) {
 		if s.deregistered.Load() {
 			return
 		}
+		start := time.Now()
 		hctx, cancel := s.redisCtx(ctx)
 		up, err := s.beat(hctx)
 		switch {
@@ -43,7 +44,11 @@ func (s *Sidecar) heartbeatLoop(ctx context.Context) {
 			return
 		}
 		s.redisOK.Store(err == nil)
-		next := s.cfg.HeartbeatTTL / 3
+		// Every third of the TTL from one heartbeat's start to the next:
+		// over a slow link, a third of the TTL after the answer would let
+		// the heartbeat's deadline (0.9 TTL from its start) pass before
+		// the next answer, and the node would stop serving for nothing.
+		next := max(s.cfg.HeartbeatTTL/3-time.Since(start), s.cfg.HeartbeatTTL/20)
 		if err != nil {
 			s.log.Warn("sidecar: heartbeat", "err", err)
 			// Try again soon: the rooms stop being served when the
@@ -316,7 +321,7 @@ func (s *Sidecar) announceLoop(ctx context.Context) {
 		}
 		s.mu.Lock()
 		for _, c := range s.clients {
-			c.sendShared(payload)
+			c.send(payload)
 		}
 		s.mu.Unlock()
 	}
