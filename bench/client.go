@@ -15,6 +15,7 @@ import (
 	"github.com/fasthttp/websocket"
 	"github.com/google/uuid"
 
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/ott"
 )
 
@@ -55,7 +56,7 @@ func dialClient(ctx context.Context, d *websocket.Dialer, base, room, token stri
 		}
 		return nil, de
 	}
-	c := &wsClient{conn: conn, node: res.Header.Get("X-Roomlb-Node")}
+	c := &wsClient{conn: conn, node: res.Header.Get(contract.HeaderNode)}
 	if err := conn.WriteMessage(websocket.TextMessage, []byte(`{"action":"auth","token":"`+token+`"}`)); err != nil {
 		conn.Close()
 		return nil, err

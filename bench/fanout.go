@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/roomlb/roomlb/contract"
 )
 
 // metric reads one sample of a Prometheus text endpoint: the line that
@@ -166,7 +168,7 @@ func (e *env) figFanout(ctx context.Context, f *Figure) error {
 	if err := addRooms(ctx, app.rdb, rooms); err != nil {
 		return err
 	}
-	p := peer{name: "sidecar", base: "ws://" + sidecar.addr, header: http.Header{"X-Roomlb-Secret": {e.secret}}}
+	p := peer{name: "sidecar", base: "ws://" + sidecar.addr, header: http.Header{contract.HeaderSecret: {e.secret}}}
 	clients, err := e.joinRooms(ctx, p, token, rooms, sc.FanoutRoomSize)
 	if err != nil {
 		return err

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/roomlb/roomlb/contract"
 )
 
 // hotWorld is the setup of figures 1 and 2: a monolith with no proxy for the
@@ -82,7 +84,7 @@ func (w *hotWorld) start(e *env) error {
 func (w *hotWorld) peers(secret string) []peer {
 	ps := []peer{
 		{name: "direct"},
-		{name: "sidecar", base: "ws://" + w.sidecar.addr, header: http.Header{"X-Roomlb-Secret": {secret}}, pid: w.sidecar.pid()},
+		{name: "sidecar", base: "ws://" + w.sidecar.addr, header: http.Header{contract.HeaderSecret: {secret}}, pid: w.sidecar.pid()},
 	}
 	if w.haproxy != nil {
 		ps = append(ps, peer{name: "haproxy", base: "ws://" + w.haproxy.addr, pid: w.haproxy.pid()})

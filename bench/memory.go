@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/roomlb/roomlb/contract"
 )
 
 // perWorker bounds a worker's connections: far below the 20,000 files a
@@ -68,7 +70,7 @@ func (e *env) idlePhase(ctx context.Context, f *Figure, through string) (float64
 		return 0, err
 	}
 	defer sidecar.kill()
-	p := peer{name: "sidecar", base: "ws://" + sidecar.addr, header: http.Header{"X-Roomlb-Secret": {e.secret}}, pid: sidecar.pid()}
+	p := peer{name: "sidecar", base: "ws://" + sidecar.addr, header: http.Header{contract.HeaderSecret: {e.secret}}, pid: sidecar.pid()}
 	metrics := "http://" + sidecar.addr + "/metrics"
 	if through == "router" {
 		router, err := startRouter(e, name+"-router", reg.url)
@@ -219,7 +221,7 @@ func loadRooms(ctx context.Context, sidecarAddr, secret string, rooms []string) 
 			defer wg.Done()
 			defer func() { <-sem }()
 			req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+sidecarAddr+"/api/room/"+room, nil)
-			req.Header.Set("X-Roomlb-Secret", secret)
+			req.Header.Set(contract.HeaderSecret, secret)
 			res, err := c.Do(req)
 			if err == nil {
 				b, _ := io.ReadAll(res.Body)

@@ -10,7 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/roomlb/roomlb/ott"
+	"github.com/roomlb/roomlb/contract"
 )
 
 func TestHostileFrames(t *testing.T) {
@@ -40,7 +40,7 @@ func TestTraversalPaths(t *testing.T) {
 		t.Fatalf("%d paths", len(ps))
 	}
 	for _, p := range ps {
-		if !ott.AmbiguousPath([]byte(p[1])) {
+		if !contract.AmbiguousPath([]byte(p[1])) {
 			t.Errorf("%s %s: not a path the router must refuse", p[0], p[1])
 		}
 		if strings.Contains(p[1], "hostile-1-a") {

@@ -1,7 +1,7 @@
 // Package contract is what routers and sidecars agree on: the headers a
-// router sends a sidecar and the answers it reads back, and the WebSocket
-// close codes roomlb sends clients. Both sides import it; neither defines
-// its own copy.
+// router sends a sidecar and the answers it reads back, the WebSocket close
+// codes roomlb sends clients, and which client paths name a room (path.go).
+// Both sides import it; neither defines its own copy.
 //
 // A router forwards each request for a room to the sidecar of the room's
 // owner with HeaderSecret and, when it routed by the registry, HeaderEpoch

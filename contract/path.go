@@ -1,6 +1,9 @@
-package ott
+package contract
 
-import "bytes"
+import (
+	"bytes"
+	"encoding/hex"
+)
 
 // RoomPrefix starts the client paths of a room (ott/PROTOCOL.md §5.1).
 const RoomPrefix = "/api/room/"
@@ -77,9 +80,9 @@ func AmbiguousPath(path []byte) bool {
 		case '\\':
 			return true
 		case '%':
-			if i+2 < len(path) && unhex(path[i+1]) >= 0 && unhex(path[i+2]) >= 0 {
-				c := byte(unhex(path[i+1])<<4 | unhex(path[i+2]))
-				if c == '/' || c == '\\' || unreserved(c) {
+			var c [1]byte
+			if i+2 < len(path) {
+				if _, err := hex.Decode(c[:], path[i+1:i+3]); err == nil && (c[0] == '/' || c[0] == '\\' || unreserved(c[0])) {
 					return true
 				}
 			}

@@ -1,4 +1,4 @@
-package ott
+package contract
 
 import "testing"
 

@@ -2,6 +2,7 @@ package router
 
 import (
 	"bytes"
+	"iter"
 	"net"
 	"net/netip"
 	"strconv"
@@ -9,7 +10,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/roomlb/roomlb/contract"
-	"github.com/roomlb/roomlb/ott"
 )
 
 // The forwarding headers the router sets.
@@ -43,7 +43,7 @@ func isForwarding(key []byte) bool {
 // dropHeader reports whether a client's or a sidecar's header must not be
 // passed on: hop-by-hop (Proxy-* included) or internal.
 func dropHeader(key []byte) bool {
-	if ott.HasPrefixFold(key, contract.InternalPrefix) || ott.HasPrefixFold(key, "proxy-") {
+	if contract.HasPrefixFold(key, contract.InternalPrefix) || contract.HasPrefixFold(key, "proxy-") {
 		return true
 	}
 	for _, h := range hopByHop {
@@ -57,7 +57,7 @@ func dropHeader(key []byte) bool {
 // equalFold reports whether b equals s ignoring ASCII case; s must be lower
 // case.
 func equalFold(b []byte, s string) bool {
-	return len(b) == len(s) && ott.HasPrefixFold(b, s)
+	return len(b) == len(s) && contract.HasPrefixFold(b, s)
 }
 
 // namedIn reports whether key is one of the tokens of a Connection value.
@@ -96,9 +96,18 @@ type scratch struct {
 	hs   []byte // its part up to the router's headers
 }
 
-// stripRequest removes hop-by-hop headers, those named in Connection, and
-// internal ones from a client's request.
-func stripRequest(h *fasthttp.RequestHeader, s *scratch) {
+// header is what stripping needs of fasthttp's request and response
+// headers.
+type header interface {
+	Peek(key string) []byte
+	All() iter.Seq2[[]byte, []byte]
+	Del(key string)
+	DelBytes(key []byte)
+}
+
+// strip removes hop-by-hop headers, those named in Connection, and
+// internal ones.
+func strip[H header](h H, s *scratch) {
 	s.keys = s.keys[:0]
 	s.buf = s.buf[:0]
 	if conn := h.Peek("Connection"); len(conn) > 0 {
@@ -119,6 +128,12 @@ func stripRequest(h *fasthttp.RequestHeader, s *scratch) {
 	for _, k := range hopByHop {
 		h.Del(k)
 	}
+}
+
+// stripRequest strips a client's request, and drops the forwarding headers
+// the router sets itself.
+func stripRequest(h *fasthttp.RequestHeader, s *scratch) {
+	strip(h, s)
 	for _, k := range forwardingHeaders {
 		h.Del(k)
 	}
@@ -126,29 +141,9 @@ func stripRequest(h *fasthttp.RequestHeader, s *scratch) {
 	h.Del("Expect")
 }
 
-// stripResponse does for a sidecar's response what stripRequest does for a
-// request.
+// stripResponse strips a sidecar's response.
 func stripResponse(h *fasthttp.ResponseHeader, s *scratch) {
-	s.keys = s.keys[:0]
-	s.buf = s.buf[:0]
-	if conn := h.Peek("Connection"); len(conn) > 0 {
-		connectionTokens(conn, func(tok []byte) {
-			s.buf = append(s.buf, tok...)
-			s.keys = append(s.keys, s.buf[len(s.buf)-len(tok):])
-		})
-	}
-	for k := range h.All() {
-		if dropHeader(k) {
-			s.buf = append(s.buf, k...)
-			s.keys = append(s.keys, s.buf[len(s.buf)-len(k):])
-		}
-	}
-	for _, k := range s.keys {
-		h.DelBytes(k)
-	}
-	for _, k := range hopByHop {
-		h.Del(k)
-	}
+	strip(h, s)
 	h.ResetConnectionClose()
 }
 

@@ -1,7 +1,7 @@
 package router
 
 import (
-	"github.com/roomlb/roomlb/ott"
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/registry"
 )
 
@@ -61,20 +61,20 @@ func (k *roomKey) set(name []byte) bool {
 // percent-decoded, not normalized), which is what the router forwards. The
 // sidecar routes on the normalized path (fasthttp's ctx.Path()), so a path
 // that normalizing would change in a way that matters is routeBadPath (see
-// ott.AmbiguousPath). The prefixes match ASCII case-insensitively, as the
+// contract.AmbiguousPath). The prefixes match ASCII case-insensitively, as the
 // monolith's own routes do; the special room segments list, generate and
 // create match exactly, as OpenTogetherTube reserves them (so "List" is an
 // ordinary room). For routeRoom it fills key. It does not allocate.
 func parsePath(path []byte, key *roomKey) route {
-	if ott.AmbiguousPath(path) {
+	if contract.AmbiguousPath(path) {
 		return routeBadPath
 	}
 	return routeOf(path, key)
 }
 
-// routeOf classifies a path that ott.AmbiguousPath does not refuse.
+// routeOf classifies a path that contract.AmbiguousPath does not refuse.
 func routeOf(path []byte, key *roomKey) route {
-	if seg, ok := ott.RoomSegment(path); ok {
+	if seg, ok := contract.RoomSegment(path); ok {
 		switch string(seg) {
 		case "list":
 			return routeList
@@ -90,7 +90,7 @@ func routeOf(path []byte, key *roomKey) route {
 		return routeInternal
 	}
 	if len(path) == len(statusPath) || (len(path) == len(statusPath)+1 && path[len(statusPath)] == '/') {
-		if ott.HasPrefixFold(path, statusPath) {
+		if contract.HasPrefixFold(path, statusPath) {
 			return routeStatus
 		}
 	}
@@ -107,7 +107,7 @@ var internalPaths = []string{"/admin", "/healthz", "/readyz", "/metrics"}
 // ASCII case-insensitively.
 func isInternal(path []byte) bool {
 	for _, p := range internalPaths {
-		if len(path) >= len(p) && ott.HasPrefixFold(path, p) && (len(path) == len(p) || path[len(p)] == '/') {
+		if len(path) >= len(p) && contract.HasPrefixFold(path, p) && (len(path) == len(p) || path[len(p)] == '/') {
 			return true
 		}
 	}

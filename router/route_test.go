@@ -7,7 +7,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/roomlb/roomlb/ott"
+	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/registry"
 )
 
@@ -145,16 +145,16 @@ func FuzzParsePath(f *testing.F) {
 			t.Fatalf("parsePath(%q) = %v %q, but the sidecar's path %q routes as %v %q", path, got, k.bytes(), norm, ngot, nk.bytes())
 		}
 
-		if !ott.HasPrefixFold(path, ott.RoomPrefix) {
+		if !contract.HasPrefixFold(path, contract.RoomPrefix) {
 			if got != routeOther && got != routeStatus {
-				t.Fatalf("parsePath(%q) = %v for a path outside %s", path, got, ott.RoomPrefix)
+				t.Fatalf("parsePath(%q) = %v for a path outside %s", path, got, contract.RoomPrefix)
 			}
 			if got == routeStatus && !strings.EqualFold(strings.TrimSuffix(string(path), "/"), statusPath) {
 				t.Fatalf("parsePath(%q) = status", path)
 			}
 			return
 		}
-		seg, _, _ := bytes.Cut(path[len(ott.RoomPrefix):], []byte("/"))
+		seg, _, _ := bytes.Cut(path[len(contract.RoomPrefix):], []byte("/"))
 		switch string(seg) {
 		case "list":
 			if got != routeList {

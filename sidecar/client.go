@@ -414,16 +414,13 @@ func isJSONObject(b []byte) bool {
 	return i < len(b) && b[i] == '{' && json.Valid(b)
 }
 
-// send queues data for the client.
+// send queues data for the client. data is not copied: a broadcast's
+// payload is one slice shared read-only by the room's clients, each writing
+// it through its own pooled write buffer. (websocket.PreparedMessage would
+// build a throwaway connection with a 4 KiB buffer per message; writing a
+// prebuilt frame to the socket directly would bypass websocket.Conn's write
+// lock and deadline.)
 func (c *client) send(data []byte) { c.enqueue(out{data: data}) }
-
-// sendShared queues a broadcast's payload for the client: one copy per
-// broadcast, shared read-only by the room's clients, each writing it through
-// its own pooled write buffer. (websocket.PreparedMessage would build a
-// throwaway connection with a 4 KiB buffer per message; writing a prebuilt
-// frame to the socket directly would bypass websocket.Conn's write lock and
-// deadline.)
-func (c *client) sendShared(payload []byte) { c.enqueue(out{data: payload}) }
 
 // close queues a close frame after what is already queued; the connection
 // ends when it is written.

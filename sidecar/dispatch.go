@@ -163,10 +163,11 @@ func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
 	if s.serves != nil {
 		rm.served()
 	}
-	payload := bytes.Clone(m.Payload) // the link reuses its read buffer
+	// The link reads each message into a slice of its own
+	// (websocket.Conn.ReadMessage), so its clients can share it as it is.
 	for c := range rm.clients {
 		if c.synced {
-			c.sendShared(payload)
+			c.send(m.Payload)
 		}
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/roomlb/roomlb/contract"
-	"github.com/roomlb/roomlb/ott"
 	"github.com/roomlb/roomlb/registry"
 )
 
@@ -95,7 +94,7 @@ func (s *Sidecar) serveIngress(ctx *fasthttp.RequestCtx) {
 		s.serveMove(ctx)
 		return
 	}
-	if ott.AmbiguousPath(ctx.Request.URI().PathOriginal()) {
+	if contract.AmbiguousPath(ctx.Request.URI().PathOriginal()) {
 		// Routers refuse these too. A request is passed to the monolith
 		// with its path as it came, which Node may read as another path
 		// (a backslash is a '/' to it): it must reach the handler, and
@@ -156,9 +155,9 @@ func (s *Sidecar) serveMove(ctx *fasthttp.RequestCtx) {
 }
 
 // roomFromPath returns the room segment of a client path, as the router
-// reads it (ott.RoomSegment).
+// reads it (contract.RoomSegment).
 func roomFromPath(path []byte) (string, bool) {
-	seg, ok := ott.RoomSegment(path)
+	seg, ok := contract.RoomSegment(path)
 	return string(seg), ok
 }
 
@@ -206,12 +205,12 @@ func (s *Sidecar) serveRoomHTTP(ctx *fasthttp.RequestCtx, rm *room) {
 	// The raw path, still percent-encoded: the request is passed on as it
 	// came (no path normalizing), and a decoded path would turn %5C into a
 	// backslash that Node reads as '/'.
-	if seg, ok := ott.RoomSegment(ctx.Request.URI().PathOriginal()); ok && string(seg) != name {
+	if seg, ok := contract.RoomSegment(ctx.Request.URI().PathOriginal()); ok && string(seg) != name {
 		path := ctx.Request.URI().PathOriginal()
 		fixed := make([]byte, 0, len(path)-len(seg)+len(name))
-		fixed = append(fixed, path[:len(ott.RoomPrefix)]...)
+		fixed = append(fixed, path[:len(contract.RoomPrefix)]...)
 		fixed = append(fixed, name...)
-		fixed = append(fixed, path[len(ott.RoomPrefix)+len(seg):]...)
+		fixed = append(fixed, path[len(contract.RoomPrefix)+len(seg):]...)
 		ctx.Request.URI().SetPathBytes(fixed)
 	}
 	s.proxy(ctx)

@@ -28,6 +28,9 @@ type link struct {
 	done      chan struct{}
 	closeOnce sync.Once
 	lastPong  atomic.Int64 // lease clock
+	// dec decodes the monolith's messages (readLoop's only), reusing the
+	// strings of room names and client ids.
+	dec ott.Decoder
 
 	// From the monolith's init.
 	monolithID string
@@ -249,7 +252,7 @@ func (l *link) readLoop() error {
 			return err
 		}
 		received.Inc()
-		m, err := ott.DecodeM2B(data)
+		m, err := l.dec.DecodeM2B(data)
 		if err != nil {
 			l.s.log.Warn("sidecar: bad message from the monolith", "err", err, "msg", truncate(data, 200))
 			continue
