@@ -257,8 +257,10 @@ func (rl *relay) clientEnded(res pumpResult, up net.Conn) {
 	switch res {
 	case pumpEOF:
 		// The client is done sending: tell the sidecar, let it finish.
-		closeWrite(up)
+		// The end is set first: the sidecar's own end, which the half
+		// close brings, must not look like a crash to carry over from.
 		rl.endIn(linger)
+		closeWrite(up)
 	case pumpUpFailed:
 		// The sidecar's end, which the other direction sees too: make
 		// sure it looks now, and decides.
