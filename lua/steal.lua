@@ -10,8 +10,11 @@
 -- ARGV[7] recovery window ms
 -- Returns {1, epoch} when taken; {0, current owner value} when the room is
 -- owned by another node than V now; {-1, current owner value} when V is
--- alive; {-2, recovery ms left} when the room is unowned during a recovery
--- window.
+-- alive; {-2, recovery ms left} during a recovery window.
+-- During a recovery window nothing is taken: Redis lost the registry, the
+-- nodes' heartbeat keys with it, and a live owner's key is back only at its
+-- next heartbeat (the window lasts at least a heartbeat TTL), so a missing
+-- key does not mean a dead owner then.
 local cur = redis.call('GET', KEYS[1])
 if cur then
   if owner_node(cur) ~= ARGV[1] then
@@ -20,11 +23,10 @@ if cur then
   if redis.call('EXISTS', KEYS[3]) == 1 then
     return {-1, cur}
   end
-else
-  local _, left = generation(KEYS[4], KEYS[5], ARGV[7])
-  if left > 0 then
-    return {-2, left}
-  end
+end
+local _, left = generation(KEYS[4], KEYS[5], ARGV[7])
+if left > 0 then
+  return {-2, left}
 end
 local e = next_epoch(KEYS[2], ARGV[4])
 redis.call('SET', KEYS[1], ARGV[2] .. ':' .. num(e), 'PX', ARGV[3])

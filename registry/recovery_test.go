@@ -104,3 +104,44 @@ func TestBootstrap(t *testing.T) {
 		t.Fatalf("claim right after bootstrap: %v", err)
 	}
 }
+
+// After Redis lost its data, a room its owner has re-claimed cannot be
+// stolen during the recovery window although the owner's heartbeat key is
+// still gone: the loss took every heartbeat key, and a live owner's is
+// back only at its next heartbeat. (A router that took the missing key for
+// a dead owner gave a re-claimed room, still loaded on its owner, to
+// another node, whose monolith found no state for it: the room was lost.)
+func TestNoStealInRecoveryWindow(t *testing.T) {
+	r, _ := newRegistry(t)
+	ctx := context.Background()
+	if _, err := r.Beat(ctx, Node{ID: "node-a", Addr: "127.0.0.1:1"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	a, err := r.Claim(ctx, "lobby", "node-a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Client().FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Reclaim(ctx, "node-a", []Lease{a}, time.Minute)
+	if err != nil || res.Leases[0].Epoch <= a.Epoch {
+		t.Fatalf("reclaim: %+v, %v", res, err)
+	}
+	short, cancel := context.WithTimeout(ctx, testRecoveryWindow/4)
+	_, err = r.Steal(short, "lobby", "node-a", "node-b", time.Minute)
+	cancel()
+	if !errors.Is(err, ErrRecovering) {
+		t.Fatalf("steal of a re-claimed room in the window, its owner not heartbeating yet: %v, want ErrRecovering", err)
+	}
+	if o, err := r.Owner(ctx, "lobby"); err != nil || o.Node != "node-a" || o.Epoch != res.Leases[0].Epoch {
+		t.Fatalf("owner of lobby: %+v, %v; want node-a at %d", o, err, res.Leases[0].Epoch)
+	}
+	// The owner heartbeats again: after the window the steal finds it alive.
+	if _, err := r.Beat(ctx, Node{ID: "node-a", Addr: "127.0.0.1:1"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = r.Steal(ctx, "lobby", "node-a", "node-b", time.Minute); !errors.Is(err, ErrOwnerAlive) {
+		t.Fatalf("steal after the window from a live owner: %v, want ErrOwnerAlive", err)
+	}
+}
