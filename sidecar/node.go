@@ -112,11 +112,15 @@ func (s *Sidecar) beat(ctx context.Context) (up bool, err error) {
 	case prev.session != "" && res.Session != prev.session:
 		next.life++
 		next.until = 0
-		s.heartbeatLapsed(next.life)
 	}
 	s.generation = res.Generation
 	next.until = max(next.until, s.at(sent)+int64(s.cfg.HeartbeatTTL-s.cfg.HeartbeatTTL/10))
+	// Stored before the old life's rooms are fenced: from here on none of
+	// them is valid, nor is a claim that was sent in the old life.
 	s.hb.Store(&next)
+	if next.life != prev.life {
+		s.heartbeatLapsed(next.life)
+	}
 	return true, nil
 }
 
