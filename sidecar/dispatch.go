@@ -106,10 +106,14 @@ func (s *Sidecar) dispatch(l *link, m *ott.M2B) {
 
 // onRoomMsg delivers a room message: to one client, or to every client of
 // the room (the monolith sent one message for all of them).
+//
+// The lease is checked with the time taken after s.mu is acquired: a time
+// taken before could be from before a wait on the lock (or a descheduling)
+// of any length, and would let a message out after the lease ended.
 func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
-	now := s.now()
 	if m.ClientID != "" {
 		s.mu.Lock()
+		now := s.now()
 		c := s.clients[m.ClientID]
 		if c != nil && c.rm.valid(now) {
 			if c.rm.loader == c && !c.rm.loaded {
@@ -136,6 +140,7 @@ func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := s.now()
 	rm := s.rooms[key]
 	if rm == nil || !rm.valid(now) {
 		return

@@ -210,11 +210,14 @@ func (l *link) writeLoop() {
 				frameBufs.Put(bp)
 				continue
 			}
-			l.conn.SetWriteDeadline(time.Now().Add(writeWait))
-			err := l.conn.WriteMessage(websocket.TextMessage, *bp)
 			if m.rm != nil && l.s.serves != nil {
+				// Stamped when the lease allowed the frame out, before
+				// the write: a write the monolith is slow to read ends
+				// later, but the frame was let go within the lease.
 				m.rm.served()
 			}
+			l.conn.SetWriteDeadline(time.Now().Add(writeWait))
+			err := l.conn.WriteMessage(websocket.TextMessage, *bp)
 			*bp = (*bp)[:0]
 			if cap(*bp) <= 64<<10 {
 				frameBufs.Put(bp)
