@@ -41,7 +41,7 @@ func (p *phaseRun) analyze(end endCheck) {
 		if err != nil {
 			phaseV = append(phaseV, Violation{Invariant: InvDoubleService, Detail: "serve logs unreadable: " + err.Error()})
 		}
-		timed = append(timed, checkSpans(mergeSpans(lines))...)
+		timed = append(timed, checkServeLog(lines)...)
 		rec.joined = joinedAt(lines)
 	}
 	timed = append(timed, clientOverlaps(rec)...)

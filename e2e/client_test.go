@@ -2,11 +2,8 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -51,36 +48,10 @@ func start(t testing.TB, nodes, routers int, change func(*cluster.Options)) (*cl
 }
 
 // do sends an HTTP request to a router as a browser would.
-func do(t testing.TB, addr, method, path, body string, hdr ...string) (*http.Response, string) {
-	t.Helper()
-	req, err := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return res, string(b)
-}
+var do = wstest.Do
 
-func grant(t testing.TB, addr string) string {
-	t.Helper()
-	res, body := do(t, addr, "GET", "/api/auth/grant", "")
-	var g struct{ Token string }
-	if res.StatusCode != 200 || json.Unmarshal([]byte(body), &g) != nil || g.Token == "" {
-		t.Fatalf("grant: %d %s", res.StatusCode, body)
-	}
-	return g.Token
-}
+// grant gets an auth token through a router.
+var grant = wstest.Grant
 
 // client is a browser-like WebSocket client of one room.
 type client struct {

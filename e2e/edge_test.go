@@ -85,10 +85,9 @@ func TestBadInputAtTheEdge(t *testing.T) {
 			defer conn.Close()
 			conn.Write([]byte("GET /api/room/calm HTTP/1.1\r\nHost: x\r\n")) // and nothing more
 			conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-			start := time.Now()
 			_, err = bufio.NewReader(conn).ReadString('\n')
-			if time.Since(start) > 3*time.Second {
-				t.Fatalf("slow client held for %v", time.Since(start))
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("slow client neither answered nor closed after 5s")
 			}
 			if err == nil {
 				return 408 // answered: a timeout status

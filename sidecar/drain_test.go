@@ -9,6 +9,7 @@ import (
 
 	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/internal/nodemonolith"
+	"github.com/roomlb/roomlb/internal/roomlbtest"
 	"github.com/roomlb/roomlb/ott/otttest"
 	"github.com/roomlb/roomlb/registry"
 )
@@ -21,17 +22,17 @@ type monolith struct {
 
 // testDrain drains node a, with 200 rooms and 1,000 clients, onto b and c:
 // every room is claimed elsewhere with a higher epoch and loads the state a
-// last had, no room is on two monoliths at once, a's sidecar exits 0 within
+// last had, no room is served by two nodes at once (serve logs), a's sidecar exits 0 within
 // its timeout, and b (more spare capacity) takes more rooms than c.
 func testDrain(t *testing.T, reg *registry.Registry, monos [3]monolith, rooms, perRoom int) {
 	obs := newObserver()
 	for _, m := range monos {
 		obs.watch(t, m.name, m.balancerAddr)
 	}
-	a := startSidecar(t, reg, "node-a", monos[0].balancerAddr, nil)
-	b := startSidecar(t, reg, "node-b", monos[1].balancerAddr, func(c *Config) { c.Capacity = 1200 })
-	c := startSidecar(t, reg, "node-c", monos[2].balancerAddr, func(c *Config) { c.Capacity = 600 })
-	_ = c
+	var served roomlbtest.Buffer
+	a := startSidecar(t, reg, "node-a", monos[0].balancerAddr, func(c *Config) { c.ServeLog = &served })
+	b := startSidecar(t, reg, "node-b", monos[1].balancerAddr, func(c *Config) { c.Capacity, c.ServeLog = 1200, &served })
+	c := startSidecar(t, reg, "node-c", monos[2].balancerAddr, func(c *Config) { c.Capacity, c.ServeLog = 600, &served })
 	ctx := context.Background()
 
 	token := grant(t, a.Addr())
@@ -147,7 +148,11 @@ func testDrain(t *testing.T, reg *registry.Registry, monos [3]monolith, rooms, p
 		}
 		cl.Conn.Close()
 	}
-	obs.check(t)
+	b.flushServeLog()
+	c.flushServeLog()
+	if faults := CheckServeLog(serveRecords(t, &served)); len(faults) > 0 {
+		t.Errorf("serve logs: %+v", faults)
+	}
 }
 
 var drainRooms = 200

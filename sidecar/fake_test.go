@@ -88,24 +88,7 @@ func TestDrainFake(t *testing.T) {
 // make the monolith load it once (a second join or load before loaded
 // would create a duplicate instance, ott/PROTOCOL.md §8 item 4).
 func TestConcurrentJoinsOneLoad(t *testing.T) {
-	reg, srv := newTestRegistry(t)
-	mono, err := otttest.New(otttest.Config{Redis: srv.Client(), LoadDelay: 200 * time.Millisecond, StateDebounce: 200 * time.Millisecond, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mono.Close() })
-	sc := startSidecar(t, reg, "node-a", mono.BalancerAddr(), nil)
-	createRoom(t, sc.Addr(), "Crowd")
-	// Unload it (its state stays in Redis) so that the joins load it.
-	waitFor(t, 5*time.Second, "state written", func() bool {
-		return srv.Client().Exists(context.Background(), "room:Crowd").Val() == 1
-	})
-	code, _, _ := call(t, sc.Addr(), "POST", "/admin/drain", "")
-	if code != 202 {
-		t.Fatalf("drain = %d", code)
-	}
-	<-sc.done
-	sc2 := startSidecar(t, reg, "node-a2", mono.BalancerAddr(), nil)
+	sc2, mono := startStoredRoom(t, "Crowd")
 	token := grant(t, sc2.Addr())
 	const n = 30
 	errs := make(chan error, n)
@@ -141,4 +124,27 @@ func TestConcurrentJoinsOneLoad(t *testing.T) {
 	if mono.Crashed() {
 		t.Fatal("monolith crashed")
 	}
+}
+
+// startStoredRoom creates room on a node-a over the Go fake monolith (slow
+// to load), drains node-a once the room's state is in Redis, and returns a
+// new node-a2 on the same monolith: room is stored but loaded nowhere.
+func startStoredRoom(t *testing.T, room string) (*running, *otttest.Monolith) {
+	t.Helper()
+	reg, srv := newTestRegistry(t)
+	mono, err := otttest.New(otttest.Config{Redis: srv.Client(), LoadDelay: 200 * time.Millisecond, StateDebounce: 200 * time.Millisecond, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mono.Close() })
+	sc := startSidecar(t, reg, "node-a", mono.BalancerAddr(), nil)
+	createRoom(t, sc.Addr(), room)
+	waitFor(t, 5*time.Second, "state written", func() bool {
+		return srv.Client().Exists(context.Background(), "room:"+room).Val() == 1
+	})
+	if code, _, _ := call(t, sc.Addr(), "POST", "/admin/drain", ""); code != 202 {
+		t.Fatalf("drain = %d", code)
+	}
+	<-sc.done
+	return startSidecar(t, reg, "node-a2", mono.BalancerAddr(), nil), mono
 }

@@ -3,16 +3,14 @@ package sidecar
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/internal/redistest"
+	"github.com/roomlb/roomlb/internal/roomlbtest"
 	"github.com/roomlb/roomlb/internal/wstest"
 	"github.com/roomlb/roomlb/registry"
 )
@@ -94,59 +92,28 @@ func startSidecar(t testing.TB, reg *registry.Registry, node, balancerAddr strin
 	return r
 }
 
-// waitFor polls cond until it holds or the limit passes.
-func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", limit, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+var waitFor = wstest.WaitFor
+
+// secret is the header a router sends a sidecar with every request.
+var secret = []string{contract.HeaderSecret, testSecret}
 
 // call sends an HTTP request to a sidecar as a router would.
 func call(t testing.TB, addr, method, path, body string, hdr ...string) (int, http.Header, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set(contract.HeaderSecret, testSecret)
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return res.StatusCode, res.Header, string(b)
+	res, b := wstest.Do(t, addr, method, path, body, append(append([]string(nil), secret...), hdr...)...)
+	return res.StatusCode, res.Header, b
 }
 
 // grant gets an auth token through the sidecar.
 func grant(t testing.TB, addr string) string {
 	t.Helper()
-	code, _, body := call(t, addr, "GET", "/api/auth/grant", "")
-	var g struct{ Token string }
-	if code != 200 || json.Unmarshal([]byte(body), &g) != nil || g.Token == "" {
-		t.Fatalf("grant: %d %s", code, body)
-	}
-	return g.Token
+	return wstest.Grant(t, addr, secret...)
 }
 
 // createRoom creates a temporary room through the sidecar.
 func createRoom(t testing.TB, addr, name string) {
 	t.Helper()
-	code, _, body := call(t, addr, "POST", "/api/room/create", fmt.Sprintf(`{"name":%q,"isTemporary":true}`, name))
-	if code != 200 && code != 201 {
-		t.Fatalf("create %s: %d %s", name, code, body)
-	}
+	wstest.CreateRoom(t, addr, name, secret...)
 }
 
 // wsClient is a browser-like client of one room, as a router would pass it
@@ -187,4 +154,33 @@ func (c *wsClient) next(want string, limit time.Duration) map[string]any {
 func (c *wsClient) closeCode(limit time.Duration) int {
 	c.t.Helper()
 	return c.CloseCode(limit)
+}
+
+// serveRecords parses a serve log (Config.ServeLog).
+func serveRecords(t testing.TB, log *roomlbtest.Buffer) []ServeRecord {
+	t.Helper()
+	var out []ServeRecord
+	for _, line := range log.Lines() {
+		var r ServeRecord
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("serve log line %q: %v", line, err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// lastServed is the end of room's last serve span in a serve log.
+func lastServed(t testing.TB, log *roomlbtest.Buffer, room string) time.Time {
+	t.Helper()
+	var last int64
+	for _, r := range serveRecords(t, log) {
+		if r.Room == room && r.Client == "" {
+			last = max(last, r.Last)
+		}
+	}
+	if last == 0 {
+		t.Fatalf("room %s was never served", room)
+	}
+	return time.Unix(0, last)
 }

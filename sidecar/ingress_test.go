@@ -152,33 +152,3 @@ func TestIngressEdges(t *testing.T) {
 		}
 	})
 }
-
-// TestRedisDownSelfFences: with Redis gone, the sidecar keeps its rooms for
-// the lease and then stops serving them before they could expire.
-func TestRedisDownSelfFences(t *testing.T) {
-	reg, srv := newTestRegistry(t)
-	mono := nodemonolith.Start(t, srv.URL())
-	obs := newObserver()
-	obs.watch(t, "a", mono.BalancerAddr)
-	sc := startSidecar(t, reg, "node-a", mono.BalancerAddr, func(c *Config) { c.LeaseTTL = time.Second })
-	createRoom(t, sc.Addr(), "Island")
-	cl, _, err := dial(t, sc.Addr(), "island", grant(t, sc.Addr()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl.next("you", 5*time.Second)
-	stopped := time.Now()
-	srv.Stop()
-	if code := cl.closeCode(5 * time.Second); code != contract.CloseServiceRestart {
-		t.Fatalf("client closed with %d, want %d", code, contract.CloseServiceRestart)
-	}
-	if took := time.Since(stopped); took > time.Second {
-		t.Fatalf("room served %v after Redis went away, past its 1s lease", took)
-	}
-	waitFor(t, 5*time.Second, "the room unloaded", func() bool {
-		obs.mu.Lock()
-		defer obs.mu.Unlock()
-		return len(obs.where["island"]) == 0
-	})
-	srv.Start() // so that the sidecar can deregister when the test ends
-}

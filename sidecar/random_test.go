@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -45,9 +46,16 @@ func TestRandomNeverCrashesFake(t *testing.T) {
 	testRandom(t, reg, monos)
 }
 
+// randomSeed repeats a run of the random tests: go test ./sidecar -run
+// Random -args -random.seed N (the seed a failed run logged).
+var randomSeed = flag.Uint64("random.seed", 0, "seed of the random tests (0: from the clock)")
+
 func testRandom(t *testing.T, reg *registry.Registry, monos []randomMonolith) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := *randomSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (repeat with -args -random.seed %d)", seed, seed)
 	rnd := rand.New(rand.NewPCG(seed, 1))
 	ctx := context.Background()
 	fast := func(c *Config) {

@@ -53,20 +53,7 @@ func TestGossipCrossingUnloadDoesNotCrash(t *testing.T) {
 // than load it a second time, and a request in another casing must load the
 // room by the casing its state is stored under.
 func TestHTTPRequestsLoadOnce(t *testing.T) {
-	reg, srv := newTestRegistry(t)
-	mono, err := otttest.New(otttest.Config{Redis: srv.Client(), LoadDelay: 200 * time.Millisecond, StateDebounce: 200 * time.Millisecond, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mono.Close() })
-	sc := startSidecar(t, reg, "node-a", mono.BalancerAddr(), nil)
-	createRoom(t, sc.Addr(), "Crowd")
-	waitFor(t, 5*time.Second, "state written", func() bool {
-		return srv.Client().Exists(context.Background(), "room:Crowd").Val() == 1
-	})
-	call(t, sc.Addr(), "POST", "/admin/drain", "")
-	<-sc.done
-	sc2 := startSidecar(t, reg, "node-a2", mono.BalancerAddr(), nil)
+	sc2, mono := startStoredRoom(t, "Crowd")
 	token := grant(t, sc2.Addr())
 
 	var wg sync.WaitGroup

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,7 +56,7 @@ func testDev(t *testing.T, bin, secret string, args ...string) {
 	// A terminal runs a command as the foreground process group of its own.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Env = append(os.Environ(), "ROOMLB_SECRET=") // only --secret
-	var output syncBuffer                            // stdout and stderr, for the noise check
+	var output roomlbtest.Buffer                     // stdout and stderr, for the noise check
 	cmd.Stderr = io.MultiWriter(&output, &testWriter{t})
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -347,24 +346,6 @@ func children(pid int) []proc {
 		}
 	}
 	return kids
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 type testWriter struct{ t *testing.T }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/roomlb/roomlb/internal/cluster"
 	"github.com/roomlb/roomlb/internal/redistest"
+	"github.com/roomlb/roomlb/internal/roomlbtest"
 )
 
 // roomlbBinary builds the roomlb binary, with VCS information when the
@@ -168,7 +169,7 @@ func TestBinaryLogs(t *testing.T) {
 // lines name it once.
 func TestClusterLogNamesNodeOnce(t *testing.T) {
 	srv := redistest.New(t)
-	var out syncBuffer
+	var out roomlbtest.Buffer
 	c, err := cluster.Start(context.Background(), cluster.Options{
 		RedisURL: srv.URL(), Nodes: 1, Routers: 1, Monolith: cluster.FakeMonolith,
 		Log: slog.New(slog.NewTextHandler(&out, nil)),

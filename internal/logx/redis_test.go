@@ -1,42 +1,18 @@
 package logx
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/roomlb/roomlb/internal/roomlbtest"
 )
 
-// lines is a slog handler's output, safe for concurrent writes.
-type lines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-// take returns the lines written since the last take.
-func (l *lines) take() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := strings.TrimSpace(l.buf.String())
-	l.buf.Reset()
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, "\n")
-}
-
-func textLogger(w *lines, level slog.Level) *slog.Logger {
+func textLogger(w *roomlbtest.Buffer, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{
 		Level: level,
 		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
@@ -56,12 +32,12 @@ var refused = fmt.Errorf("dial tcp 127.0.0.1:6379: connect: connection refused")
 // kind of message, in slog's format, with the count of the lines left out.
 func TestRedisRateLimit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var out lines
+		var out roomlbtest.Buffer
 		r := NewRedis(textLogger(&out, slog.LevelInfo), 10*time.Second)
 		ctx := context.Background()
 
 		r.Printf(ctx, dialFormat, 3, refused)
-		got := out.take()
+		got := out.Take()
 		want := `level=WARN msg="go-redis: connection pool: failed to dial after 3 attempts: dial tcp 127.0.0.1:6379: connect: connection refused"`
 		if len(got) != 1 || got[0] != want {
 			t.Fatalf("first message logged as %q, want %q", got, want)
@@ -75,14 +51,14 @@ func TestRedisRateLimit(t *testing.T) {
 		}
 		// Another kind of message is logged at once.
 		r.Printf(ctx, "redis: connection pool: conn[%d] rejected by hook, returning to pool", 7)
-		if got := out.take(); len(got) != 1 || !strings.Contains(got[0], "conn[7] rejected") {
+		if got := out.Take(); len(got) != 1 || !strings.Contains(got[0], "conn[7] rejected") {
 			t.Fatalf("within the window: %q, want only the other message", got)
 		}
 
 		// The window ends: the latest repeat, with the count.
 		time.Sleep(10*time.Second - 29*340*time.Millisecond + time.Millisecond)
 		synctest.Wait()
-		got = out.take()
+		got = out.Take()
 		if len(got) != 1 || !strings.Contains(got[0], "failed to dial after 2 attempts") || !strings.HasSuffix(got[0], " suppressed=29") {
 			t.Fatalf("at the window's end: %q, want the latest repeat with suppressed=29", got)
 		}
@@ -93,7 +69,7 @@ func TestRedisRateLimit(t *testing.T) {
 			r.Printf(ctx, dialFormat, 3, refused)
 		}
 		synctest.Wait()
-		if got := out.take(); len(got) != 6 {
+		if got := out.Take(); len(got) != 6 {
 			t.Fatalf("a minute of failures gave %d lines, want 6:\n%s", len(got), strings.Join(got, "\n"))
 		}
 
@@ -101,7 +77,7 @@ func TestRedisRateLimit(t *testing.T) {
 		// ends, then nothing.
 		time.Sleep(30 * time.Second)
 		synctest.Wait()
-		if got := out.take(); len(got) != 1 || !strings.Contains(got[0], "suppressed=") {
+		if got := out.Take(); len(got) != 1 || !strings.Contains(got[0], "suppressed=") {
 			t.Fatalf("after the failures stopped: %q, want one last count", got)
 		}
 		// A window without repeats ends silently; the next message is
@@ -110,7 +86,7 @@ func TestRedisRateLimit(t *testing.T) {
 		time.Sleep(time.Minute)
 		synctest.Wait()
 		r.Printf(ctx, dialFormat, 3, refused)
-		if got := out.take(); len(got) != 2 || strings.Contains(got[0]+got[1], "suppressed") {
+		if got := out.Take(); len(got) != 2 || strings.Contains(got[0]+got[1], "suppressed") {
 			t.Fatalf("two messages a minute apart: %q, want both, without counts", got)
 		}
 	})
@@ -119,17 +95,17 @@ func TestRedisRateLimit(t *testing.T) {
 // TestRedisLevels: warnings follow the logger's level; recovered panics are
 // errors; a nil logger discards.
 func TestRedisLevels(t *testing.T) {
-	var out lines
+	var out roomlbtest.Buffer
 	r := NewRedis(textLogger(&out, slog.LevelError), 0)
 	r.Printf(context.Background(), dialFormat, 3, refused)
 	r.Printf(context.Background(), "addIdleConn panic: %+v\n", "boom")
-	got := out.take()
+	got := out.Take()
 	if len(got) != 1 || got[0] != `level=ERROR msg="go-redis: addIdleConn panic: boom"` {
 		t.Fatalf("at level error: %q, want the panic alone", got)
 	}
 	r.SetLogger(nil)
 	r.Printf(context.Background(), "addIdleConn panic: %+v", "again")
-	if got := out.take(); got != nil {
+	if got := out.Take(); got != nil {
 		t.Fatalf("after SetLogger(nil): %q", got)
 	}
 }

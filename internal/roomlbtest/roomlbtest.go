@@ -1,6 +1,7 @@
-// Package roomlbtest builds the roomlb binary for tests that run its
-// commands as processes of their own (to pause and kill them): the
-// sidecar's fault tests, the bench and the chaos run.
+// Package roomlbtest holds what tests of several packages share: the roomlb
+// binary, built once for tests that run its commands as processes of their
+// own (to pause and kill them: the sidecar's fault tests, the bench and the
+// chaos run), and a Buffer the code under test writes to concurrently.
 package roomlbtest
 
 import (

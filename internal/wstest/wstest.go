@@ -1,6 +1,7 @@
 // Package wstest is a browser-like OpenTogetherTube WebSocket client for
 // tests: it dials a room through a router or a sidecar, sends the auth
-// frame, and reads the server's messages in the background.
+// frame, and reads the server's messages in the background; and the
+// HTTP calls the web client makes (Do, Grant, CreateRoom), and WaitFor.
 package wstest
 
 import (

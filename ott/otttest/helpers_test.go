@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/roomlb/roomlb/internal/redistest"
+	"github.com/roomlb/roomlb/internal/wstest"
 	"github.com/roomlb/roomlb/ott"
 	"github.com/roomlb/roomlb/ott/otttest"
 )
@@ -320,29 +320,14 @@ func createRoom(t *testing.T, m *otttest.Monolith, body string) {
 
 func httpDo(t *testing.T, m *otttest.Monolith, method, path, body string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(method, "http://"+m.HTTPAddr()+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	res, b := wstest.Do(t, m.HTTPAddr(), method, path, body)
+	return res.StatusCode, b
 }
 
 // eventually polls cond every 10 ms until it holds, failing after wait.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %v", what, wait)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wstest.WaitFor(t, wait, what, cond)
 }
 
 func closeCode(err error) (int, string) {
