@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -97,28 +96,12 @@ func (c *wsClient) read() ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.buf, err = readInto(c.buf[:0], r)
+		c.buf, err = ott.ReadMessage(c.buf[:0], r)
 		if err != nil {
 			return nil, err
 		}
 		if mt == websocket.TextMessage {
 			return c.buf, nil
-		}
-	}
-}
-
-func readInto(b []byte, r io.Reader) ([]byte, error) {
-	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			return b, nil
-		}
-		if err != nil {
-			return b, err
 		}
 	}
 }
@@ -251,7 +234,7 @@ func (l *balancerLink) read() (ott.M2B, error) {
 		if err != nil {
 			return ott.M2B{}, err
 		}
-		l.rbuf, err = readInto(l.rbuf[:0], r)
+		l.rbuf, err = ott.ReadMessage(l.rbuf[:0], r)
 		if err != nil {
 			return ott.M2B{}, err
 		}

@@ -188,21 +188,7 @@ func TestDecodeB2MRules(t *testing.T) {
 			ott.B2M{Type: ott.TypeInit, Init: ott.BalancerInit{ID: "b"}}, nil},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := ott.DecodeB2M([]byte(tc.json))
-			if tc.err != nil {
-				if !errors.Is(err, tc.err) {
-					t.Fatalf("err = %v, want %v", err, tc.err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("err = %v", err)
-			}
-			if !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("got  %+v\nwant %+v", got, tc.want)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { checkDecode(t, ott.DecodeB2M, tc.json, tc.want, tc.err) })
 	}
 }
 
@@ -251,21 +237,7 @@ func TestDecodeM2BRules(t *testing.T) {
 			}}}, nil},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := ott.DecodeM2B([]byte(tc.json))
-			if tc.err != nil {
-				if !errors.Is(err, tc.err) {
-					t.Fatalf("err = %v, want %v", err, tc.err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("err = %v", err)
-			}
-			if !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("got  %+v\nwant %+v", got, tc.want)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { checkDecode(t, ott.DecodeM2B, tc.json, tc.want, tc.err) })
 	}
 }
 
@@ -331,5 +303,24 @@ func TestTypeNames(t *testing.T) {
 	}
 	if _, ok := ott.ParseType("Init"); ok {
 		t.Errorf("ParseType(Init) ok")
+	}
+}
+
+// checkDecode runs one case of a decoder's table: decoding in gives an error
+// that is wantErr, or (wantErr nil) the value want.
+func checkDecode[T any](t *testing.T, decode func([]byte) (T, error), in string, want T, wantErr error) {
+	t.Helper()
+	got, err := decode([]byte(in))
+	if wantErr != nil {
+		if !errors.Is(err, wantErr) {
+			t.Fatalf("err = %v, want %v", err, wantErr)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("err = %v", err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got  %+v\nwant %+v", got, want)
 	}
 }

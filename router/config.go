@@ -157,26 +157,21 @@ type settings struct {
 	origins map[string]bool
 }
 
+// check fills in c's defaults and checks it, reporting every problem at
+// once.
 func (c Config) check() (*settings, error) {
+	var errs []error
 	if c.Registry == nil {
-		return nil, errors.New("router: Config.Registry is required")
+		errs = append(errs, errors.New("Config.Registry is required"))
 	}
 	if c.Secret == "" {
-		return nil, errors.New("router: Config.Secret is required (sidecars refuse requests without it)")
+		errs = append(errs, errors.New("Config.Secret is required (sidecars refuse requests without it)"))
 	}
 	for i := 0; i < len(c.Secret); i++ {
 		if b := c.Secret[i]; b < 0x21 || b > 0x7e {
-			return nil, fmt.Errorf("router: Config.Secret: byte %d is not a visible ASCII character (it travels in a header)", i)
+			errs = append(errs, fmt.Errorf("Config.Secret: byte %d is not a visible ASCII character (it travels in a header)", i))
+			break
 		}
-	}
-	def := func(p *time.Duration, name string, d time.Duration) error {
-		if *p < 0 {
-			return fmt.Errorf("router: Config.%s is negative (%v)", name, *p)
-		}
-		if *p == 0 {
-			*p = d
-		}
-		return nil
 	}
 	for _, f := range []struct {
 		p    *time.Duration
@@ -195,12 +190,15 @@ func (c Config) check() (*settings, error) {
 		{&c.StealLease, "StealLease", DefaultStealLease},
 		{&c.ShutdownTimeout, "ShutdownTimeout", DefaultShutdownTimeout},
 	} {
-		if err := def(f.p, f.name, f.d); err != nil {
-			return nil, err
+		if *f.p < 0 {
+			errs = append(errs, fmt.Errorf("Config.%s is negative (%v)", f.name, *f.p))
+		}
+		if *f.p == 0 {
+			*f.p = f.d
 		}
 	}
 	if c.WSIdleTimeout < 0 {
-		return nil, fmt.Errorf("router: Config.WSIdleTimeout is negative (%v)", c.WSIdleTimeout)
+		errs = append(errs, fmt.Errorf("Config.WSIdleTimeout is negative (%v)", c.WSIdleTimeout))
 	}
 	for _, f := range []struct {
 		p    *int
@@ -220,11 +218,11 @@ func (c Config) check() (*settings, error) {
 			*f.p = f.d
 		}
 		if *f.p < f.min {
-			return nil, fmt.Errorf("router: Config.%s is %d, want at least %d", f.name, *f.p, f.min)
+			errs = append(errs, fmt.Errorf("Config.%s is %d, want at least %d", f.name, *f.p, f.min))
 		}
 	}
 	if c.MaxFrame > 0 && c.MaxFrame < 1024 {
-		return nil, fmt.Errorf("router: Config.MaxFrame is %d, want at least 1024 (bytes), or -1 for no bound", c.MaxFrame)
+		errs = append(errs, fmt.Errorf("Config.MaxFrame is %d, want at least 1024 (bytes), or -1 for no bound", c.MaxFrame))
 	}
 	switch {
 	case c.MaxWaiting == 0:
@@ -246,7 +244,8 @@ func (c Config) check() (*settings, error) {
 	for _, p := range c.TrustedProxies {
 		pfx, err := parsePrefix(p)
 		if err != nil {
-			return nil, fmt.Errorf("router: Config.TrustedProxies: %w", err)
+			errs = append(errs, fmt.Errorf("Config.TrustedProxies: %w", err))
+			continue
 		}
 		s.trusted = append(s.trusted, pfx)
 	}
@@ -255,10 +254,15 @@ func (c Config) check() (*settings, error) {
 		for _, o := range c.AllowedOrigins {
 			norm, err := normalizeOrigin(o)
 			if err != nil {
-				return nil, fmt.Errorf("router: Config.AllowedOrigins: %w", err)
+				errs = append(errs, fmt.Errorf("Config.AllowedOrigins: %w", err))
+				continue
 			}
 			s.origins[norm] = true
 		}
+	}
+	if len(errs) > 0 {
+		// Every problem at once, as the sidecar's Config does.
+		return nil, fmt.Errorf("router: bad config: %w", errors.Join(errs...))
 	}
 	return s, nil
 }

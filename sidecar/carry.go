@@ -31,8 +31,8 @@ type heldMsg struct {
 
 // carriedJoin notes the join of a carried client, which expects the room
 // to have had expect clients (0: unknown), and holds the room's client
-// messages from the first one on. s.mu is held.
-func (s *Sidecar) carriedJoin(rm *room, expect int) {
+// messages from the first one on.
+func (s locked) carriedJoin(rm *room, expect int) {
 	if rm.moving || rm.gone {
 		return
 	}
@@ -47,8 +47,8 @@ func (s *Sidecar) carriedJoin(rm *room, expect int) {
 		rm.holding.Store(true)
 		rm.heldMu.Unlock()
 		rm.holdTimer = &timer{time.AfterFunc(hold, func() {
-			s.mu.Lock()
-			defer s.mu.Unlock()
+			s := s.lock()
+			defer s.unlock()
 			s.releaseHeld(rm)
 		})}
 	}
@@ -57,8 +57,8 @@ func (s *Sidecar) carriedJoin(rm *room, expect int) {
 // carriedBack counts carried client c back: the monolith has completed its
 // join (its "you"; the join is asynchronous there, and a message passed on
 // before it completes would not reach it), or it is gone. The room's held
-// messages go on once every client expected is back. s.mu is held.
-func (s *Sidecar) carriedBack(c *client) {
+// messages go on once every client expected is back.
+func (s locked) carriedBack(c *client) {
 	if !c.carried {
 		return
 	}
@@ -89,8 +89,8 @@ func (s *Sidecar) hold(c *client, bp *[]byte) bool {
 
 // releaseHeld passes on what rm held, in order, and holds no more: before
 // the unload of a room that begins moving too (its clients counted what
-// was held as passed on); a room that is gone drops it. s.mu is held.
-func (s *Sidecar) releaseHeld(rm *room) {
+// was held as passed on); a room that is gone drops it.
+func (s locked) releaseHeld(rm *room) {
 	if rm.holdTimer != nil {
 		rm.holdTimer.t.Stop()
 		rm.holdTimer = nil

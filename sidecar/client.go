@@ -86,7 +86,8 @@ type client struct {
 	writer sync.WaitGroup
 }
 
-// markJoined releases serveClient's wait for the join. Sidecar.mu is held.
+// markJoined releases serveClient's wait for the join. Sidecar.mu is held
+// (see locked).
 func (c *client) markJoined() {
 	select {
 	case <-c.joined:
@@ -286,7 +287,7 @@ func (c *client) readFrame() bool {
 		return true
 	}
 	bp := frameBufs.Get().(*[]byte)
-	frame, err := readAll((*bp)[:0], r)
+	frame, err := ott.ReadMessage((*bp)[:0], r)
 	if err != nil {
 		*bp = frame[:0]
 		frameBufs.Put(bp)
@@ -308,9 +309,9 @@ func (c *client) readFrame() bool {
 		// The lease ran out (or the room was fenced): serve nothing.
 		*bp = frame[:0]
 		frameBufs.Put(bp)
-		c.s.mu.Lock()
-		s.fence(c.rm, c.rm.invalidReason(now))
-		c.s.mu.Unlock()
+		lk := s.lock()
+		lk.fence(c.rm, c.rm.invalidReason(now))
+		lk.unlock()
 		return false
 	}
 	if !utf8.Valid(frame) {
@@ -386,23 +387,6 @@ func (c *client) finish() {
 	c.closing = true
 	c.mu.Unlock()
 	c.writer.Wait()
-}
-
-// readAll reads r to its end into buf.
-func readAll(buf []byte, r io.Reader) ([]byte, error) {
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
 }
 
 // isJSONObject reports whether b is one valid JSON object.

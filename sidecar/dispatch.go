@@ -15,9 +15,9 @@ import (
 
 // linkUp makes l the current link: the node takes placements again.
 func (s *Sidecar) linkUp(l *link) {
-	s.mu.Lock()
+	lk := s.lock()
 	s.link = l
-	s.mu.Unlock()
+	lk.unlock()
 	s.metrics.link.Set(1)
 	s.log.Info("sidecar: monolith link up", "monolith", l.monolithID, "http", l.httpAddr, "balancer_id", l.id)
 }
@@ -30,27 +30,27 @@ func (s *Sidecar) linkUp(l *link) {
 // moving meanwhile, and offered to the other nodes.
 func (s *Sidecar) linkDown(l *link, err error) {
 	shutdown := websocket.IsCloseError(err, websocket.CloseGoingAway)
-	s.mu.Lock()
+	lk := s.lock()
 	if s.link != l {
-		s.mu.Unlock()
+		lk.unlock()
 		return
 	}
 	s.link = nil
 	s.metrics.link.Set(0)
 	clear(s.unloading)
 	if s.isKilled() {
-		s.mu.Unlock()
+		lk.unlock()
 		return // a crash releases nothing
 	}
 	rooms := make([]*room, 0, len(s.rooms))
 	for _, rm := range s.rooms {
 		rm.cost = len(rm.clients) + len(rm.waiting)
-		s.closeRoomClients(rm, contract.CloseServiceRestart, "monolith link lost")
+		lk.closeRoomClients(rm, contract.CloseServiceRestart, "monolith link lost")
 		rm.loaded = false // the monolith's rooms are out of reach
 		rm.moving = true
 		rooms = append(rooms, rm)
 	}
-	s.mu.Unlock()
+	lk.unlock()
 	if len(rooms) > 0 || !errors.Is(err, errLinkClosed) {
 		s.log.Warn("sidecar: monolith link lost: releasing rooms", "rooms", len(rooms), "monolith_shutdown", shutdown, "err", err)
 	}
@@ -66,10 +66,10 @@ func (s *Sidecar) linkDown(l *link, err error) {
 			cancel()
 		}
 		for _, rm := range rooms {
-			s.mu.Lock()
+			lk := s.lock()
 			lease, name, gone, cost := rm.lease, rm.name, rm.gone, rm.cost
-			s.removeRoom(rm)
-			s.mu.Unlock()
+			lk.removeRoom(rm)
+			lk.unlock()
 			if gone || lease.Epoch == 0 {
 				continue
 			}
@@ -112,34 +112,34 @@ func (s *Sidecar) dispatch(l *link, m *ott.M2B) {
 // of any length, and would let a message out after the lease ended.
 func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
 	if m.ClientID != "" {
-		s.mu.Lock()
+		lk := s.lock()
 		now := s.now()
 		c := s.clients[m.ClientID]
 		if c != nil && c.rm.valid(now) {
 			if c.rm.loader == c && !c.rm.loaded {
 				// The first unicast of a join is its full sync: the room
 				// is loaded even if no loaded came (it was loaded already).
-				s.roomLoaded(c.rm)
+				lk.roomLoaded(c.rm)
 			}
 			c.synced = true
 			c.send(m.Payload)
 			if c.carried && ott.IsYou(m.Payload) {
 				// The last message of its join sequence.
-				s.carriedBack(c)
+				lk.carriedBack(c)
 			}
 			if s.serves != nil {
 				c.rm.served()
 			}
 		}
-		s.mu.Unlock()
+		lk.unlock()
 		return
 	}
 	key, err := registry.RoomKey(m.Room)
 	if err != nil {
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	lk := s.lock()
+	defer lk.unlock()
 	now := s.now()
 	rm := s.rooms[key]
 	if rm == nil || !rm.valid(now) {
@@ -179,8 +179,8 @@ func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
 
 // onKick closes a client the monolith has dropped.
 func (s *Sidecar) onKick(k *ott.Kick) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	lk := s.lock()
+	defer lk.unlock()
 	c := s.clients[k.ClientID]
 	if c == nil {
 		// The loader of a room may have left before its join was
@@ -189,14 +189,14 @@ func (s *Sidecar) onKick(k *ott.Kick) {
 			delete(s.orphanLoads, k.ClientID)
 			if !rm.gone && !rm.loaded && rm.loader == nil && rm.loadSent {
 				rm.loadSent = false
-				s.loadFailed(rm, k.Reason)
+				lk.loadFailed(rm, k.Reason)
 			}
 		}
 		return
 	}
 	c.kicked = true
 	rm := c.rm
-	s.carriedBack(c) // its join failed: not waited for
+	lk.carriedBack(c) // its join failed: not waited for
 	if rm.moving && rm.unloadSent && k.Reason == ott.CloseAway {
 		// The unload's kick (the monolith has handled what the client
 		// sent before it): the room continues elsewhere.
@@ -210,12 +210,11 @@ func (s *Sidecar) onKick(k *ott.Kick) {
 		return
 	}
 	rm.loader = nil
-	s.loadFailed(rm, k.Reason)
+	lk.loadFailed(rm, k.Reason)
 }
 
-// loadFailed: the join that was loading rm was kicked with reason. s.mu is
-// held.
-func (s *Sidecar) loadFailed(rm *room, reason int) {
+// loadFailed: the join that was loading rm was kicked with reason.
+func (s locked) loadFailed(rm *room, reason int) {
 	rm.loadTimer.stop()
 	rm.loadStuck = false
 	if reason == ott.CloseRoomNotFound {
@@ -240,8 +239,8 @@ func (s *Sidecar) onLoaded(l *link, meta *ott.RoomMetadata) {
 		s.log.Warn("sidecar: monolith loaded a room with a name roomlb cannot route", "room", meta.Name)
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	lk := s.lock()
+	defer lk.unlock()
 	rm := s.rooms[key]
 	if rm == nil {
 		if s.unloading[key] {
@@ -253,7 +252,7 @@ func (s *Sidecar) onLoaded(l *link, meta *ott.RoomMetadata) {
 		if s.draining {
 			// A node on its way out takes no room: the monolith holds it,
 			// so it may be unloaded; it is loaded elsewhere on its next join.
-			s.sendUnload(rm)
+			lk.sendUnload(rm)
 			return
 		}
 		s.rooms[key] = rm
@@ -265,12 +264,12 @@ func (s *Sidecar) onLoaded(l *link, meta *ott.RoomMetadata) {
 		return
 	}
 	rm.name = meta.Name
-	s.roomLoaded(rm)
-	s.writeMetaLocked(rm, meta)
+	lk.roomLoaded(rm)
+	lk.writeMetaLocked(rm, meta)
 }
 
-// roomLoaded marks rm loaded and lets its waiting clients join. s.mu is held.
-func (s *Sidecar) roomLoaded(rm *room) {
+// roomLoaded marks rm loaded and lets its waiting clients join.
+func (s locked) roomLoaded(rm *room) {
 	if s.orphanLoads[rm.loaderID] == rm {
 		// Its loader left meanwhile: it leaves now.
 		if s.link != nil {
@@ -300,8 +299,8 @@ func (s *Sidecar) onUnloaded(u *ott.Unloaded) {
 	if err != nil {
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	lk := s.lock()
+	defer lk.unlock()
 	delete(s.unloading, key)
 	rm := s.rooms[key]
 	if rm == nil {
@@ -316,11 +315,11 @@ func (s *Sidecar) onUnloaded(u *ott.Unloaded) {
 	if rm.moving {
 		// Clients the unload did not kick; the drain releases the room
 		// after handing it over.
-		s.closeRoomClients(rm, contract.CloseServiceRestart, "room moving")
+		lk.closeRoomClients(rm, contract.CloseServiceRestart, "room moving")
 		return
 	}
-	s.closeRoomClients(rm, contract.CloseServiceRestart, "room unloaded")
-	s.releaseRoom(rm)
+	lk.closeRoomClients(rm, contract.CloseServiceRestart, "room unloaded")
+	lk.releaseRoom(rm)
 }
 
 // onGossip reconciles the room table with the monolith's full list.
@@ -333,19 +332,19 @@ func (s *Sidecar) onGossip(l *link, g *ott.Gossip) {
 			continue
 		}
 		listed[key] = true
-		s.mu.Lock()
+		lk := s.lock()
 		rm := s.rooms[key]
-		s.mu.Unlock()
+		lk.unlock()
 		if rm == nil || !rm.loaded {
 			s.onLoaded(l, meta)
 		} else {
-			s.mu.Lock()
-			s.writeMetaLocked(rm, meta)
-			s.mu.Unlock()
+			lk := s.lock()
+			lk.writeMetaLocked(rm, meta)
+			lk.unlock()
 		}
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	lk := s.lock()
+	defer lk.unlock()
 	for key := range s.unloading {
 		if !listed[key] {
 			delete(s.unloading, key) // gone: a missed unloaded
@@ -357,14 +356,14 @@ func (s *Sidecar) onGossip(l *link, g *ott.Gossip) {
 			// client may load the room, or the claim goes back.
 			rm.loadStuck = false
 			rm.loadSent = false
-			s.startLoad(rm)
+			lk.startLoad(rm)
 			continue
 		}
 		if rm.loaded && !listed[key] && !rm.moving {
 			// Gone from the monolith without an unloaded we saw.
 			rm.loaded = false
-			s.closeRoomClients(rm, contract.CloseServiceRestart, "room unloaded")
-			s.releaseRoom(rm)
+			lk.closeRoomClients(rm, contract.CloseServiceRestart, "room unloaded")
+			lk.releaseRoom(rm)
 		}
 	}
 }
@@ -373,8 +372,7 @@ func (s *Sidecar) onGossip(l *link, g *ott.Gossip) {
 // metadata loop writes it (fenced by the room's epoch) if it changed: the
 // monolith repeats every room's metadata in each gossip, and rewriting
 // 10,000 unchanged rooms every 20 s would be most of a node's Redis load.
-// s.mu is held.
-func (s *Sidecar) writeMetaLocked(rm *room, meta *ott.RoomMetadata) {
+func (s locked) writeMetaLocked(rm *room, meta *ott.RoomMetadata) {
 	if meta == nil {
 		return
 	}
@@ -395,6 +393,7 @@ func (s *Sidecar) writeMetaLocked(rm *room, meta *ott.RoomMetadata) {
 		lm := s.takeMetaLocked(rm)
 		s.wg.Add(1)
 		go func() {
+			s := s.Sidecar // runs without the lock
 			defer s.wg.Done()
 			ctx, cancel := s.redisCtx(context.Background())
 			defer cancel()
@@ -405,9 +404,8 @@ func (s *Sidecar) writeMetaLocked(rm *room, meta *ott.RoomMetadata) {
 	}
 }
 
-// takeMetaLocked returns rm's metadata write and marks it written. s.mu is
-// held.
-func (s *Sidecar) takeMetaLocked(rm *room) registry.LeaseMeta {
+// takeMetaLocked returns rm's metadata write and marks it written.
+func (s locked) takeMetaLocked(rm *room) registry.LeaseMeta {
 	rm.metaDirty = false
 	rm.metaUsers = len(rm.clients)
 	return registry.LeaseMeta{Lease: rm.lease, Meta: registry.Meta{
@@ -419,13 +417,13 @@ func (s *Sidecar) takeMetaLocked(rm *room) registry.LeaseMeta {
 // flushMeta writes rm's metadata now if the registry's copy is behind, so
 // that it is there before the room is released.
 func (s *Sidecar) flushMeta(ctx context.Context, rm *room) {
-	s.mu.Lock()
+	lk := s.lock()
 	if !rm.metaDirty || rm.lease.Epoch == 0 || rm.metaName == "" {
-		s.mu.Unlock()
+		lk.unlock()
 		return
 	}
-	lm := s.takeMetaLocked(rm)
-	s.mu.Unlock()
+	lm := lk.takeMetaLocked(rm)
+	lk.unlock()
 	if err := s.reg.WriteMeta(ctx, lm.Lease, lm.Meta); err != nil {
 		s.log.Debug("sidecar: write meta", "room", lm.Lease.Room, "err", err)
 	}
@@ -435,8 +433,8 @@ func (s *Sidecar) flushMeta(ctx context.Context, rm *room) {
 // the room is loaded, loads the room with its join if nobody is loading it,
 // or waits for the load. It reports false if the room is no longer served.
 func (s *Sidecar) addClient(c *client, token string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	lk := s.lock()
+	defer lk.unlock()
 	rm := c.rm
 	if rm.gone || rm.moving || !rm.valid(s.now()) || s.link == nil {
 		c.close(contract.CloseServiceRestart, "room moved")
@@ -448,20 +446,20 @@ func (s *Sidecar) addClient(c *client, token string) bool {
 	s.metrics.clients.Set(float64(len(s.clients)))
 	switch {
 	case rm.loaded:
-		s.sendJoin(rm, c)
+		lk.sendJoin(rm, c)
 	case rm.loader != nil || rm.loadSent:
 		rm.waiting = append(rm.waiting, c)
 	default:
 		rm.waiting = append(rm.waiting, c)
-		s.startLoad(rm)
+		lk.startLoad(rm)
 	}
 	return true
 }
 
 // startLoad sends the join of the first waiting client, which loads the
 // room: one join per unloaded room, or the monolith loads it twice (§8 item
-// 4). s.mu is held.
-func (s *Sidecar) startLoad(rm *room) {
+// 4).
+func (s locked) startLoad(rm *room) {
 	if len(rm.waiting) == 0 {
 		if len(rm.clients) == 0 && !rm.loaded && !rm.loadSent {
 			s.releaseRoom(rm)
@@ -481,13 +479,13 @@ func (s *Sidecar) startLoad(rm *room) {
 func (s *Sidecar) armLoadTimer(rm *room) {
 	rm.loadTimer.stop()
 	rm.loadTimer = &timer{time.AfterFunc(s.cfg.LoadTimeout, func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
+		lk := s.lock()
+		defer lk.unlock()
 		if rm.loaded || rm.gone {
 			return
 		}
 		s.log.Warn("sidecar: room not loaded in time", "room", rm.key)
-		s.closeRoomClients(rm, contract.CloseTryAgain, "room not loaded")
+		lk.closeRoomClients(rm, contract.CloseTryAgain, "room not loaded")
 		// The monolith may still be loading it: another join now would load
 		// it twice. The load stays in flight (clients that come back wait
 		// for it) until loaded arrives or a gossip shows the monolith does
@@ -498,8 +496,8 @@ func (s *Sidecar) armLoadTimer(rm *room) {
 	})}
 }
 
-// sendJoin joins c to rm on the monolith. s.mu is held.
-func (s *Sidecar) sendJoin(rm *room, c *client) {
+// sendJoin joins c to rm on the monolith.
+func (s locked) sendJoin(rm *room, c *client) {
 	if len(rm.clients) == 0 {
 		rm.seenSince = s.now()
 	}
@@ -522,8 +520,8 @@ func (s *Sidecar) sendJoin(rm *room, c *client) {
 // removeClient forgets a client whose connection ended, telling the
 // monolith unless it dropped the client itself.
 func (s *Sidecar) removeClient(c *client) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	lk := s.lock()
+	defer lk.unlock()
 	if s.clients[c.id] != c {
 		return
 	}
@@ -533,7 +531,7 @@ func (s *Sidecar) removeClient(c *client) {
 	_, joined := rm.clients[c]
 	delete(rm.clients, c)
 	if joined {
-		s.carriedBack(c) // gone: not waited for
+		lk.carriedBack(c) // gone: not waited for
 	}
 	if len(rm.clients) == 0 {
 		rm.seenSince = 0

@@ -48,9 +48,9 @@ const (
 // deregisters. Rooms not handed over when ctx ends are released as they are.
 // Run returns after Drain.
 func (s *Sidecar) Drain(ctx context.Context) error {
-	s.mu.Lock()
+	lk := s.lock()
 	if s.draining {
-		s.mu.Unlock()
+		lk.unlock()
 		select {
 		case <-s.drained:
 			return nil
@@ -62,16 +62,16 @@ func (s *Sidecar) Drain(ctx context.Context) error {
 	var rooms, waits []*room
 	now := s.now()
 	for _, rm := range s.rooms {
-		if s.writeDue(rm, now) {
+		if lk.writeDue(rm, now) {
 			// It stops changing now: its wait for the monolith's state
 			// write runs beside the others'.
-			s.startMoving(rm)
+			lk.startMoving(rm)
 			waits = append(waits, rm)
 		} else {
 			rooms = append(rooms, rm)
 		}
 	}
-	s.mu.Unlock()
+	lk.unlock()
 	defer s.drainOnce.Do(func() { close(s.drained) })
 	start := time.Now()
 	s.log.Info("sidecar: draining", "rooms", len(rooms)+len(waits), "waiting_for_writes", len(waits))
@@ -104,9 +104,9 @@ func (s *Sidecar) Drain(ctx context.Context) error {
 	}
 	window := semaphore.NewWeighted(drainWindow)
 	for _, rm := range rooms {
-		s.mu.Lock()
+		lk := s.lock()
 		n := int64(min(max(len(rm.clients)+len(rm.waiting), 1), drainWindow))
-		s.mu.Unlock()
+		lk.unlock()
 		if window.Acquire(ctx, n) != nil {
 			break // out of time: the rest are released below
 		}
@@ -115,13 +115,13 @@ func (s *Sidecar) Drain(ctx context.Context) error {
 	wg.Wait()
 
 	// Rooms that arrived during the drain, or whose handover failed.
-	s.mu.Lock()
+	lk = s.lock()
 	for _, rm := range s.rooms {
-		s.closeRoomClients(rm, contract.CloseServiceRestart, "node draining")
-		s.sendUnload(rm)
-		s.releaseRoom(rm)
+		lk.closeRoomClients(rm, contract.CloseServiceRestart, "node draining")
+		lk.sendUnload(rm)
+		lk.releaseRoom(rm)
 	}
-	s.mu.Unlock()
+	lk.unlock()
 
 	s.deregistered.Store(true)
 	dctx, cancel := s.redisCtx(context.Background())
@@ -171,25 +171,25 @@ const (
 
 // drainRoom hands one room over.
 func (s *Sidecar) drainRoom(ctx context.Context, rm *room, h *handoffs) error {
-	s.mu.Lock()
+	lk := s.lock()
 	if rm.gone {
-		s.mu.Unlock()
+		lk.unlock()
 		return nil
 	}
-	s.startMoving(rm)
+	lk.startMoving(rm)
 	loading := !rm.loaded && (rm.loader != nil || rm.loadSent)
-	s.mu.Unlock()
+	lk.unlock()
 	if loading {
 		s.waitLoaded(ctx, rm)
-		s.mu.Lock()
-		if s.sendUnload(rm) {
+		lk := s.lock()
+		if lk.sendUnload(rm) {
 			rm.unloadSent = true
 		}
-		s.mu.Unlock()
+		lk.unlock()
 	}
-	s.mu.Lock()
+	lk = s.lock()
 	unloaded := rm.unloadSent
-	s.mu.Unlock()
+	lk.unlock()
 	if unloaded {
 		select {
 		case <-rm.unloaded:
@@ -197,19 +197,19 @@ func (s *Sidecar) drainRoom(ctx context.Context, rm *room, h *handoffs) error {
 			s.log.Warn("sidecar: no unloaded from the monolith", "room", rm.key)
 		case <-ctx.Done():
 		}
-		s.mu.Lock()
-		s.closeRoomClients(rm, contract.CloseServiceRestart, "room moving")
-		s.mu.Unlock()
+		lk := s.lock()
+		lk.closeRoomClients(rm, contract.CloseServiceRestart, "room moving")
+		lk.unlock()
 	}
 	s.awaitStateWrite(ctx, rm, unloaded)
 
 	fctx, cancel := s.redisCtx(context.Background())
 	s.flushMeta(fctx, rm) // the next owner loads the room by the name in it
 	cancel()
-	s.mu.Lock()
+	lk = s.lock()
 	lease, name, cost, valid := rm.lease, rm.name, rm.cost, rm.valid(s.now())
-	s.removeRoom(rm)
-	s.mu.Unlock()
+	lk.removeRoom(rm)
+	lk.unlock()
 	if !valid || lease.Epoch == 0 {
 		return nil // fenced meanwhile: the lease is someone else's
 	}
@@ -219,9 +219,9 @@ func (s *Sidecar) drainRoom(ctx context.Context, rm *room, h *handoffs) error {
 		// A move to a given node: the room goes to it in one step, so a
 		// join held meanwhile cannot place it anywhere else (this node
 		// included). The target adopts the lease when it takes the offer.
-		s.mu.Lock()
-		s.retire(lease)
-		s.mu.Unlock()
+		lk := s.lock()
+		lk.retire(lease)
+		lk.unlock()
 		_, err := s.reg.Transfer(rctx, lease, h.to, s.cfg.LeaseTTL)
 		var oe *registry.OwnerError
 		switch {
@@ -272,8 +272,8 @@ func (s *Sidecar) writeWait(rm *room, now, seenFrom int64, unloaded bool) (deadl
 }
 
 // writeDue reports whether a move of rm starting now would wait for a
-// monolith write (see startMoving for seenFrom). s.mu is held.
-func (s *Sidecar) writeDue(rm *room, now int64) bool {
+// monolith write (see startMoving for seenFrom).
+func (s locked) writeDue(rm *room, now int64) bool {
 	var seenFrom int64
 	if len(rm.clients) > 0 {
 		seenFrom = rm.seenSince
@@ -327,8 +327,8 @@ func (s *Sidecar) awaitStateWrite(ctx context.Context, rm *room, unloaded bool) 
 // closed (CloseServiceRestart) once the monolith has unloaded it: what the
 // monolith sends until then, the broadcasts of their last messages among
 // it, still reaches them. Routers carry them over to the room's new owner,
-// with what the monolith did not get (or they reconnect). s.mu is held.
-func (s *Sidecar) startMoving(rm *room) {
+// with what the monolith did not get (or they reconnect).
+func (s locked) startMoving(rm *room) {
 	if rm.moving {
 		return
 	}
@@ -371,9 +371,9 @@ func (s *Sidecar) startMoving(rm *room) {
 func (s *Sidecar) waitLoaded(ctx context.Context, rm *room) {
 	deadline := time.Now().Add(s.cfg.LoadTimeout)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		s.mu.Lock()
+		lk := s.lock()
 		done := rm.loaded || rm.gone || (rm.loader == nil && !rm.loadSent)
-		s.mu.Unlock()
+		lk.unlock()
 		if done {
 			return
 		}

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -209,7 +210,9 @@ func TestSelfFencing(t *testing.T) {
 		reason      string
 	}{
 		{"heartbeat runs out", time.Minute, time.Second, "heartbeat"},
-		{"lease runs out", time.Second, 3 * time.Second, "expired"},
+		// Renewed every 200 ms and valid 540 ms after: the lease runs out
+		// before the heartbeat's 900 ms (beats every 333 ms) can.
+		{"lease runs out", 600 * time.Millisecond, time.Second, "expired"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var served roomlbtest.Buffer
@@ -223,11 +226,20 @@ func TestSelfFencing(t *testing.T) {
 				}
 			}()
 			f.cl.next("chat", 5*time.Second)
+			// The room's deadline as the sidecar last set it: the fence
+			// clears it, so it is sampled until then.
+			var until atomic.Int64
+			go func() {
+				for u := f.rm.until.Load(); u != 0; u = f.rm.until.Load() {
+					until.Store(min(u, f.sc.hb.Load().until))
+					time.Sleep(time.Millisecond)
+				}
+			}()
 			f.srv.Stop()
 			if code := f.cl.closeCode(10 * time.Second); code != contract.CloseServiceRestart {
 				t.Fatalf("client closed with %d, want %d", code, contract.CloseServiceRestart)
 			}
-			deadline := f.sc.base.Add(time.Duration(min(f.rm.until.Load(), f.sc.hb.Load().until)))
+			deadline := f.sc.base.Add(time.Duration(until.Load()))
 			f.sc.flushServeLog()
 			last := lastServed(t, &served, "harbour")
 			if last.After(deadline) {
@@ -269,9 +281,9 @@ func startFencing(t *testing.T, change func(*Config)) *fencing {
 		t.Fatal(err)
 	}
 	f.cl.next("you", 5*time.Second)
-	f.sc.mu.Lock()
+	lk := f.sc.lock()
 	f.rm = f.sc.rooms["harbour"]
-	f.sc.mu.Unlock()
+	lk.unlock()
 	return f
 }
 
@@ -311,10 +323,10 @@ func TestLapsedHeartbeatRevivesNoRoom(t *testing.T) {
 	if up, err := sc.beat(ctx); !up || err != nil {
 		t.Fatalf("beat: up %v, %v", up, err)
 	}
-	sc.mu.Lock()
+	lk := sc.lock()
 	rm := sc.rooms["harbour"]
 	served := rm != nil && rm.valid(sc.now())
-	sc.mu.Unlock()
+	lk.unlock()
 	if served {
 		t.Fatalf("node-a still serves room harbour at epoch %d after node-b stole it at epoch %d", before.Epoch, stolen.Epoch)
 	}

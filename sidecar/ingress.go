@@ -55,9 +55,9 @@ func (quietLogger) Printf(string, ...any) {}
 // serveHealth answers /healthz (link and Redis) and /readyz (the same, and
 // not draining).
 func (s *Sidecar) serveHealth(ctx *fasthttp.RequestCtx, ready bool) {
-	s.mu.Lock()
+	lk := s.lock()
 	linkUp, draining := s.link != nil, s.draining
-	s.mu.Unlock()
+	lk.unlock()
 	var problems []string
 	if !linkUp {
 		problems = append(problems, "monolith link down")
@@ -128,15 +128,15 @@ func (s *Sidecar) serveMove(ctx *fasthttp.RequestCtx) {
 		s.refuse(ctx, "bad_node", fasthttp.StatusBadRequest, "roomlb: move: bad target node\n")
 		return
 	}
-	s.mu.Lock()
+	lk := s.lock()
 	rm := s.rooms[key]
 	ok := rm != nil && rm.valid(s.now()) && !rm.moving
 	if ok {
 		// Before the answer: a join that follows it is held, not served
 		// here and closed a moment later.
-		s.startMoving(rm)
+		lk.startMoving(rm)
 	}
-	s.mu.Unlock()
+	lk.unlock()
 	if !ok {
 		s.refuse(ctx, "not_owned", fasthttp.StatusConflict, "roomlb: move: "+key+" is not served by this node\n")
 		return
@@ -186,14 +186,14 @@ func (s *Sidecar) serveRoom(ctx *fasthttp.RequestCtx, name string) {
 // it waits for a load under way, or the monolith would load the room twice.
 // The room's name goes in the canonical casing the room's state is keyed by.
 func (s *Sidecar) serveRoomHTTP(ctx *fasthttp.RequestCtx, rm *room) {
-	s.mu.Lock()
+	lk := s.lock()
 	inFlight := !rm.loaded && (rm.loader != nil || rm.loadSent)
 	loading := !rm.loaded && !inFlight
 	if loading {
 		rm.loadSent = true
 	}
 	name := rm.name
-	s.mu.Unlock()
+	lk.unlock()
 	if inFlight {
 		s.awaitLoaded(rm)
 	}
@@ -225,27 +225,27 @@ func (s *Sidecar) serveRoomHTTP(ctx *fasthttp.RequestCtx, rm *room) {
 	// The monolith has answered: whatever it loaded is in its memory now,
 	// and its loaded message marks the room. If it loaded nothing, the
 	// next waiting client loads the room, or the claim goes back.
-	s.mu.Lock()
+	lk = s.lock()
 	rm.loadSent = false
 	if !rm.loaded && rm.loader == nil && len(rm.waiting) > 0 {
-		s.startLoad(rm)
+		lk.startLoad(rm)
 	}
-	s.mu.Unlock()
+	lk.unlock()
 	s.releaseIfIdle(rm)
 }
 
 // admit makes sure this node owns the room, claiming it if nobody does,
 // and answers the router when it cannot serve it.
 func (s *Sidecar) admit(ctx *fasthttp.RequestCtx, key, name string) (*room, bool) {
-	s.mu.Lock()
+	lk := s.lock()
 	linkUp, draining := s.link != nil, s.draining
 	existing := s.rooms[key]
 	full := s.cfg.Capacity > 0 && len(s.clients) >= s.cfg.Capacity
-	s.mu.Unlock()
+	lk.unlock()
 	if existing != nil {
-		s.mu.Lock()
+		lk := s.lock()
 		moving := existing.moving
-		s.mu.Unlock()
+		lk.unlock()
 		if moving {
 			s.refuseMoving(ctx)
 			return nil, false
@@ -285,17 +285,17 @@ func (s *Sidecar) admit(ctx *fasthttp.RequestCtx, key, name string) (*room, bool
 		s.refuse(ctx, "redis", fasthttp.StatusServiceUnavailable, "roomlb: cannot claim the room: "+err.Error()+"\n")
 		return nil, false
 	}
-	s.mu.Lock()
+	lk = s.lock()
 	held := rm.lease.Epoch
-	s.mu.Unlock()
+	lk.unlock()
 	if e, err := strconv.ParseInt(string(ctx.Request.Header.Peek(contract.HeaderEpoch)), 10, 64); err == nil && e > held {
 		// The router has seen a newer claim than ours: our lease is stale.
 		s.refuse(ctx, "stale", fasthttp.StatusMisdirectedRequest, "roomlb: this node's claim is older than the router's\n")
 		return nil, false
 	}
-	s.mu.Lock()
+	lk = s.lock()
 	moving := rm.moving
-	s.mu.Unlock()
+	lk.unlock()
 	if moving {
 		s.refuseMoving(ctx)
 		return nil, false
@@ -318,9 +318,9 @@ func (s *Sidecar) refuse(ctx *fasthttp.RequestCtx, reason string, status int, bo
 
 // proxy passes the request to the monolith's HTTP API.
 func (s *Sidecar) proxy(ctx *fasthttp.RequestCtx) {
-	s.mu.Lock()
+	lk := s.lock()
 	l := s.link
-	s.mu.Unlock()
+	lk.unlock()
 	if l == nil {
 		ctx.Response.Header.Set(contract.HeaderDraining, "1")
 		ctx.Response.Header.Set("Retry-After", "1")
@@ -368,11 +368,11 @@ func (s *Sidecar) serveCreate(ctx *fasthttp.RequestCtx) {
 	}
 	s.proxy(ctx)
 	if ctx.Response.StatusCode() >= 300 {
-		s.mu.Lock()
+		lk := s.lock()
 		if !rm.loaded && len(rm.clients) == 0 && rm.loader == nil {
-			s.releaseRoom(rm)
+			lk.releaseRoom(rm)
 		}
-		s.mu.Unlock()
+		lk.unlock()
 		return
 	}
 	s.awaitLoaded(rm)
@@ -381,9 +381,9 @@ func (s *Sidecar) serveCreate(ctx *fasthttp.RequestCtx) {
 // serveGenerate passes a generate to the monolith and answers only when the
 // new room is claimed in the registry.
 func (s *Sidecar) serveGenerate(ctx *fasthttp.RequestCtx) {
-	s.mu.Lock()
+	lk := s.lock()
 	ok := s.link != nil && !s.draining
-	s.mu.Unlock()
+	lk.unlock()
 	if !ok {
 		ctx.Response.Header.Set(contract.HeaderDraining, "1")
 		ctx.Response.Header.Set("Retry-After", "1")
@@ -404,9 +404,9 @@ func (s *Sidecar) serveGenerate(ctx *fasthttp.RequestCtx) {
 	}
 	deadline := time.Now().Add(s.cfg.LoadTimeout)
 	for time.Now().Before(deadline) {
-		s.mu.Lock()
+		lk := s.lock()
 		rm := s.rooms[key]
-		s.mu.Unlock()
+		lk.unlock()
 		if rm != nil {
 			<-rm.claimed
 			if rm.claimErr != nil {
@@ -427,9 +427,9 @@ func (s *Sidecar) awaitLoaded(rm *room) { s.awaitLoadedFor(rm, s.cfg.LoadTimeout
 func (s *Sidecar) awaitLoadedFor(rm *room, limit time.Duration) {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
-		s.mu.Lock()
+		lk := s.lock()
 		loaded := rm.loaded || rm.gone
-		s.mu.Unlock()
+		lk.unlock()
 		if loaded {
 			return
 		}

@@ -28,7 +28,7 @@ func (s *Sidecar) renewLoop(ctx context.Context) {
 // rooms whose keys are gone (Redis lost them) are marked for reclaim.
 func (s *Sidecar) renew(ctx context.Context) {
 	now := s.now()
-	s.mu.Lock()
+	lk := s.lock()
 	seq := s.genSeq
 	leases := make([]registry.Lease, 0, len(s.rooms))
 	held := make([]*room, 0, len(s.rooms))
@@ -38,7 +38,7 @@ func (s *Sidecar) renew(ctx context.Context) {
 			held = append(held, rm)
 		}
 	}
-	s.mu.Unlock()
+	lk.unlock()
 	if len(leases) == 0 {
 		return
 	}
@@ -57,15 +57,15 @@ func (s *Sidecar) renew(ctx context.Context) {
 	for _, l := range res.Lost {
 		lost[l.Lease.Room] = l.Owner
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	lk = s.lock()
+	defer lk.unlock()
 	for i, rm := range held {
 		if rm.gone || rm.lease != leases[i] {
 			continue
 		}
 		if o, ok := lost[rm.key]; ok {
 			if o.Node != "" {
-				s.fence(rm, "lost")
+				lk.fence(rm, "lost")
 			} else {
 				// Unowned: Redis lost the key. The room is still ours
 				// to take back; the reclaim decides.
@@ -88,13 +88,13 @@ func (s *Sidecar) renew(ctx context.Context) {
 // why no other node can claim them before they stop being served here.
 // beatMu is held.
 func (s *Sidecar) registryLost(hbUntil int64) {
-	s.mu.Lock()
+	lk := s.lock()
 	s.genSeq++
 	s.staleUntil = hbUntil
 	for _, rm := range s.rooms {
-		s.markStale(rm)
+		lk.markStale(rm)
 	}
-	s.mu.Unlock()
+	lk.unlock()
 	s.signalReclaim()
 }
 
@@ -107,8 +107,8 @@ func (s *Sidecar) signalReclaim() {
 }
 
 // markStale caps rm's lease at the old generation's last heartbeat, until
-// it is re-claimed. s.mu is held.
-func (s *Sidecar) markStale(rm *room) {
+// it is re-claimed.
+func (s locked) markStale(rm *room) {
 	rm.stale = true
 	for {
 		u := rm.until.Load()
@@ -123,7 +123,7 @@ func (s *Sidecar) markStale(rm *room) {
 // that could not be re-claimed in time is fenced by its deadline.
 func (s *Sidecar) reclaim(ctx context.Context) {
 	now := s.now()
-	s.mu.Lock()
+	lk := s.lock()
 	seq := s.genSeq
 	var leases []registry.Lease
 	var held []*room
@@ -133,7 +133,7 @@ func (s *Sidecar) reclaim(ctx context.Context) {
 			held = append(held, rm)
 		}
 	}
-	s.mu.Unlock()
+	lk.unlock()
 	if len(leases) == 0 {
 		return
 	}
@@ -149,8 +149,8 @@ func (s *Sidecar) reclaim(ctx context.Context) {
 		return
 	}
 	until := s.at(res.Sent) + s.leaseMargin()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	lk = s.lock()
+	defer lk.unlock()
 	kept := 0
 	for i, rm := range held {
 		got := res.Leases[i]
@@ -159,13 +159,13 @@ func (s *Sidecar) reclaim(ctx context.Context) {
 			// Dropped or changed meanwhile, or the registry was lost
 			// again: a new epoch taken for nothing goes back.
 			if got.Epoch != 0 && got.Epoch != leases[i].Epoch && rm.lease.Epoch != got.Epoch {
-				s.releaseLease(got)
+				lk.releaseLease(got)
 			}
 		case got.Epoch == 0:
-			s.fence(rm, "lost")
+			lk.fence(rm, "lost")
 		default:
 			if got.Epoch != rm.lease.Epoch {
-				s.endSpan(rm)
+				lk.endSpan(rm)
 			}
 			rm.lease = got
 			rm.stale = false
@@ -193,13 +193,13 @@ func (s *Sidecar) fenceLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		now := s.now()
-		s.mu.Lock()
+		lk := s.lock()
 		for _, rm := range s.rooms {
 			if rm.until.Load() != 0 && !rm.valid(now) {
-				s.fence(rm, rm.invalidReason(now))
+				lk.fence(rm, rm.invalidReason(now))
 			}
 		}
-		s.pruneRetired(now)
-		s.mu.Unlock()
+		lk.pruneRetired(now)
+		lk.unlock()
 	}
 }

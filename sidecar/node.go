@@ -129,12 +129,12 @@ func (s *Sidecar) beat(ctx context.Context) (up bool, err error) {
 // a heartbeat was on its way, or someone deleted it), and a router may
 // have stolen any of them then. beatMu is held.
 func (s *Sidecar) heartbeatLapsed(life uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	lk := s.lock()
+	defer lk.unlock()
 	fenced := 0
 	for _, rm := range s.rooms {
 		if rm.until.Load() != 0 && rm.life.Load() < life {
-			s.fence(rm, "heartbeat")
+			lk.fence(rm, "heartbeat")
 			fenced++
 		}
 	}
@@ -167,8 +167,8 @@ func (s *Sidecar) ensureHeartbeat(ctx context.Context) error {
 // nodeInfo is what the heartbeat says; up is false while the link is down
 // and no room is held any more.
 func (s *Sidecar) nodeInfo() (registry.Node, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	lk := s.lock()
+	defer lk.unlock()
 	n := registry.Node{
 		ID:       s.cfg.NodeID,
 		Addr:     s.cfg.Advertise,
@@ -205,9 +205,9 @@ func load(clients, rooms, capacity int) float64 {
 // clients come back.
 func (s *Sidecar) handoffLoop(ctx context.Context) {
 	for ctx.Err() == nil {
-		s.mu.Lock()
+		lk := s.lock()
 		ok := s.link != nil && !s.draining
-		s.mu.Unlock()
+		lk.unlock()
 		if !ok {
 			select {
 			case <-ctx.Done():
@@ -228,9 +228,9 @@ func (s *Sidecar) handoffLoop(ctx context.Context) {
 			continue
 		}
 		for _, h := range hs {
-			s.mu.Lock()
+			lk := s.lock()
 			draining := s.draining
-			s.mu.Unlock()
+			lk.unlock()
 			if draining {
 				break // left pending: the drain moves them on
 			}
@@ -255,8 +255,8 @@ func (s *Sidecar) takeHandoff(ctx context.Context, h registry.Handoff) {
 		return
 	}
 	s.metrics.handoffs.WithLabelValues("in").Inc()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	lk := s.lock()
+	defer lk.unlock()
 	if rm.loaded || rm.loader != nil || rm.loadSent || s.link == nil {
 		return
 	}
@@ -323,11 +323,11 @@ func (s *Sidecar) announceLoop(ctx context.Context) {
 			s.log.Warn("sidecar: announcement is not a JSON object", "payload", truncate(payload, 200))
 			continue
 		}
-		s.mu.Lock()
+		lk := s.lock()
 		for _, c := range s.clients {
 			c.send(payload)
 		}
-		s.mu.Unlock()
+		lk.unlock()
 	}
 }
 
@@ -351,7 +351,7 @@ func (s *Sidecar) metaLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		s.mu.Lock()
+		lk := s.lock()
 		var batch []registry.LeaseMeta
 		var rooms []*room
 		for _, rm := range s.rooms {
@@ -361,10 +361,10 @@ func (s *Sidecar) metaLoop(ctx context.Context) {
 			if !rm.metaDirty && rm.metaUsers == len(rm.clients) {
 				continue
 			}
-			batch = append(batch, s.takeMetaLocked(rm))
+			batch = append(batch, lk.takeMetaLocked(rm))
 			rooms = append(rooms, rm)
 		}
-		s.mu.Unlock()
+		lk.unlock()
 		if len(batch) == 0 {
 			continue
 		}
@@ -373,11 +373,11 @@ func (s *Sidecar) metaLoop(ctx context.Context) {
 		cancel()
 		if err != nil {
 			// Try again next time.
-			s.mu.Lock()
+			lk := s.lock()
 			for _, rm := range rooms {
 				rm.metaDirty = true
 			}
-			s.mu.Unlock()
+			lk.unlock()
 			s.log.Debug("sidecar: write metadata", "rooms", len(batch), "err", err)
 			continue
 		}

@@ -101,9 +101,9 @@ func TestRequestsForMissingRoomsHoldNothing(t *testing.T) {
 	c.closeCode(5 * time.Second)
 	waitFor(t, 2*time.Second, "no room held", func() bool {
 		rooms, _ := reg.Rooms(context.Background())
-		sc.mu.Lock()
+		lk := sc.lock()
 		n := len(sc.rooms)
-		sc.mu.Unlock()
+		lk.unlock()
 		return len(rooms) == 0 && n == 0
 	})
 }

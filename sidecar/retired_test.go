@@ -59,16 +59,16 @@ func TestFencedEpochNeverAdopted(t *testing.T) {
 	}
 	t.Cleanup(func() { hooks.beforeRelease, hooks.afterClaim = nil, nil })
 
-	sc.mu.Lock()
-	sc.fence(sc.rooms["harbour"], "test")
-	sc.mu.Unlock()
+	lk := sc.lock()
+	lk.fence(sc.rooms["harbour"], "test")
+	lk.unlock()
 	if code := cl.closeCode(5 * time.Second); code != contract.CloseServiceRestart {
 		t.Fatalf("client of the fenced room closed with %d, want %d", code, contract.CloseServiceRestart)
 	}
 
 	waitFor(t, 5*time.Second, "the monolith to unload the room", func() bool {
-		sc.mu.Lock()
-		defer sc.mu.Unlock()
+		lk := sc.lock()
+		defer lk.unlock()
 		return !sc.unloading["harbour"]
 	})
 	// The client comes back; its claim reads the old key, still there.
@@ -88,9 +88,9 @@ func TestFencedEpochNeverAdopted(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the node serves the room with no key in Redis (it adopted fenced epoch %d): %v", fenced.Epoch, err)
 	}
-	sc.mu.Lock()
+	lk = sc.lock()
 	held := sc.rooms["harbour"].lease
-	sc.mu.Unlock()
+	lk.unlock()
 	if now.Node != "node-a" || now.Epoch <= fenced.Epoch || held.Epoch != now.Epoch {
 		t.Fatalf("owner %+v, node holds epoch %d; want node-a at a new epoch above the fenced %d", now, held.Epoch, fenced.Epoch)
 	}
@@ -125,9 +125,9 @@ func TestQueuedClientMsgExpires(t *testing.T) {
 	<-taken // valid when read and queued; the writer holds it now
 	// The lease runs out while the message waits (as if the link were
 	// backed up past the lease's deadline).
-	sc.mu.Lock()
+	lk := sc.lock()
 	sc.rooms["quay"].until.Store(sc.now())
-	sc.mu.Unlock()
+	lk.unlock()
 	close(resume)
 	// The writer drops it instead of writing it.
 	waitFor(t, 5*time.Second, "the expired message to be dropped", func() bool {

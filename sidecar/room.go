@@ -172,35 +172,36 @@ func (r *room) invalidReason(now int64) string {
 // nobody owns it. It waits for a claim another request started. The error
 // is a *registry.OwnerError when another node owns the room.
 func (s *Sidecar) claimRoom(ctx context.Context, key, name string) (*room, error) {
+	var lk locked
 	for {
-		s.mu.Lock()
+		lk = s.lock()
 		rm := s.rooms[key]
 		if rm == nil {
 			break // the lock is held: claim below
 		}
-		s.mu.Unlock()
+		lk.unlock()
 		select {
 		case <-rm.claimed:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		s.mu.Lock()
+		lk = s.lock()
 		switch {
 		case rm.gone:
-			s.mu.Unlock()
+			lk.unlock()
 			continue // fenced or released meanwhile: look again
 		case rm.claimErr != nil:
 			err := rm.claimErr
-			s.mu.Unlock()
+			lk.unlock()
 			return nil, err
 		}
-		s.mu.Unlock()
+		lk.unlock()
 		return rm, nil
 	}
-	// s.mu is held and key is not in the table.
+	// The lock is held and key is not in the table.
 	rm := s.newRoom(key, name)
 	s.rooms[key] = rm
-	s.mu.Unlock()
+	lk.unlock()
 	return rm, s.finishClaim(ctx, rm)
 }
 
@@ -219,9 +220,9 @@ func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 	)
 	var seq, life uint64
 	for try := 0; ; try++ {
-		s.mu.Lock()
+		lk := s.lock()
 		seq = s.genSeq
-		s.mu.Unlock()
+		lk.unlock()
 		cctx, cancel := s.redisCtx(ctx)
 		err = s.ensureHeartbeat(cctx)
 		cancel()
@@ -259,8 +260,8 @@ func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 		err = nil
 		break
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	lk := s.lock()
+	defer lk.unlock()
 	switch {
 	case err == nil:
 		s.metrics.claims.WithLabelValues("won").Inc()
@@ -271,11 +272,11 @@ func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 	}
 	if err != nil {
 		rm.claimErr = err
-		s.removeRoom(rm)
+		lk.removeRoom(rm)
 		close(rm.claimed)
 		if rm.loaded {
 			// The monolith loaded it on its own (HTTP) but it is not ours.
-			s.sendUnload(rm)
+			lk.sendUnload(rm)
 		}
 		return err
 	}
@@ -285,7 +286,7 @@ func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 		// the lease must not stay behind unrenewed.
 		rm.claimErr = errors.New("sidecar: room dropped while claiming")
 		close(rm.claimed)
-		s.releaseLease(lease)
+		lk.releaseLease(lease)
 		return rm.claimErr
 	}
 	if lease.Name != "" && !rm.loaded {
@@ -298,12 +299,12 @@ func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 	if s.genSeq != seq {
 		// Claimed (or adopted) before a loss of the registry found
 		// meanwhile: maybe in the lost generation.
-		s.markStale(rm)
+		lk.markStale(rm)
 		s.signalReclaim()
 	}
 	close(rm.claimed)
 	if rm.meta != nil {
-		s.writeMetaLocked(rm, rm.meta)
+		lk.writeMetaLocked(rm, rm.meta)
 		rm.meta = nil
 	}
 	s.metrics.rooms.Set(float64(len(s.rooms)))
@@ -317,8 +318,8 @@ func (s *Sidecar) leaseMargin() int64 {
 	return int64(s.cfg.LeaseTTL - s.cfg.LeaseTTL/10)
 }
 
-// removeRoom drops rm from the table. s.mu is held.
-func (s *Sidecar) removeRoom(rm *room) {
+// removeRoom drops rm from the table.
+func (s locked) removeRoom(rm *room) {
 	if rm.gone {
 		return
 	}
@@ -336,8 +337,8 @@ func (s *Sidecar) removeRoom(rm *room) {
 
 // sendUnload asks the monolith to unload rm, but only when the monolith has
 // said it holds it: an unload of a room it does not hold kills the real
-// monolith. s.mu is held.
-func (s *Sidecar) sendUnload(rm *room) (sent bool) {
+// monolith.
+func (s locked) sendUnload(rm *room) (sent bool) {
 	if !rm.loaded || s.link == nil || s.unloading[rm.key] {
 		return false
 	}
@@ -354,8 +355,8 @@ func (s *Sidecar) sendUnload(rm *room) (sent bool) {
 
 // fence stops serving rm at once: its clients are closed with a code they
 // reconnect on (the routers take them to the new owner) and the monolith
-// unloads it. s.mu is held.
-func (s *Sidecar) fence(rm *room, reason string) {
+// unloads it.
+func (s locked) fence(rm *room, reason string) {
 	if rm.gone {
 		return
 	}
@@ -374,8 +375,8 @@ func (s *Sidecar) fence(rm *room, reason string) {
 
 // closeRoomClients closes every joined and waiting client of rm; a close
 // CloseServiceRestart says how many they were and what each sent that
-// went to the monolith (client.closeMoved). s.mu is held.
-func (s *Sidecar) closeRoomClients(rm *room, code int, reason string) {
+// went to the monolith (client.closeMoved).
+func (s locked) closeRoomClients(rm *room, code int, reason string) {
 	n := len(rm.clients) + len(rm.waiting)
 	if rm.loader != nil {
 		n++
@@ -407,16 +408,15 @@ func (s *Sidecar) closeRoomClients(rm *room, code int, reason string) {
 // to nothing (a failed auth, an HTTP request for a room that does not
 // exist): nothing is loaded, loading or joined.
 func (s *Sidecar) releaseIfIdle(rm *room) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	lk := s.lock()
+	defer lk.unlock()
 	if !rm.loaded && rm.loader == nil && !rm.loadSent && len(rm.clients) == 0 && len(rm.waiting) == 0 && !rm.moving {
-		s.releaseRoom(rm)
+		lk.releaseRoom(rm)
 	}
 }
 
-// releaseRoom drops rm and gives its lease back in the background. s.mu is
-// held.
-func (s *Sidecar) releaseRoom(rm *room) {
+// releaseRoom drops rm and gives its lease back in the background.
+func (s locked) releaseRoom(rm *room) {
 	if rm.gone {
 		return
 	}
@@ -441,8 +441,8 @@ type retiredLease struct {
 	at   int64
 }
 
-// retire records that this node gives lease up. s.mu is held.
-func (s *Sidecar) retire(lease registry.Lease) {
+// retire records that this node gives lease up.
+func (s locked) retire(lease registry.Lease) {
 	if r := s.retired[lease.Room]; r != nil && r.epoch >= lease.Epoch {
 		return
 	}
@@ -452,8 +452,8 @@ func (s *Sidecar) retire(lease registry.Lease) {
 // retiredAt returns, when this node has given room up at epoch (or later)
 // and Redis may still hold it, a channel closed once it no longer does.
 func (s *Sidecar) retiredAt(room string, epoch int64) <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	lk := s.lock()
+	defer lk.unlock()
 	if r := s.retired[room]; r != nil && r.epoch >= epoch {
 		// Closed already when Redis forgot it after the claim read it: a
 		// new claim finds the room free.
@@ -464,8 +464,8 @@ func (s *Sidecar) retiredAt(room string, epoch int64) <-chan struct{} {
 
 // forgotten marks lease as no longer held in Redis.
 func (s *Sidecar) forgotten(lease registry.Lease) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	lk := s.lock()
+	defer lk.unlock()
 	if r := s.retired[lease.Room]; r != nil && r.epoch == lease.Epoch && r.at == 0 {
 		r.at = s.now()
 		close(r.gone)
@@ -474,8 +474,8 @@ func (s *Sidecar) forgotten(lease registry.Lease) {
 
 // pruneRetired forgets retired epochs Redis dropped more than a lease ago:
 // every claim that could have read them has long returned (claims are
-// bounded by claimTimeout). s.mu is held.
-func (s *Sidecar) pruneRetired(now int64) {
+// bounded by claimTimeout).
+func (s locked) pruneRetired(now int64) {
 	for room, r := range s.retired {
 		if r.at != 0 && now-r.at > int64(s.cfg.LeaseTTL+s.claimTimeout()) {
 			delete(s.retired, room)
@@ -488,27 +488,28 @@ func (s *Sidecar) pruneRetired(now int64) {
 // cannot be reached the release is retried in the background and the error
 // returned.
 func (s *Sidecar) release(ctx context.Context, lease registry.Lease) (released bool, err error) {
-	s.mu.Lock()
-	s.retire(lease)
-	s.mu.Unlock()
+	lk := s.lock()
+	lk.retire(lease)
+	lk.unlock()
 	err = s.reg.Release(ctx, lease)
 	var oe *registry.OwnerError
 	if err == nil || errors.As(err, &oe) {
 		s.forgotten(lease)
 		return err == nil, nil
 	}
-	s.mu.Lock()
-	s.releaseLease(lease)
-	s.mu.Unlock()
+	lk = s.lock()
+	lk.releaseLease(lease)
+	lk.unlock()
 	return false, err
 }
 
 // releaseLease gives a lease back in the background, retrying while Redis
-// cannot be reached, until it has or the sidecar stops. s.mu is held.
-func (s *Sidecar) releaseLease(lease registry.Lease) {
+// cannot be reached, until it has or the sidecar stops.
+func (s locked) releaseLease(lease registry.Lease) {
 	s.retire(lease)
 	s.wg.Add(1)
 	go func() {
+		s := s.Sidecar // runs without the lock
 		defer s.wg.Done()
 		if hooks.beforeRelease != nil {
 			hooks.beforeRelease(lease)

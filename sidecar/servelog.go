@@ -56,8 +56,7 @@ func (r *room) served() {
 
 // takeSpan returns rm's span as a record if it grew since it was last
 // logged. reset starts a new span (the epoch changes, the room leaves).
-// s.mu is held.
-func (s *Sidecar) takeSpan(rm *room, reset bool) (ServeRecord, bool) {
+func (s locked) takeSpan(rm *room, reset bool) (ServeRecord, bool) {
 	first, last := rm.span.first.Load(), rm.span.last.Load()
 	if reset {
 		rm.span.first.Store(0)
@@ -74,8 +73,8 @@ func (s *Sidecar) takeSpan(rm *room, reset bool) (ServeRecord, bool) {
 }
 
 // endSpan logs what is left of rm's span at its epoch: the room leaves
-// the table or changes epoch. s.mu is held.
-func (s *Sidecar) endSpan(rm *room) {
+// the table or changes epoch.
+func (s locked) endSpan(rm *room) {
 	if s.serves == nil {
 		return
 	}
@@ -86,8 +85,8 @@ func (s *Sidecar) endSpan(rm *room) {
 	}
 }
 
-// joinServed logs that c joined rm here. s.mu is held.
-func (s *Sidecar) joinServed(rm *room, c *client) {
+// joinServed logs that c joined rm here.
+func (s locked) joinServed(rm *room, c *client) {
 	if s.serves == nil {
 		return
 	}
@@ -122,14 +121,14 @@ func (s *Sidecar) flushServeLog() {
 	if s.serves == nil {
 		return
 	}
-	s.mu.Lock()
+	lk := s.lock()
 	var recs []ServeRecord
 	for _, rm := range s.rooms {
-		if rec, ok := s.takeSpan(rm, false); ok {
+		if rec, ok := lk.takeSpan(rm, false); ok {
 			recs = append(recs, rec)
 		}
 	}
-	s.mu.Unlock()
+	lk.unlock()
 	l := s.serves
 	l.mu.Lock()
 	defer l.mu.Unlock()

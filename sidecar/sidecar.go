@@ -32,21 +32,7 @@ type Sidecar struct {
 	ln     net.Listener
 	server *fasthttp.Server
 
-	mu      sync.Mutex
-	rooms   map[string]*room   // by key (lower-case name)
-	clients map[string]*client // by client id
-	// unloading holds the rooms an unload was sent for and no unloaded or
-	// gossip has confirmed yet: a second unload would kill the monolith,
-	// and a stale gossip listing them must not make the node claim them.
-	unloading map[string]bool
-	// retired holds, room by room, the last epoch this node fenced or
-	// released until Redis has surely forgotten it: never adopted again.
-	retired map[string]*retiredLease
-	// orphanLoads maps the client id of a loading join whose client left
-	// to its room: the kick that may still come for it fails the load.
-	orphanLoads map[string]*room
-	link        *link // nil while the monolith link is down
-	draining    bool
+	table
 	// drained is closed when a drain has finished.
 	drained   chan struct{}
 	drainOnce sync.Once
@@ -63,12 +49,6 @@ type Sidecar struct {
 	beatMu sync.Mutex
 	// reclaimNow asks renewLoop to re-claim the stale rooms at once.
 	reclaimNow chan struct{}
-	// genSeq counts the losses of the registry this node has seen (guarded
-	// by mu): a renewal or claim sent before one must not extend a lease
-	// after it. staleUntil is the lease clock time the rooms of the lost
-	// generation may be served until unless re-claimed.
-	genSeq     uint64
-	staleUntil int64
 	// deregistered: the drain took the node out of the registry; no
 	// heartbeat may put it back.
 	deregistered atomic.Bool
@@ -103,22 +83,24 @@ func New(cfg Config) (*Sidecar, error) {
 		cfg.Advertise = ln.Addr().String()
 	}
 	s := &Sidecar{
-		cfg:         cfg,
-		reg:         cfg.Registry,
-		log:         cfg.Logger.With("node", cfg.NodeID),
-		metrics:     newMetrics(),
-		base:        time.Now(),
-		started:     time.Now(),
-		ln:          ln,
-		rooms:       make(map[string]*room),
-		clients:     make(map[string]*client),
-		unloading:   make(map[string]bool),
-		retired:     make(map[string]*retiredLease),
-		stopped:     make(chan struct{}),
-		orphanLoads: make(map[string]*room),
-		drained:     make(chan struct{}),
-		killed:      make(chan struct{}),
-		reclaimNow:  make(chan struct{}, 1),
+		cfg:     cfg,
+		reg:     cfg.Registry,
+		log:     cfg.Logger.With("node", cfg.NodeID),
+		metrics: newMetrics(),
+		base:    time.Now(),
+		started: time.Now(),
+		ln:      ln,
+		table: table{
+			rooms:       make(map[string]*room),
+			clients:     make(map[string]*client),
+			unloading:   make(map[string]bool),
+			retired:     make(map[string]*retiredLease),
+			orphanLoads: make(map[string]*room),
+		},
+		stopped:    make(chan struct{}),
+		drained:    make(chan struct{}),
+		killed:     make(chan struct{}),
+		reclaimNow: make(chan struct{}, 1),
 	}
 	s.hb.Store(&heartbeat{})
 	s.monolithRedis = cfg.MonolithRedis
@@ -200,7 +182,7 @@ func (s *Sidecar) isKilled() bool {
 func (s *Sidecar) shutdown() {
 	s.server.Shutdown()
 	killed := s.isKilled()
-	s.mu.Lock()
+	lk := s.lock()
 	for _, c := range s.clients {
 		if killed {
 			c.abort() // a crash says goodbye to nobody
@@ -209,7 +191,7 @@ func (s *Sidecar) shutdown() {
 		}
 	}
 	l := s.link
-	s.mu.Unlock()
+	lk.unlock()
 	if l != nil {
 		l.close()
 	}

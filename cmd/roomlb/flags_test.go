@@ -79,7 +79,8 @@ func TestErrorsNameFlags(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"router"}, []string{"router: --secret is required"}},
+		{[]string{"router"}, []string{"router: bad config: --secret is required"}},
+		{[]string{"router", "--hold-timeout", "-1s", "--max-header-bytes", "10"}, []string{"--secret is required", "--hold-timeout is negative (-1s)", "--max-header-bytes is 10, want at least 1024"}},
 		{[]string{"router", "--secret", "x", "--hold-timeout", "-1s"}, []string{"--hold-timeout is negative (-1s)"}},
 		{[]string{"router", "--secret", "x", "--max-header-bytes", "10"}, []string{"--max-header-bytes is 10, want at least 1024"}},
 		{[]string{"router", "--secret", "x", "--trusted-proxies", "10.0.0.0/33"}, []string{"--trusted-proxies: "}},

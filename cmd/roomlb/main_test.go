@@ -98,7 +98,7 @@ func TestErrorLine(t *testing.T) {
 	}{
 		{[]string{"ctl", "nodes"}, "ctl: cannot reach Redis", "roomlb ctl: cannot reach Redis"},
 		{[]string{"ctl", "move", "a", "b"}, "ctl move: node-2 is draining", "roomlb ctl move: node-2 is draining"},
-		{[]string{"router"}, "router: --secret is required", "roomlb router: --secret is required"},
+		{[]string{"router"}, "router: bad config: --secret is required", "roomlb router: bad config: --secret is required"},
 		{[]string{"sidecar"}, "--redis-url: invalid URL scheme", "roomlb sidecar: --redis-url: invalid URL scheme"},
 		{[]string{"sidecars"}, `unknown command "sidecars"`, `roomlb: unknown command "sidecars"`},
 		{nil, "x", "roomlb: x"},
