@@ -154,6 +154,9 @@ func (c *Config) validate() error {
 			errs = append(errs, fmt.Errorf("unknown fault %q (kinds: %v)", k, Kinds))
 		}
 	}
+	if c.SlowLatency < 0 {
+		errs = append(errs, fmt.Errorf("slow latency %v is negative", c.SlowLatency))
+	}
 	for _, d := range c.HeartbeatTTLs {
 		if d < 200*time.Millisecond {
 			errs = append(errs, fmt.Errorf("heartbeat ttl %v: at least 200ms", d))

@@ -107,7 +107,7 @@ func (s *Sidecar) dispatch(l *link, m *ott.M2B) {
 // onRoomMsg delivers a room message: to one client, or to every client of
 // the room (the monolith sent one message for all of them).
 //
-// The lease is checked with the time taken after s.mu is acquired: a time
+// The lease is checked with the time taken once the table is locked: a time
 // taken before could be from before a wait on the lock (or a descheduling)
 // of any length, and would let a message out after the lease ended.
 func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {

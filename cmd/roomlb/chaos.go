@@ -35,6 +35,7 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&cfg.MonolithDir, "monolith-dir", nodemonolith.Dir(), "folder of the Node reference monolith")
 	fs.IntVar(&cfg.Rooms, "rooms", 0, fmt.Sprintf("rooms created at the start (default %d, --quick %d)", chaos.DefaultRooms, chaos.QuickRooms))
 	fs.IntVar(&cfg.ClientsPerRoom, "clients", 0, fmt.Sprintf("clients per room (default %d, --quick %d)", chaos.DefaultClientsPerRoom, chaos.QuickClientsPerRoom))
+	fs.DurationVar(&cfg.SlowLatency, "slow-latency", 0, fmt.Sprintf("delay the link-slow fault adds to each chunk between a sidecar and Redis (default %v)", chaos.DefaultSlowLatency))
 	fs.DurationVar(&cfg.Steady, "steady", 0, fmt.Sprintf("steady phase after each fault (default %v, --quick %v)", chaos.DefaultSteady, chaos.QuickSteady))
 	if err := parse(fs, args); err != nil {
 		return err
