@@ -5,12 +5,15 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/internal/nodemonolith"
@@ -247,6 +250,9 @@ func TestSelfFencing(t *testing.T) {
 			}
 			if got := testutilCounter(t, f.sc.Sidecar, `roomlb_sidecar_leases_lost_total{reason="`+tc.reason+`"}`); got != 1 {
 				t.Errorf("leases_lost{reason=%s} = %v, want 1", tc.reason, got)
+			}
+			if mfs, err := f.sc.metrics.reg.Gather(); err != nil || !slices.ContainsFunc(mfs, func(mf *dto.MetricFamily) bool { return mf.GetName() == "go_goroutines" }) {
+				t.Errorf("Go runtime metrics not exported (%v)", err)
 			}
 			waitFor(t, 5*time.Second, "the room unloaded", func() bool {
 				f.obs.mu.Lock()
