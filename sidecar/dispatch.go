@@ -128,7 +128,7 @@ func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
 				lk.carriedBack(c)
 			}
 			if s.serves != nil {
-				c.rm.served()
+				s.served(c.rm, now)
 			}
 		}
 		lk.unlock()
@@ -166,7 +166,7 @@ func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
 		}
 	}
 	if s.serves != nil {
-		rm.served()
+		s.served(rm, now)
 	}
 	// The link reads each message into a slice of its own
 	// (websocket.Conn.ReadMessage), so its clients can share it as it is.

@@ -200,7 +200,11 @@ func (l *link) writeLoop() {
 			if m.rm != nil && hooks.beforeClientMsg != nil {
 				hooks.beforeClientMsg()
 			}
-			if m.rm != nil && !m.rm.valid(l.s.now()) {
+			var now int64 // the lease clock, for client frames
+			if m.rm != nil {
+				now = l.s.now()
+			}
+			if m.rm != nil && !m.rm.valid(now) {
 				// The lease ran out while the message waited: this node
 				// may not serve it now. (A moving room's messages were
 				// queued before its unload, and the monolith's write
@@ -214,7 +218,7 @@ func (l *link) writeLoop() {
 				// Stamped when the lease allowed the frame out, before
 				// the write: a write the monolith is slow to read ends
 				// later, but the frame was let go within the lease.
-				m.rm.served()
+				l.s.served(m.rm, now)
 			}
 			l.conn.SetWriteDeadline(time.Now().Add(writeWait))
 			err := l.conn.WriteMessage(websocket.TextMessage, *bp)

@@ -47,11 +47,13 @@ type span struct {
 	written     int64 // last as last logged; guarded by Sidecar.mu
 }
 
-// served stamps the room as served now. Only called when the serve log is on.
-func (r *room) served() {
-	now := time.Now().UnixNano()
-	r.span.first.CompareAndSwap(0, now)
-	r.span.last.Store(now)
+// served stamps the room as served at now, the lease clock time its lease
+// was checked at: the stamp is the instant the lease allowed, never a moment
+// after. Only called when the serve log is on.
+func (s *Sidecar) served(r *room, now int64) {
+	ns := s.base.Add(time.Duration(now)).UnixNano()
+	r.span.first.CompareAndSwap(0, ns)
+	r.span.last.Store(ns)
 }
 
 // takeSpan returns rm's span as a record if it grew since it was last
