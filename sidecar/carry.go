@@ -47,9 +47,9 @@ func (s locked) carriedJoin(rm *room, expect int) {
 		rm.holding.Store(true)
 		rm.heldMu.Unlock()
 		rm.holdTimer = &timer{time.AfterFunc(hold, func() {
-			s := s.lock()
-			defer s.unlock()
-			s.releaseHeld(rm)
+			lk := s.Sidecar.lock() // the timer runs without the lock
+			defer lk.unlock()
+			lk.releaseHeld(rm)
 		})}
 	}
 }
@@ -71,9 +71,9 @@ func (s locked) carriedBack(c *client) {
 	}
 }
 
-// hold keeps the client message in bp, from c, while c's room's clients
-// come back; false when the room holds nothing (any more). c.mu is held.
-func (s *Sidecar) hold(c *client, bp *[]byte) bool {
+// hold keeps the client message in bp while c's room's clients come back;
+// false when the room holds nothing (any more). c.mu is held.
+func (c *client) hold(bp *[]byte) bool {
 	rm := c.rm
 	rm.heldMu.Lock()
 	defer rm.heldMu.Unlock()

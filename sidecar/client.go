@@ -98,7 +98,7 @@ func (c *client) markJoined() {
 
 // serveClient runs one client connection, upgraded for rm and reading
 // through br, to its end; s.conns counts it until then.
-func (s *Sidecar) serveClient(conn *websocket.Conn, br *bufio.Reader, rm *room, carried bool, expect int) {
+func (s ingress) serveClient(conn *websocket.Conn, br *bufio.Reader, rm *room, carried bool, expect int) {
 	c := s.joinClient(conn, rm, carried, expect)
 	if c == nil {
 		conn.Close()
@@ -114,15 +114,18 @@ func (s *Sidecar) serveClient(conn *websocket.Conn, br *bufio.Reader, rm *room, 
 
 // joinClient reads the client's auth frame and waits until its join is
 // sent. It returns nil, the client forgotten, if the client is not joined.
-func (s *Sidecar) joinClient(conn *websocket.Conn, rm *room, carried bool, expect int) *client {
+func (s ingress) joinClient(conn *websocket.Conn, rm *room, carried bool, expect int) *client {
 	conn.SetReadLimit(int64(s.cfg.MaxFrame))
 	token, ok := s.readAuth(conn)
 	if !ok {
 		s.releaseIfIdle(rm)
 		return nil
 	}
-	c := &client{s: s, id: uuid.NewString(), rm: rm, conn: conn, carried: carried, expect: expect, joined: make(chan struct{}), done: make(chan struct{})}
-	if !s.addClient(c, token) {
+	c := &client{s: s.Sidecar, id: uuid.NewString(), rm: rm, conn: conn, carried: carried, expect: expect, joined: make(chan struct{}), done: make(chan struct{})}
+	lk := s.lock()
+	added := lk.addClient(c, token)
+	lk.unlock()
+	if !added {
 		s.releaseIfIdle(rm)
 		c.finish()
 		return nil
@@ -138,7 +141,9 @@ func (s *Sidecar) joinClient(conn *websocket.Conn, rm *room, carried bool, expec
 	case <-backstop.C:
 		c.close(contract.CloseTryAgain, "room not loaded")
 	}
-	s.removeClient(c)
+	lk = s.lock()
+	lk.removeClient(c)
+	lk.unlock()
 	c.finish()
 	return nil
 }
@@ -196,7 +201,9 @@ func (c *client) wakeLocked() {
 
 // end forgets a client whose connection ended.
 func (c *client) end() {
-	c.s.removeClient(c)
+	lk := c.s.lock()
+	lk.removeClient(c)
+	lk.unlock()
 	c.finish()
 	lingerClose(c.conn.NetConn())
 	if c.poll != nil {
@@ -227,7 +234,7 @@ func lingerClose(nc net.Conn) {
 // readAuth reads the client's first frame: {"action":"auth","token":...}
 // within AuthTimeout, answering bad ones as the upstream balancer does
 // (ott/PROTOCOL.md §5.2).
-func (s *Sidecar) readAuth(conn *websocket.Conn) (string, bool) {
+func (s ingress) readAuth(conn *websocket.Conn) (string, bool) {
 	conn.SetReadDeadline(time.Now().Add(s.cfg.AuthTimeout))
 	mt, data, err := conn.ReadMessage()
 	conn.SetReadDeadline(time.Time{})
@@ -356,7 +363,7 @@ func (c *client) readFrame() bool {
 		return true
 	}
 	c.got++
-	if c.rm.holding.Load() && s.hold(c, mp) {
+	if c.rm.holding.Load() && c.hold(mp) {
 		return true
 	}
 	c.link.sendPooled(mp, c.rm)

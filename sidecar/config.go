@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -194,4 +195,30 @@ func (c *Config) validate() error {
 		return fmt.Errorf("sidecar: bad config: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// redisCtx bounds one registry call made from a background loop.
+func (c *Config) redisCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.redisTimeout())
+}
+
+// redisTimeout bounds one registry call: half a heartbeat TTL (a call that
+// takes longer cannot keep the node's rooms served anyway; the heartbeat is
+// retried every tenth of it), at most 2 s, at least 100 ms.
+func (c *Config) redisTimeout() time.Duration {
+	return min(max(c.HeartbeatTTL/2, 100*time.Millisecond), 2*time.Second)
+}
+
+// claimTimeout bounds a claim made for a client: long enough to wait out a
+// recovery window after Redis lost its data (at most a heartbeat TTL, see
+// registry.Reclaim) and then claim.
+func (c *Config) claimTimeout() time.Duration {
+	return c.HeartbeatTTL + c.redisTimeout()
+}
+
+// leaseMargin is how long after a renewal was sent the lease may be used:
+// the lease, less a tenth of it for the unload and closes to take effect
+// before Redis expires the key.
+func (c *Config) leaseMargin() int64 {
+	return int64(c.LeaseTTL - c.LeaseTTL/10)
 }

@@ -61,7 +61,7 @@ func (s *Sidecar) linkDown(l *link, err error) {
 		var h *handoffs
 		if shutdown {
 			time.Sleep(s.cfg.ShutdownFlush)
-			ctx, cancel := s.redisCtx(context.Background())
+			ctx, cancel := s.cfg.redisCtx(context.Background())
 			h = s.newHandoffs(ctx)
 			cancel()
 		}
@@ -73,7 +73,7 @@ func (s *Sidecar) linkDown(l *link, err error) {
 			if gone || lease.Epoch == 0 {
 				continue
 			}
-			ctx, cancel := s.redisCtx(context.Background())
+			ctx, cancel := s.cfg.redisCtx(context.Background())
 			s.flushMeta(ctx, rm)
 			if released, err := s.release(ctx, lease); err != nil {
 				s.log.Debug("sidecar: release", "room", lease.Room, "err", err)
@@ -85,22 +85,29 @@ func (s *Sidecar) linkDown(l *link, err error) {
 	}()
 }
 
-// dispatch handles one message from the monolith.
-func (s *Sidecar) dispatch(l *link, m *ott.M2B) {
+// dispatch handles one message from the monolith. A gossip takes the
+// table's lock room by room; every other message is handled under it.
+func (s *Sidecar) dispatch(m *ott.M2B) {
 	switch m.Type {
-	case ott.TypeRoomMsg:
-		s.onRoomMsg(&m.RoomMsg)
-	case ott.TypeKick:
-		s.onKick(&m.Kick)
-	case ott.TypeLoaded:
-		s.onLoaded(l, &m.Loaded.Room)
-	case ott.TypeUnloaded:
-		s.onUnloaded(&m.Unloaded)
 	case ott.TypeGossip:
-		s.onGossip(l, &m.Gossip)
+		s.onGossip(&m.Gossip)
+		return
 	case ott.TypeInit:
 		// A second init: the monolith restarted its side of the link.
 		s.log.Warn("sidecar: monolith sent init again", "monolith", m.Init.ID)
+		return
+	}
+	lk := s.lock()
+	defer lk.unlock()
+	switch m.Type {
+	case ott.TypeRoomMsg:
+		lk.onRoomMsg(&m.RoomMsg)
+	case ott.TypeKick:
+		lk.onKick(&m.Kick)
+	case ott.TypeLoaded:
+		lk.onLoaded(&m.Loaded.Room)
+	case ott.TypeUnloaded:
+		lk.onUnloaded(&m.Unloaded)
 	}
 }
 
@@ -110,37 +117,32 @@ func (s *Sidecar) dispatch(l *link, m *ott.M2B) {
 // The lease is checked with the time taken once the table is locked: a time
 // taken before could be from before a wait on the lock (or a descheduling)
 // of any length, and would let a message out after the lease ended.
-func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
+func (s locked) onRoomMsg(m *ott.RoomMsg) {
+	now := s.now()
 	if m.ClientID != "" {
-		lk := s.lock()
-		now := s.now()
 		c := s.clients[m.ClientID]
 		if c != nil && c.rm.valid(now) {
 			if c.rm.loader == c && !c.rm.loaded {
 				// The first unicast of a join is its full sync: the room
 				// is loaded even if no loaded came (it was loaded already).
-				lk.roomLoaded(c.rm)
+				s.roomLoaded(c.rm)
 			}
 			c.synced = true
 			c.send(m.Payload)
 			if c.carried && ott.IsYou(m.Payload) {
 				// The last message of its join sequence.
-				lk.carriedBack(c)
+				s.carriedBack(c)
 			}
 			if s.serves != nil {
-				s.served(c.rm, now)
+				c.rm.served(s.wall(now))
 			}
 		}
-		lk.unlock()
 		return
 	}
 	key, err := registry.RoomKey(m.Room)
 	if err != nil {
 		return
 	}
-	lk := s.lock()
-	defer lk.unlock()
-	now := s.now()
 	rm := s.rooms[key]
 	if rm == nil || !rm.valid(now) {
 		return
@@ -166,7 +168,7 @@ func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
 		}
 	}
 	if s.serves != nil {
-		s.served(rm, now)
+		rm.served(s.wall(now))
 	}
 	// The link reads each message into a slice of its own
 	// (websocket.Conn.ReadMessage), so its clients can share it as it is.
@@ -178,9 +180,7 @@ func (s *Sidecar) onRoomMsg(m *ott.RoomMsg) {
 }
 
 // onKick closes a client the monolith has dropped.
-func (s *Sidecar) onKick(k *ott.Kick) {
-	lk := s.lock()
-	defer lk.unlock()
+func (s locked) onKick(k *ott.Kick) {
 	c := s.clients[k.ClientID]
 	if c == nil {
 		// The loader of a room may have left before its join was
@@ -189,14 +189,14 @@ func (s *Sidecar) onKick(k *ott.Kick) {
 			delete(s.orphanLoads, k.ClientID)
 			if !rm.gone && !rm.loaded && rm.loader == nil && rm.loadSent {
 				rm.loadSent = false
-				lk.loadFailed(rm, k.Reason)
+				s.loadFailed(rm, k.Reason)
 			}
 		}
 		return
 	}
 	c.kicked = true
 	rm := c.rm
-	lk.carriedBack(c) // its join failed: not waited for
+	s.carriedBack(c) // its join failed: not waited for
 	if rm.moving && rm.unloadSent && k.Reason == ott.CloseAway {
 		// The unload's kick (the monolith has handled what the client
 		// sent before it): the room continues elsewhere.
@@ -210,7 +210,7 @@ func (s *Sidecar) onKick(k *ott.Kick) {
 		return
 	}
 	rm.loader = nil
-	lk.loadFailed(rm, k.Reason)
+	s.loadFailed(rm, k.Reason)
 }
 
 // loadFailed: the join that was loading rm was kicked with reason.
@@ -233,14 +233,12 @@ func (s locked) loadFailed(rm *room, reason int) {
 // onLoaded records that the monolith holds a room, claiming it first if it
 // loaded it on its own (an HTTP request); a room another node owns is
 // unloaded again.
-func (s *Sidecar) onLoaded(l *link, meta *ott.RoomMetadata) {
+func (s locked) onLoaded(meta *ott.RoomMetadata) {
 	key, err := registry.RoomKey(meta.Name)
 	if err != nil {
 		s.log.Warn("sidecar: monolith loaded a room with a name roomlb cannot route", "room", meta.Name)
 		return
 	}
-	lk := s.lock()
-	defer lk.unlock()
 	rm := s.rooms[key]
 	if rm == nil {
 		if s.unloading[key] {
@@ -252,20 +250,21 @@ func (s *Sidecar) onLoaded(l *link, meta *ott.RoomMetadata) {
 		if s.draining {
 			// A node on its way out takes no room: the monolith holds it,
 			// so it may be unloaded; it is loaded elsewhere on its next join.
-			lk.sendUnload(rm)
+			s.sendUnload(rm)
 			return
 		}
 		s.rooms[key] = rm
 		s.wg.Add(1)
 		go func() {
+			s := s.Sidecar // runs without the lock
 			defer s.wg.Done()
 			s.finishClaim(context.Background(), rm)
 		}()
 		return
 	}
 	rm.name = meta.Name
-	lk.roomLoaded(rm)
-	lk.writeMetaLocked(rm, meta)
+	s.roomLoaded(rm)
+	s.writeMetaLocked(rm, meta)
 }
 
 // roomLoaded marks rm loaded and lets its waiting clients join.
@@ -294,13 +293,11 @@ func (s locked) roomLoaded(rm *room) {
 
 // onUnloaded forgets a room the monolith has unloaded (its clients were
 // kicked just before) and gives the lease back.
-func (s *Sidecar) onUnloaded(u *ott.Unloaded) {
+func (s locked) onUnloaded(u *ott.Unloaded) {
 	key, err := registry.RoomKey(u.Name)
 	if err != nil {
 		return
 	}
-	lk := s.lock()
-	defer lk.unlock()
 	delete(s.unloading, key)
 	rm := s.rooms[key]
 	if rm == nil {
@@ -315,15 +312,15 @@ func (s *Sidecar) onUnloaded(u *ott.Unloaded) {
 	if rm.moving {
 		// Clients the unload did not kick; the drain releases the room
 		// after handing it over.
-		lk.closeRoomClients(rm, contract.CloseServiceRestart, "room moving")
+		s.closeRoomClients(rm, contract.CloseServiceRestart, "room moving")
 		return
 	}
-	lk.closeRoomClients(rm, contract.CloseServiceRestart, "room unloaded")
-	lk.releaseRoom(rm)
+	s.closeRoomClients(rm, contract.CloseServiceRestart, "room unloaded")
+	s.releaseRoom(rm)
 }
 
 // onGossip reconciles the room table with the monolith's full list.
-func (s *Sidecar) onGossip(l *link, g *ott.Gossip) {
+func (s *Sidecar) onGossip(g *ott.Gossip) {
 	listed := make(map[string]bool, len(g.Rooms))
 	for i := range g.Rooms {
 		meta := &g.Rooms[i].Room
@@ -333,15 +330,12 @@ func (s *Sidecar) onGossip(l *link, g *ott.Gossip) {
 		}
 		listed[key] = true
 		lk := s.lock()
-		rm := s.rooms[key]
-		lk.unlock()
-		if rm == nil || !rm.loaded {
-			s.onLoaded(l, meta)
+		if rm := s.rooms[key]; rm == nil || !rm.loaded {
+			lk.onLoaded(meta)
 		} else {
-			lk := s.lock()
 			lk.writeMetaLocked(rm, meta)
-			lk.unlock()
 		}
+		lk.unlock()
 	}
 	lk := s.lock()
 	defer lk.unlock()
@@ -395,7 +389,7 @@ func (s locked) writeMetaLocked(rm *room, meta *ott.RoomMetadata) {
 		go func() {
 			s := s.Sidecar // runs without the lock
 			defer s.wg.Done()
-			ctx, cancel := s.redisCtx(context.Background())
+			ctx, cancel := s.cfg.redisCtx(context.Background())
 			defer cancel()
 			if err := s.reg.WriteMeta(ctx, lm.Lease, lm.Meta); err != nil {
 				s.log.Debug("sidecar: write meta", "room", lm.Lease.Room, "err", err)
@@ -432,9 +426,7 @@ func (s *Sidecar) flushMeta(ctx context.Context, rm *room) {
 // addClient adds an authenticated client to its room: it joins at once if
 // the room is loaded, loads the room with its join if nobody is loading it,
 // or waits for the load. It reports false if the room is no longer served.
-func (s *Sidecar) addClient(c *client, token string) bool {
-	lk := s.lock()
-	defer lk.unlock()
+func (s locked) addClient(c *client, token string) bool {
 	rm := c.rm
 	if rm.gone || rm.moving || !rm.valid(s.now()) || s.link == nil {
 		c.close(contract.CloseServiceRestart, "room moved")
@@ -446,12 +438,12 @@ func (s *Sidecar) addClient(c *client, token string) bool {
 	s.metrics.clients.Set(float64(len(s.clients)))
 	switch {
 	case rm.loaded:
-		lk.sendJoin(rm, c)
+		s.sendJoin(rm, c)
 	case rm.loader != nil || rm.loadSent:
 		rm.waiting = append(rm.waiting, c)
 	default:
 		rm.waiting = append(rm.waiting, c)
-		lk.startLoad(rm)
+		s.startLoad(rm)
 	}
 	return true
 }
@@ -476,9 +468,11 @@ func (s locked) startLoad(rm *room) {
 
 // armLoadTimer gives the monolith LoadTimeout to load rm; then the clients
 // waiting for it are told to come back later.
-func (s *Sidecar) armLoadTimer(rm *room) {
+func (s locked) armLoadTimer(rm *room) {
 	rm.loadTimer.stop()
+	sc := s.Sidecar // the timer runs without the lock
 	rm.loadTimer = &timer{time.AfterFunc(s.cfg.LoadTimeout, func() {
+		s := sc
 		lk := s.lock()
 		defer lk.unlock()
 		if rm.loaded || rm.gone {
@@ -519,9 +513,7 @@ func (s locked) sendJoin(rm *room, c *client) {
 
 // removeClient forgets a client whose connection ended, telling the
 // monolith unless it dropped the client itself.
-func (s *Sidecar) removeClient(c *client) {
-	lk := s.lock()
-	defer lk.unlock()
+func (s locked) removeClient(c *client) {
 	if s.clients[c.id] != c {
 		return
 	}
@@ -531,7 +523,7 @@ func (s *Sidecar) removeClient(c *client) {
 	_, joined := rm.clients[c]
 	delete(rm.clients, c)
 	if joined {
-		lk.carriedBack(c) // gone: not waited for
+		s.carriedBack(c) // gone: not waited for
 	}
 	if len(rm.clients) == 0 {
 		rm.seenSince = 0

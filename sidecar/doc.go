@@ -11,4 +11,24 @@
 // passes HTTP through to the monolith, refusing rooms it does not own.
 // On SIGTERM (or an admin request) it drains: every room is handed to other
 // nodes with its latest state in Redis before the sidecar exits.
+//
+// The parts, each a type of its own:
+//
+//   - table (table.go): the rooms, their leases, clients and what is in
+//     flight for them, under one lock. What must run under the lock is a
+//     method of locked, which only Sidecar.lock returns; the rules that keep
+//     a room safe (a fenced or released lease is never adopted again, a
+//     room leaves the table before its release is sent) are kept there
+//     (room.go, carry.go, and dispatch.go for the monolith's messages).
+//   - presence (presence.go): the node's heartbeat key in Redis, the life
+//     of it every room is bound to, and the lock that orders heartbeats.
+//   - link (link.go): the connection to the monolith's balancer port, its
+//     writer and reader.
+//   - ingress (ingress.go, upgrade.go): the HTTP side routers talk to;
+//     client (client.go): one client's WebSocket.
+//   - handoffs (node.go, drain.go): rooms offered to and taken from other
+//     nodes; serveLog (servelog.go); clock (clock.go), the lease clock.
+//   - Sidecar (sidecar.go): the wiring, Run, and the loops that renew,
+//     fence and re-claim leases (leases.go) and keep the registry current
+//     (node.go).
 package sidecar

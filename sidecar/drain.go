@@ -77,8 +77,8 @@ func (s *Sidecar) Drain(ctx context.Context) error {
 	s.log.Info("sidecar: draining", "rooms", len(rooms)+len(waits), "waiting_for_writes", len(waits))
 
 	// Tell the routers first, so no new room is placed here.
-	hctx, cancel := s.redisCtx(ctx)
-	s.beat(hctx)
+	hctx, cancel := s.cfg.redisCtx(ctx)
+	s.presence.beat(hctx)
 	cancel()
 
 	h := s.newHandoffs(ctx)
@@ -123,13 +123,13 @@ func (s *Sidecar) Drain(ctx context.Context) error {
 	}
 	lk.unlock()
 
-	s.deregistered.Store(true)
-	dctx, cancel := s.redisCtx(context.Background())
+	s.presence.deregistered.Store(true)
+	dctx, cancel := s.cfg.redisCtx(context.Background())
 	// Rooms other drains offered this node meanwhile go on to others.
 	if _, err := s.reg.MoveHandoffs(dctx, s.cfg.NodeID); err != nil {
 		s.log.Warn("sidecar: move handoffs offered to this node", "err", err)
 	}
-	if err := s.deregister(dctx); err != nil {
+	if err := s.presence.deregister(dctx); err != nil {
 		errs = append(errs, fmt.Errorf("deregister: %w", err))
 	}
 	cancel()
@@ -201,9 +201,9 @@ func (s *Sidecar) drainRoom(ctx context.Context, rm *room, h *handoffs) error {
 		lk.closeRoomClients(rm, contract.CloseServiceRestart, "room moving")
 		lk.unlock()
 	}
-	s.awaitStateWrite(ctx, rm, unloaded)
+	s.metrics.moveWaits.WithLabelValues(s.awaitStateWrite(ctx, rm, unloaded)).Inc()
 
-	fctx, cancel := s.redisCtx(context.Background())
+	fctx, cancel := s.cfg.redisCtx(context.Background())
 	s.flushMeta(fctx, rm) // the next owner loads the room by the name in it
 	cancel()
 	lk = s.lock()
@@ -213,7 +213,7 @@ func (s *Sidecar) drainRoom(ctx context.Context, rm *room, h *handoffs) error {
 	if !valid || lease.Epoch == 0 {
 		return nil // fenced meanwhile: the lease is someone else's
 	}
-	rctx, cancel := s.redisCtx(context.Background())
+	rctx, cancel := s.cfg.redisCtx(context.Background())
 	defer cancel()
 	if h.to != "" {
 		// A move to a given node: the room goes to it in one step, so a
@@ -284,16 +284,18 @@ func (s locked) writeDue(rm *room, now int64) bool {
 
 // awaitStateWrite waits until the monolith's write of rm's last change has
 // landed (see drainMargin). unloaded says the monolith held the room up to
-// now, when it has confirmed the unload (or failed to in time).
-func (s *Sidecar) awaitStateWrite(ctx context.Context, rm *room, unloaded bool) {
+// now, when it has confirmed the unload (or failed to in time). It says
+// how the wait ended: none (nothing pending), written, unseen or cancelled
+// (roomlb_sidecar_move_waits_total).
+func (s *Sidecar) awaitStateWrite(ctx context.Context, rm *room, unloaded bool) string {
 	now := s.now()
 	deadline, due := s.writeWait(rm, now, rm.seenFrom, unloaded)
 	if now >= deadline {
-		return
+		return "none"
 	}
 	key := "room:" + rm.name
 	ttl := func() (time.Duration, bool) {
-		rctx, cancel := s.redisCtx(ctx)
+		rctx, cancel := s.cfg.redisCtx(ctx)
 		defer cancel()
 		d, err := s.monolithRedis.PTTL(rctx, key).Result()
 		return d, err == nil
@@ -305,14 +307,14 @@ func (s *Sidecar) awaitStateWrite(ctx context.Context, rm *room, unloaded bool) 
 		select {
 		case <-t.C:
 		case <-ctx.Done():
-			return
+			return "cancelled"
 		}
 		after, ok2 := ttl()
 		// PTTL: -2 no key, -1 no TTL, else what is left; every write of
 		// the monolith sets a new TTL.
 		if ok && ok2 && ((before == -2 && after != -2) || (before >= 0 && after > before)) {
 			s.log.Debug("sidecar: the monolith wrote the moving room", "room", rm.key, "waited", time.Duration(s.now()-now))
-			return
+			return "written"
 		}
 		before, ok = after, ok2
 	}
@@ -320,6 +322,7 @@ func (s *Sidecar) awaitStateWrite(ctx context.Context, rm *room, unloaded bool) 
 	if due {
 		s.log.Warn("sidecar: the monolith's state write was not seen; moving the room anyway (is --monolith-redis-url the monolith's Redis?)", "room", rm.key, "key", key)
 	}
+	return "unseen"
 }
 
 // startMoving holds rm's new clients, stops its clients' frames and

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -234,7 +233,7 @@ func TestSelfFencing(t *testing.T) {
 			var until atomic.Int64
 			go func() {
 				for u := f.rm.until.Load(); u != 0; u = f.rm.until.Load() {
-					until.Store(min(u, f.sc.hb.Load().until))
+					until.Store(min(u, f.sc.presence.hb.Load().until))
 					time.Sleep(time.Millisecond)
 				}
 			}()
@@ -242,13 +241,13 @@ func TestSelfFencing(t *testing.T) {
 			if code := f.cl.closeCode(10 * time.Second); code != contract.CloseServiceRestart {
 				t.Fatalf("client closed with %d, want %d", code, contract.CloseServiceRestart)
 			}
-			deadline := f.sc.base.Add(time.Duration(until.Load()))
+			deadline := time.Unix(0, f.sc.wall(until.Load()))
 			f.sc.flushServeLog()
 			last := lastServed(t, &served, "harbour")
 			if last.After(deadline) {
 				t.Fatalf("room served until %s, %v past its deadline %s", last.Format("15:04:05.000000"), last.Sub(deadline), deadline.Format("15:04:05.000000"))
 			}
-			if got := testutilCounter(t, f.sc.Sidecar, `roomlb_sidecar_leases_lost_total{reason="`+tc.reason+`"}`); got != 1 {
+			if got := roomlbtest.Counter(t, f.sc.Sidecar.Gatherer(), `roomlb_sidecar_leases_lost_total{reason="`+tc.reason+`"}`); got != 1 {
 				t.Errorf("leases_lost{reason=%s} = %v, want 1", tc.reason, got)
 			}
 			if mfs, err := f.sc.metrics.reg.Gather(); err != nil || !slices.ContainsFunc(mfs, func(mf *dto.MetricFamily) bool { return mf.GetName() == "go_goroutines" }) {
@@ -315,18 +314,18 @@ func TestLapsedHeartbeatRevivesNoRoom(t *testing.T) {
 
 	// The key lapses and a router steals the room for node-b, while the
 	// node's own heartbeats wait.
-	sc.beatMu.Lock()
+	sc.presence.mu.Lock()
 	err = reg.Deregister(ctx, "node-a")
 	var stolen registry.Lease
 	if err == nil {
 		stolen, err = reg.Steal(ctx, "harbour", "node-a", "node-b", time.Minute)
 	}
-	sc.beatMu.Unlock()
+	sc.presence.mu.Unlock()
 	if err != nil || stolen.Epoch <= before.Epoch {
 		t.Fatalf("steal: %+v, %v", stolen, err)
 	}
 	// The late heartbeat (or the node's own, if it came first).
-	if up, err := sc.beat(ctx); !up || err != nil {
+	if up, err := sc.presence.beat(ctx); !up || err != nil {
 		t.Fatalf("beat: up %v, %v", up, err)
 	}
 	lk := sc.lock()
@@ -413,43 +412,7 @@ func testRedisDataLoss(t *testing.T, lose func(*redistest.Server) error) {
 	if m := cl.next("chat", 5*time.Second); m["text"] != "still here" {
 		t.Fatalf("chat after the loss: %v", m)
 	}
-	if n := testutilCounter(t, a.Sidecar, "roomlb_sidecar_reclaims_total"); n != 1 {
+	if n := roomlbtest.Counter(t, a.Sidecar.Gatherer(), "roomlb_sidecar_reclaims_total"); n != 1 {
 		t.Fatalf("reclaims = %v, want 1", n)
 	}
-}
-
-// testutilCounter reads a counter without labels from s's metrics.
-func testutilCounter(t testing.TB, s *Sidecar, name string) float64 {
-	t.Helper()
-	mfs, err := s.metrics.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// name{label="value",...}: the series with those labels.
-	name, labels, _ := strings.Cut(strings.TrimSuffix(name, "}"), "{")
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			for _, l := range strings.Split(labels, ",") {
-				k, v, _ := strings.Cut(l, "=")
-				if l == "" {
-					continue
-				}
-				found := false
-				for _, lp := range m.GetLabel() {
-					found = found || lp.GetName() == k && strconv.Quote(lp.GetValue()) == v
-				}
-				if !found {
-					continue series
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-		return 0 // no series with those labels yet
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
 }

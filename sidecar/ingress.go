@@ -18,7 +18,14 @@ import (
 	"github.com/roomlb/roomlb/registry"
 )
 
-func (s *Sidecar) newServer() *fasthttp.Server {
+// ingress is the sidecar's HTTP side: the requests routers forward (a
+// room's HTTP requests and WebSocket upgrades, room creation, the admin
+// endpoints) and the health and metrics endpoints. It admits each request
+// to its room (claiming it when nobody owns it) and reaches the room table
+// and the monolith link through the sidecar it belongs to.
+type ingress struct{ *Sidecar }
+
+func (s ingress) newServer() *fasthttp.Server {
 	metrics := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	return &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
@@ -54,7 +61,7 @@ func (quietLogger) Printf(string, ...any) {}
 
 // serveHealth answers /healthz (link and Redis) and /readyz (the same, and
 // not draining).
-func (s *Sidecar) serveHealth(ctx *fasthttp.RequestCtx, ready bool) {
+func (s ingress) serveHealth(ctx *fasthttp.RequestCtx, ready bool) {
 	lk := s.lock()
 	linkUp, draining := s.link != nil, s.draining
 	lk.unlock()
@@ -62,7 +69,7 @@ func (s *Sidecar) serveHealth(ctx *fasthttp.RequestCtx, ready bool) {
 	if !linkUp {
 		problems = append(problems, "monolith link down")
 	}
-	if !s.redisOK.Load() {
+	if !s.presence.redisOK.Load() {
 		problems = append(problems, "redis unreachable")
 	}
 	if ready && draining {
@@ -78,7 +85,7 @@ func (s *Sidecar) serveHealth(ctx *fasthttp.RequestCtx, ready bool) {
 }
 
 // serveIngress serves a request a router forwarded.
-func (s *Sidecar) serveIngress(ctx *fasthttp.RequestCtx) {
+func (s ingress) serveIngress(ctx *fasthttp.RequestCtx) {
 	if s.cfg.Secret != "" && subtle.ConstantTimeCompare(ctx.Request.Header.Peek(contract.HeaderSecret), []byte(s.cfg.Secret)) != 1 {
 		s.refuse(ctx, "secret", fasthttp.StatusForbidden, "roomlb: missing or wrong "+contract.HeaderSecret+"\n")
 		return
@@ -117,7 +124,7 @@ func (s *Sidecar) serveIngress(ctx *fasthttp.RequestCtx) {
 
 // serveMove hands one room to a given node, as a drain does (roomlb ctl
 // move): form values room and to.
-func (s *Sidecar) serveMove(ctx *fasthttp.RequestCtx) {
+func (s ingress) serveMove(ctx *fasthttp.RequestCtx) {
 	key, err := registry.RoomKey(string(ctx.PostArgs().Peek("room")))
 	if err != nil {
 		s.refuse(ctx, "bad_room", fasthttp.StatusBadRequest, err.Error()+"\n")
@@ -146,7 +153,7 @@ func (s *Sidecar) serveMove(ctx *fasthttp.RequestCtx) {
 		defer s.wg.Done()
 		dctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
 		defer cancel()
-		if err := s.drainRoom(dctx, rm, &handoffs{s: s, to: to}); err != nil {
+		if err := s.drainRoom(dctx, rm, &handoffs{s: s.Sidecar, to: to}); err != nil {
 			s.log.Warn("sidecar: move", "room", key, "to", to, "err", err)
 		}
 	}()
@@ -163,7 +170,7 @@ func roomFromPath(path []byte) (string, bool) {
 
 // serveRoom admits a request for one room and serves it: a WebSocket
 // client, or HTTP passed to the monolith.
-func (s *Sidecar) serveRoom(ctx *fasthttp.RequestCtx, name string) {
+func (s ingress) serveRoom(ctx *fasthttp.RequestCtx, name string) {
 	key, err := registry.RoomKey(name)
 	if err != nil {
 		s.refuse(ctx, "bad_room", fasthttp.StatusBadRequest, err.Error()+"\n")
@@ -185,7 +192,7 @@ func (s *Sidecar) serveRoom(ctx *fasthttp.RequestCtx, name string) {
 // counts as the room's load: joins wait for it as for a loading join, and
 // it waits for a load under way, or the monolith would load the room twice.
 // The room's name goes in the canonical casing the room's state is keyed by.
-func (s *Sidecar) serveRoomHTTP(ctx *fasthttp.RequestCtx, rm *room) {
+func (s ingress) serveRoomHTTP(ctx *fasthttp.RequestCtx, rm *room) {
 	lk := s.lock()
 	inFlight := !rm.loaded && (rm.loader != nil || rm.loadSent)
 	loading := !rm.loaded && !inFlight
@@ -236,7 +243,7 @@ func (s *Sidecar) serveRoomHTTP(ctx *fasthttp.RequestCtx, rm *room) {
 
 // admit makes sure this node owns the room, claiming it if nobody does,
 // and answers the router when it cannot serve it.
-func (s *Sidecar) admit(ctx *fasthttp.RequestCtx, key, name string) (*room, bool) {
+func (s ingress) admit(ctx *fasthttp.RequestCtx, key, name string) (*room, bool) {
 	lk := s.lock()
 	linkUp, draining := s.link != nil, s.draining
 	existing := s.rooms[key]
@@ -263,7 +270,7 @@ func (s *Sidecar) admit(ctx *fasthttp.RequestCtx, key, name string) (*room, bool
 		s.refuse(ctx, reason, fasthttp.StatusServiceUnavailable, "roomlb: node takes no rooms now ("+reason+")\n")
 		return nil, false
 	}
-	cctx, cancel := context.WithTimeout(context.Background(), s.claimTimeout())
+	cctx, cancel := context.WithTimeout(context.Background(), s.cfg.claimTimeout())
 	rm, err := s.claimRoom(cctx, key, name)
 	cancel()
 	var oe *registry.OwnerError
@@ -303,13 +310,13 @@ func (s *Sidecar) admit(ctx *fasthttp.RequestCtx, key, name string) (*room, bool
 	return rm, true
 }
 
-func (s *Sidecar) refuseMoving(ctx *fasthttp.RequestCtx) {
+func (s ingress) refuseMoving(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.Set(contract.HeaderMoving, "1")
 	ctx.Response.Header.Set("Retry-After", "1")
 	s.refuse(ctx, "moving", fasthttp.StatusServiceUnavailable, "roomlb: room is moving to another node\n")
 }
 
-func (s *Sidecar) refuse(ctx *fasthttp.RequestCtx, reason string, status int, body string) {
+func (s ingress) refuse(ctx *fasthttp.RequestCtx, reason string, status int, body string) {
 	s.metrics.refusals.WithLabelValues(reason).Inc()
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("text/plain; charset=utf-8")
@@ -317,7 +324,7 @@ func (s *Sidecar) refuse(ctx *fasthttp.RequestCtx, reason string, status int, bo
 }
 
 // proxy passes the request to the monolith's HTTP API.
-func (s *Sidecar) proxy(ctx *fasthttp.RequestCtx) {
+func (s ingress) proxy(ctx *fasthttp.RequestCtx) {
 	lk := s.lock()
 	l := s.link
 	lk.unlock()
@@ -343,7 +350,7 @@ func (s *Sidecar) proxy(ctx *fasthttp.RequestCtx) {
 
 // serveCreate claims the named room before the monolith creates it, so the
 // creator's first join lands here and no other node creates it too.
-func (s *Sidecar) serveCreate(ctx *fasthttp.RequestCtx) {
+func (s ingress) serveCreate(ctx *fasthttp.RequestCtx) {
 	var body struct {
 		Name string `json:"name"`
 	}
@@ -380,7 +387,7 @@ func (s *Sidecar) serveCreate(ctx *fasthttp.RequestCtx) {
 
 // serveGenerate passes a generate to the monolith and answers only when the
 // new room is claimed in the registry.
-func (s *Sidecar) serveGenerate(ctx *fasthttp.RequestCtx) {
+func (s ingress) serveGenerate(ctx *fasthttp.RequestCtx) {
 	lk := s.lock()
 	ok := s.link != nil && !s.draining
 	lk.unlock()
@@ -422,9 +429,9 @@ func (s *Sidecar) serveGenerate(ctx *fasthttp.RequestCtx) {
 }
 
 // awaitLoaded waits, bounded, until the monolith reports rm loaded.
-func (s *Sidecar) awaitLoaded(rm *room) { s.awaitLoadedFor(rm, s.cfg.LoadTimeout) }
+func (s ingress) awaitLoaded(rm *room) { s.awaitLoadedFor(rm, s.cfg.LoadTimeout) }
 
-func (s *Sidecar) awaitLoadedFor(rm *room, limit time.Duration) {
+func (s ingress) awaitLoadedFor(rm *room, limit time.Duration) {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
 		lk := s.lock()

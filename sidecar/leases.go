@@ -52,7 +52,7 @@ func (s *Sidecar) renew(ctx context.Context) {
 		return
 	}
 	s.metrics.renewSeconds.Observe(time.Since(res.Sent).Seconds())
-	until := s.at(res.Sent) + s.leaseMargin()
+	until := s.at(res.Sent) + s.cfg.leaseMargin()
 	lost := make(map[string]registry.Owner, len(res.Lost))
 	for _, l := range res.Lost {
 		lost[l.Lease.Room] = l.Owner
@@ -86,15 +86,12 @@ func (s *Sidecar) renew(ctx context.Context) {
 // registryLost binds every room to the last heartbeat of the registry's old
 // generation, hbUntil, and has them re-claimed: see registry.Reclaim for
 // why no other node can claim them before they stop being served here.
-// beatMu is held.
-func (s *Sidecar) registryLost(hbUntil int64) {
-	lk := s.lock()
+func (s locked) registryLost(hbUntil int64) {
 	s.genSeq++
 	s.staleUntil = hbUntil
 	for _, rm := range s.rooms {
-		lk.markStale(rm)
+		s.markStale(rm)
 	}
-	lk.unlock()
 	s.signalReclaim()
 }
 
@@ -137,7 +134,7 @@ func (s *Sidecar) reclaim(ctx context.Context) {
 	if len(leases) == 0 {
 		return
 	}
-	rctx, cancel := s.redisCtx(ctx)
+	rctx, cancel := s.cfg.redisCtx(ctx)
 	res, err := s.reg.Reclaim(rctx, s.cfg.NodeID, leases, s.cfg.LeaseTTL)
 	cancel()
 	if err != nil {
@@ -148,7 +145,7 @@ func (s *Sidecar) reclaim(ctx context.Context) {
 		context.AfterFunc(ctx, func() { t.Stop() })
 		return
 	}
-	until := s.at(res.Sent) + s.leaseMargin()
+	until := s.at(res.Sent) + s.cfg.leaseMargin()
 	lk = s.lock()
 	defer lk.unlock()
 	kept := 0
@@ -184,22 +181,15 @@ func (s *Sidecar) reclaim(ctx context.Context) {
 // The hot path checks the deadline itself too; this makes sure the room is
 // unloaded and its clients closed even when nothing happens in it.
 func (s *Sidecar) fenceLoop(ctx context.Context) {
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, 100*time.Millisecond, func() {
 		now := s.now()
 		lk := s.lock()
+		defer lk.unlock()
 		for _, rm := range s.rooms {
 			if rm.until.Load() != 0 && !rm.valid(now) {
 				lk.fence(rm, rm.invalidReason(now))
 			}
 		}
 		lk.pruneRetired(now)
-		lk.unlock()
-	}
+	})
 }

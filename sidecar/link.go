@@ -218,7 +218,7 @@ func (l *link) writeLoop() {
 				// Stamped when the lease allowed the frame out, before
 				// the write: a write the monolith is slow to read ends
 				// later, but the frame was let go within the lease.
-				l.s.served(m.rm, now)
+				m.rm.served(l.s.wall(now))
 			}
 			l.conn.SetWriteDeadline(time.Now().Add(writeWait))
 			err := l.conn.WriteMessage(websocket.TextMessage, *bp)
@@ -264,6 +264,6 @@ func (l *link) readLoop() error {
 			l.s.log.Warn("sidecar: bad message from the monolith", "err", err, "msg", truncate(data, 200))
 			continue
 		}
-		l.s.dispatch(l, &m)
+		l.s.dispatch(&m)
 	}
 }

@@ -18,6 +18,7 @@ type metrics struct {
 	reclaims     prometheus.Counter
 	dropped      prometheus.Counter
 	handoffs     *prometheus.CounterVec
+	moveWaits    *prometheus.CounterVec
 	messages     *prometheus.CounterVec
 	refusals     *prometheus.CounterVec
 }
@@ -53,6 +54,9 @@ func newMetrics() *metrics {
 		handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomlb_sidecar_handoffs_total", Help: "Rooms handed over by a drain (out) and taken from other nodes' drains (in).",
 		}, []string{"direction"}),
+		moveWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomlb_sidecar_move_waits_total", Help: "Rooms moved away (drain, move), by how the wait for the monolith's write of the room's last change ended: none (nothing was pending), written (the write was seen land), unseen (waited out its deadline), cancelled (the drain ran out of time).",
+		}, []string{"result"}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomlb_sidecar_messages_total", Help: "Messages on the monolith link (in: from the monolith, out: to it) and to clients (delivered).",
 		}, []string{"direction"}),
@@ -60,7 +64,7 @@ func newMetrics() *metrics {
 			Name: "roomlb_sidecar_refusals_total", Help: "Requests refused at the ingress, by reason.",
 		}, []string{"reason"}),
 	}
-	m.reg.MustRegister(m.rooms, m.clients, m.link, m.claims, m.renewSeconds, m.leasesLost, m.reclaims, m.dropped, m.handoffs, m.messages, m.refusals,
+	m.reg.MustRegister(m.rooms, m.clients, m.link, m.claims, m.renewSeconds, m.leasesLost, m.reclaims, m.dropped, m.handoffs, m.moveWaits, m.messages, m.refusals,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

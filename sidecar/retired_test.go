@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/roomlb/roomlb/contract"
+	"github.com/roomlb/roomlb/internal/roomlbtest"
 	"github.com/roomlb/roomlb/registry"
 )
 
@@ -131,7 +132,7 @@ func TestQueuedClientMsgExpires(t *testing.T) {
 	close(resume)
 	// The writer drops it instead of writing it.
 	waitFor(t, 5*time.Second, "the expired message to be dropped", func() bool {
-		return testutilCounter(t, sc.Sidecar, "roomlb_sidecar_client_messages_expired_total") == 1
+		return roomlbtest.Counter(t, sc.Gatherer(), "roomlb_sidecar_client_messages_expired_total") == 1
 	})
 }
 
@@ -146,10 +147,10 @@ func TestTimeoutsFollowTheHeartbeat(t *testing.T) {
 		{10 * time.Second, 2 * time.Second, 12 * time.Second},
 	} {
 		s := &Sidecar{cfg: Config{HeartbeatTTL: tc.hb}}
-		if got := s.redisTimeout(); got != tc.redis {
+		if got := s.cfg.redisTimeout(); got != tc.redis {
 			t.Errorf("heartbeat %v: Redis call bound %v, want %v", tc.hb, got, tc.redis)
 		}
-		if got := s.claimTimeout(); got != tc.claim {
+		if got := s.cfg.claimTimeout(); got != tc.claim {
 			t.Errorf("heartbeat %v: claim bound %v, want %v", tc.hb, got, tc.claim)
 		}
 	}

@@ -32,7 +32,7 @@ type room struct {
 	// until is the lease clock time (Sidecar.now) after which this node must
 	// not serve the room; 0 before the claim and after the room is fenced.
 	until atomic.Int64
-	// hb is the node's Sidecar.hb: a router may steal the room once the
+	// hb is the node's presence.hb: a router may steal the room once the
 	// node's heartbeat key is gone, whatever the lease says, so the room is
 	// served only while both hold, and only in the life of the key
 	// (heartbeat.life) it was claimed in: once the key lapsed, a new key
@@ -141,7 +141,7 @@ func (t *timer) stop() {
 
 func (s *Sidecar) newRoom(key, name string) *room {
 	return &room{
-		hb:       &s.hb,
+		hb:       &s.presence.hb,
 		key:      key,
 		name:     name,
 		claimed:  make(chan struct{}),
@@ -223,17 +223,17 @@ func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 		lk := s.lock()
 		seq = s.genSeq
 		lk.unlock()
-		cctx, cancel := s.redisCtx(ctx)
-		err = s.ensureHeartbeat(cctx)
+		cctx, cancel := s.cfg.redisCtx(ctx)
+		err = s.presence.ensure(cctx)
 		cancel()
 		// The claim runs in this life of the heartbeat key or after it
 		// lapsed: the room is valid only as long as this life is.
-		life = s.hb.Load().life
+		life = s.presence.hb.Load().life
 		sent = time.Now()
 		if err == nil {
 			lease, err = s.reg.Claim(ctx, rm.key, s.cfg.NodeID, s.cfg.LeaseTTL)
 		}
-		validFor = s.leaseMargin()
+		validFor = s.cfg.leaseMargin()
 		if hooks.afterClaim != nil {
 			hooks.afterClaim(rm.key)
 		}
@@ -309,13 +309,6 @@ func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 	}
 	s.metrics.rooms.Set(float64(len(s.rooms)))
 	return nil
-}
-
-// leaseMargin is how long after a renewal was sent the lease may be used:
-// the lease, less a tenth of it for the unload and closes to take effect
-// before Redis expires the key.
-func (s *Sidecar) leaseMargin() int64 {
-	return int64(s.cfg.LeaseTTL - s.cfg.LeaseTTL/10)
 }
 
 // removeRoom drops rm from the table.
@@ -477,7 +470,7 @@ func (s *Sidecar) forgotten(lease registry.Lease) {
 // bounded by claimTimeout).
 func (s locked) pruneRetired(now int64) {
 	for room, r := range s.retired {
-		if r.at != 0 && now-r.at > int64(s.cfg.LeaseTTL+s.claimTimeout()) {
+		if r.at != 0 && now-r.at > int64(s.cfg.LeaseTTL+s.cfg.claimTimeout()) {
 			delete(s.retired, room)
 		}
 	}
@@ -516,7 +509,7 @@ func (s locked) releaseLease(lease registry.Lease) {
 		}
 		backoff := s.cfg.HeartbeatTTL / 10
 		for {
-			ctx, cancel := s.redisCtx(context.Background())
+			ctx, cancel := s.cfg.redisCtx(context.Background())
 			err := s.reg.Release(ctx, lease)
 			cancel()
 			var oe *registry.OwnerError

@@ -47,13 +47,13 @@ type span struct {
 	written     int64 // last as last logged; guarded by Sidecar.mu
 }
 
-// served stamps the room as served at now, the lease clock time its lease
-// was checked at: the stamp is the instant the lease allowed, never a moment
-// after. Only called when the serve log is on.
-func (s *Sidecar) served(r *room, now int64) {
-	ns := s.base.Add(time.Duration(now)).UnixNano()
-	r.span.first.CompareAndSwap(0, ns)
-	r.span.last.Store(ns)
+// served stamps the room as served at wall (Unix ns), the wall time of the
+// lease clock reading its lease was checked at: the stamp is the instant
+// the lease allowed, never a moment after. Only called when the serve log
+// is on.
+func (r *room) served(wall int64) {
+	r.span.first.CompareAndSwap(0, wall)
+	r.span.last.Store(wall)
 }
 
 // takeSpan returns rm's span as a record if it grew since it was last
@@ -98,23 +98,14 @@ func (s locked) joinServed(rm *room, c *client) {
 	s.serves.mu.Unlock()
 }
 
-// serveLogLoop writes the serve log every serveInterval, and once more when
-// ctx ends.
-func (s *Sidecar) serveLogLoop(ctx context.Context) {
-	if s.serves == nil {
+// run calls flush every serveInterval, and once more when ctx ends. It
+// returns at once when the serve log is off (l is nil).
+func (l *serveLog) run(ctx context.Context, flush func()) {
+	if l == nil {
 		return
 	}
-	t := time.NewTicker(serveInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			s.flushServeLog()
-			return
-		case <-t.C:
-		}
-		s.flushServeLog()
-	}
+	every(ctx, serveInterval, flush)
+	flush()
 }
 
 // flushServeLog writes the records of ended spans and of every room served
@@ -131,7 +122,13 @@ func (s *Sidecar) flushServeLog() {
 		}
 	}
 	lk.unlock()
-	l := s.serves
+	if err := s.serves.write(recs); err != nil {
+		s.log.Warn("sidecar: serve log", "err", err)
+	}
+}
+
+// write writes the pending records, then recs.
+func (l *serveLog) write(recs []ServeRecord) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	recs = append(l.pending, recs...)
@@ -139,10 +136,10 @@ func (s *Sidecar) flushServeLog() {
 	enc := json.NewEncoder(l.w)
 	for _, rec := range recs {
 		if err := enc.Encode(rec); err != nil {
-			s.log.Warn("sidecar: serve log", "err", err)
-			return
+			return err
 		}
 	}
+	return nil
 }
 
 // ServeFault is a breach of the serve log's rules: two nodes served a room

@@ -7,9 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp"
 
@@ -20,13 +20,14 @@ import (
 var Version = "dev"
 
 // Sidecar serves one monolith. New builds it, Run runs it until its context
-// ends (which drains it) or Drain finishes.
+// ends (which drains it) or Drain finishes. It is the wiring of the parts
+// the package doc lists, and the background loops that tie them to Redis.
 type Sidecar struct {
 	cfg     Config
 	reg     *registry.Registry
 	log     *slog.Logger
 	metrics *metrics
-	base    time.Time // origin of the monotonic clock of leases
+	clock   // the lease clock
 	started time.Time
 
 	ln     net.Listener
@@ -39,23 +40,10 @@ type Sidecar struct {
 	// killed is closed by Kill: stop at once, as if the process died.
 	killed   chan struct{}
 	killOnce sync.Once
-	// redisOK is the outcome of the last heartbeat.
-	redisOK atomic.Bool
-	// hb is the node's heartbeat as far as it is known here: the life of
-	// its key in Redis the rooms are bound to, and until when that key
-	// surely exists. Written under beatMu; never nil after New.
-	hb atomic.Pointer[heartbeat]
-	// beatMu orders heartbeats and deregistrations.
-	beatMu sync.Mutex
+	// presence keeps the node's heartbeat key in Redis.
+	presence *presence
 	// reclaimNow asks renewLoop to re-claim the stale rooms at once.
 	reclaimNow chan struct{}
-	// deregistered: the drain took the node out of the registry; no
-	// heartbeat may put it back.
-	deregistered atomic.Bool
-	// generation is the registry generation the node last heartbeat in
-	// (guarded by beatMu): a heartbeat that finds another one means Redis
-	// lost the registry, and the rooms must be re-claimed.
-	generation string
 	// stopped is closed when Run stops its loops: background retries end.
 	stopped chan struct{}
 	// serves is the serve log; nil when Config.ServeLog is.
@@ -87,7 +75,7 @@ func New(cfg Config) (*Sidecar, error) {
 		reg:     cfg.Registry,
 		log:     cfg.Logger.With("node", cfg.NodeID),
 		metrics: newMetrics(),
-		base:    time.Now(),
+		clock:   clock{base: time.Now()},
 		started: time.Now(),
 		ln:      ln,
 		table: table{
@@ -102,7 +90,22 @@ func New(cfg Config) (*Sidecar, error) {
 		killed:     make(chan struct{}),
 		reclaimNow: make(chan struct{}, 1),
 	}
-	s.hb.Store(&heartbeat{})
+	s.presence = newPresence(&s.cfg, s.log, s.clock)
+	s.presence.node = func() (registry.Node, bool) {
+		lk := s.lock()
+		defer lk.unlock()
+		return lk.nodeInfo()
+	}
+	s.presence.lapsed = func(life uint64) {
+		lk := s.lock()
+		defer lk.unlock()
+		lk.heartbeatLapsed(life)
+	}
+	s.presence.lost = func(hbUntil int64) {
+		lk := s.lock()
+		defer lk.unlock()
+		lk.registryLost(hbUntil)
+	}
 	s.monolithRedis = cfg.MonolithRedis
 	if s.monolithRedis == nil {
 		s.monolithRedis = cfg.Registry.Client()
@@ -110,19 +113,15 @@ func New(cfg Config) (*Sidecar, error) {
 	if cfg.ServeLog != nil {
 		s.serves = &serveLog{w: cfg.ServeLog}
 	}
-	s.server = s.newServer()
+	s.server = ingress{s}.newServer()
 	return s, nil
 }
 
+// Gatherer is the sidecar's metrics, as its /metrics serves them.
+func (s *Sidecar) Gatherer() prometheus.Gatherer { return s.metrics.reg }
+
 // Addr is the ingress address.
 func (s *Sidecar) Addr() string { return s.ln.Addr().String() }
-
-// now is the lease clock: monotonic nanoseconds since New.
-func (s *Sidecar) now() int64 { return int64(time.Since(s.base)) }
-
-// at converts a wall time taken in this process to the lease clock
-// (monotonic: time.Time keeps the monotonic reading).
-func (s *Sidecar) at(t time.Time) int64 { return int64(t.Sub(s.base)) }
 
 // Run serves until ctx ends or a drain (Drain, the admin endpoint) has
 // finished. When ctx ends first it drains, bounded by DrainTimeout. It
@@ -136,7 +135,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		defer s.wg.Done()
 		serveErr <- s.server.Serve(s.ln)
 	}()
-	for _, loop := range []func(context.Context){s.linkLoop, s.renewLoop, s.fenceLoop, s.heartbeatLoop, s.handoffLoop, s.announceLoop, s.housekeepingLoop, s.metaLoop, s.serveLogLoop} {
+	for _, loop := range []func(context.Context){s.linkLoop, s.renewLoop, s.fenceLoop, s.presence.run, s.handoffLoop, s.announceLoop, s.housekeepingLoop, s.metaLoop, func(ctx context.Context) { s.serves.run(ctx, s.flushServeLog) }} {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -202,25 +201,6 @@ func (s *Sidecar) shutdown() {
 	case <-time.After(2 * time.Second):
 		s.log.Warn("sidecar: client connections still open after shutdown")
 	}
-}
-
-// redisCtx bounds one registry call made from a background loop.
-func (s *Sidecar) redisCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, s.redisTimeout())
-}
-
-// redisTimeout bounds one registry call: half a heartbeat TTL (a call that
-// takes longer cannot keep the node's rooms served anyway; the heartbeat is
-// retried every tenth of it), at most 2 s, at least 100 ms.
-func (s *Sidecar) redisTimeout() time.Duration {
-	return min(max(s.cfg.HeartbeatTTL/2, 100*time.Millisecond), 2*time.Second)
-}
-
-// claimTimeout bounds a claim made for a client: long enough to wait out a
-// recovery window after Redis lost its data (at most a heartbeat TTL, see
-// registry.Reclaim) and then claim.
-func (s *Sidecar) claimTimeout() time.Duration {
-	return s.cfg.HeartbeatTTL + s.redisTimeout()
 }
 
 // isRedisDown tells errors of an unreachable Redis from refusals.

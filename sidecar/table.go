@@ -36,9 +36,15 @@ type table struct {
 // locked is the sidecar while its table's lock is held. What must run under
 // the lock is a method of locked, and only lock makes one: code without the
 // lock cannot call it.
-type locked struct{ *Sidecar }
+type locked struct {
+	*Sidecar
+	// lock hides Sidecar.lock: a method of locked that took the lock again
+	// would deadlock, so it does not compile. (What runs later without the
+	// lock, a goroutine or a timer, names s.Sidecar.)
+	lock struct{}
+}
 
 // lock takes the table's lock; unlock gives it back.
-func (s *Sidecar) lock() locked { s.mu.Lock(); return locked{s} }
+func (s *Sidecar) lock() locked { s.mu.Lock(); return locked{Sidecar: s} }
 
 func (s locked) unlock() { s.mu.Unlock() }

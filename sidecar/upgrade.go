@@ -50,7 +50,7 @@ var wsBufferPool = syncBufferPool{}
 
 // upgrade answers a WebSocket upgrade for rm (ctx is one, see
 // websocket.FastHTTPIsWebSocketUpgrade) and serves the client.
-func (s *Sidecar) upgrade(ctx *fasthttp.RequestCtx, rm *room) {
+func (s ingress) upgrade(ctx *fasthttp.RequestCtx, rm *room) {
 	// The checks and answers of websocket.FastHTTPUpgrader.
 	h := &ctx.Request.Header
 	status := 0

@@ -337,3 +337,29 @@ func closeCode(err error) (int, string) {
 	}
 	return 0, ""
 }
+
+// writtenRoom is a monolith whose StateDebounce is debounce with one balancer
+// connected, and a room created, joined by one client (id, with token) and
+// written to Redis once.
+type writtenRoom struct {
+	m     *otttest.Monolith
+	rdb   *redis.Client
+	b     *balancer
+	id    string
+	token string
+}
+
+// startWritten creates room name and waits for its first state write.
+func startWritten(t *testing.T, debounce time.Duration, name string) writtenRoom {
+	t.Helper()
+	m, rdb := start(t, func(c *otttest.Config) { c.StateDebounce = debounce })
+	token := session(t, rdb, "u")
+	b := connect(t, m)
+	createRoom(t, m, `{"name":"`+name+`"}`)
+	b.expect(ott.TypeLoaded)
+	id := b.join(strings.ToLower(name), name, token)
+	// The first write comes StateDebounce after the sync that follows the
+	// load; after it nothing is pending.
+	eventually(t, "room:"+name+" written", func() bool { return rdb.Exists(context.Background(), "room:"+name).Val() == 1 })
+	return writtenRoom{m: m, rdb: rdb, b: b, id: id, token: token}
+}

@@ -325,16 +325,9 @@ func TestUnloadOfUnloadedRoomCrashes(t *testing.T) {
 
 func TestUnloadCommanded(t *testing.T) {
 	const debounce = 400 * time.Millisecond
-	m, rdb := start(t, func(c *otttest.Config) { c.StateDebounce = debounce })
+	w := startWritten(t, debounce, "ProbeRoom")
+	m, rdb, b, id, token := w.m, w.rdb, w.b, w.id, w.token
 	ctx := context.Background()
-	token := session(t, rdb, "u")
-	b := connect(t, m)
-	createRoom(t, m, `{"name":"ProbeRoom"}`)
-	b.expect(ott.TypeLoaded)
-	id := b.join("proberoom", "ProbeRoom", token)
-	// The first write comes StateDebounce after the sync that follows the
-	// load.
-	eventually(t, "room:ProbeRoom written", func() bool { return rdb.Exists(ctx, "room:ProbeRoom").Val() == 1 })
 	if ttl := rdb.TTL(ctx, "room:ProbeRoom").Val(); ttl < 7100*time.Second || ttl > 7200*time.Second {
 		t.Errorf("TTL = %v, want EX 7200", ttl)
 	}
@@ -391,15 +384,10 @@ func TestUnloadCommanded(t *testing.T) {
 // the old instance's write, until its own first write (a real flaw).
 func TestUnloadCommandedLateWrite(t *testing.T) {
 	const debounce = time.Second
-	m, rdb := start(t, func(c *otttest.Config) { c.StateDebounce = debounce })
-	ctx := context.Background()
-	token := session(t, rdb, "u")
-	b := connect(t, m)
-	createRoom(t, m, `{"name":"Late"}`)
-	b.expect(ott.TypeLoaded)
-	id := b.join("late", "Late", token)
 	// After the first write nothing is pending.
-	eventually(t, "room:Late written", func() bool { return rdb.Exists(ctx, "room:Late").Val() == 1 })
+	w := startWritten(t, debounce, "Late")
+	m, rdb, b, id := w.m, w.rdb, w.b, w.id
+	ctx := context.Background()
 	written := rdb.Get(ctx, "room:Late").Val()
 
 	// The change and the unload back to back: the unload comes within the
@@ -751,14 +739,9 @@ func TestKeepalive(t *testing.T) {
 // first write was still to come is never written.
 func TestShutdownWritesNothing(t *testing.T) {
 	const debounce = 300 * time.Millisecond
-	m, rdb := start(t, func(c *otttest.Config) { c.StateDebounce = debounce })
+	w := startWritten(t, debounce, "lostwrite")
+	m, rdb, b, id := w.m, w.rdb, w.b, w.id
 	ctx := context.Background()
-	token := session(t, rdb, "u")
-	b := connect(t, m)
-	createRoom(t, m, `{"name":"lostwrite"}`)
-	b.expect(ott.TypeLoaded)
-	id := b.join("lostwrite", "lostwrite", token)
-	eventually(t, "room:lostwrite written", func() bool { return rdb.Exists(ctx, "room:lostwrite").Val() == 1 })
 	written := rdb.Get(ctx, "room:lostwrite").Val()
 	b.send(clientMsg(id, `{"action":"req","request":{"type":4,"value":99}}`))
 	b.skipUntil(ott.TypeRoomMsg, "event")

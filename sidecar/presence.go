@@ -1,0 +1,190 @@
+package sidecar
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/roomlb/roomlb/registry"
+)
+
+// presence is the node's heartbeat key in Redis: the heartbeats that keep
+// it, and its life as this node knows it (hb), which every room is bound
+// to (room.valid). mu orders heartbeats and deregistrations: beat and
+// deregister hold it while they talk to Redis, and only they store hb and
+// generation.
+type presence struct {
+	cfg *Config
+	reg *registry.Registry
+	log *slog.Logger
+	clock
+	// node is what the heartbeat says of the node (locked.nodeInfo); up is
+	// false when it should not be in the registry.
+	node func() (n registry.Node, up bool)
+	// lapsed fences the rooms of lives before life (locked.heartbeatLapsed).
+	lapsed func(life uint64)
+	// lost has every room re-claimed after Redis lost the registry,
+	// serving them until hbUntil at most (locked.registryLost).
+	lost func(hbUntil int64)
+
+	mu sync.Mutex
+	// generation is the registry generation the node last heartbeat in
+	// (guarded by mu): a heartbeat that finds another one means Redis lost
+	// the registry, and the rooms must be re-claimed.
+	generation string
+	// hb is the node's heartbeat as far as it is known here: the life of
+	// its key in Redis the rooms are bound to, and until when that key
+	// surely exists. Stored under mu; never nil.
+	hb atomic.Pointer[heartbeat]
+	// redisOK is the outcome of the last heartbeat.
+	redisOK atomic.Bool
+	// deregistered: the drain took the node out of the registry; no
+	// heartbeat may put it back.
+	deregistered atomic.Bool
+}
+
+func newPresence(cfg *Config, log *slog.Logger, c clock) *presence {
+	p := &presence{cfg: cfg, reg: cfg.Registry, log: log, clock: c}
+	p.hb.Store(&heartbeat{})
+	return p
+}
+
+// run announces the node every third of the heartbeat TTL while
+// the monolith link is up, and takes it out of the registry while it is
+// down, so routers place nothing here.
+func (s *presence) run(ctx context.Context) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	registered := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.deregistered.Load() {
+			return
+		}
+		start := time.Now()
+		hctx, cancel := s.cfg.redisCtx(ctx)
+		up, err := s.beat(hctx)
+		switch {
+		case up:
+			registered = err == nil
+		case registered:
+			err = s.deregister(hctx)
+			registered = err != nil
+		default:
+			err = s.reg.Client().Ping(hctx).Err()
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		s.redisOK.Store(err == nil)
+		// Every third of the TTL from one heartbeat's start to the next:
+		// over a slow link, a third of the TTL after the answer would let
+		// the heartbeat's deadline (0.9 TTL from its start) pass before
+		// the next answer, and the node would stop serving for nothing.
+		next := max(s.cfg.HeartbeatTTL/3-time.Since(start), s.cfg.HeartbeatTTL/20)
+		if err != nil {
+			s.log.Warn("sidecar: heartbeat", "err", err)
+			// Try again soon: the rooms stop being served when the
+			// heartbeat is not refreshed in time.
+			next = s.cfg.HeartbeatTTL / 10
+		}
+		t.Reset(next)
+	}
+}
+
+// heartbeat is one life of the node's heartbeat key in Redis as this node
+// knows it. Values are never changed once stored in presence.hb.
+type heartbeat struct {
+	// life counts the lives of the key this node has seen end; rooms are
+	// bound to the one they were claimed in (room.life).
+	life uint64
+	// session is the key's session (registry.Node.Session); "" before the
+	// first heartbeat and after a deregistration.
+	session string
+	// until is the lease clock time until which the key surely exists:
+	// the last successful heartbeat's send time plus its TTL less a tenth;
+	// 0 when there is none. Past it a router may steal this node's rooms,
+	// so no room is served then.
+	until int64
+}
+
+// beat sends one heartbeat when the monolith link is up (up reports
+// whether it was) and moves the heartbeat's deadline on when it succeeds.
+//
+// A heartbeat sent before the deadline may reach Redis after the key
+// expired (a slow link): it creates the key again, and in between a router
+// may have stolen any of the node's rooms. So the deadline moves on only
+// within one life of the key, told by its session: a heartbeat that finds
+// another session starts a new life, and the rooms of the old one are
+// fenced, never served again. (After a loss of the whole registry the
+// generation changes too; then the rooms are re-claimed instead, see
+// locked.registryLost.)
+func (s *presence) beat(ctx context.Context) (up bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, up := s.node()
+	if !up || s.deregistered.Load() {
+		return false, nil
+	}
+	prev := s.hb.Load()
+	n.Session = rand.Text()
+	sent := time.Now()
+	res, err := s.reg.Beat(ctx, n, s.cfg.HeartbeatTTL)
+	if err != nil {
+		return true, err
+	}
+	next := heartbeat{life: prev.life, session: res.Session, until: prev.until}
+	switch {
+	case s.generation != "" && res.Generation != s.generation:
+		// Redis lost the registry (a restart without persistence, a
+		// flush): the rooms' keys are gone. Until each room is re-claimed
+		// it may be served only as long as the last heartbeat of the old
+		// generation allows, which other nodes' claims wait out.
+		s.log.Warn("sidecar: Redis lost the registry: re-claiming every room", "generation", res.Generation, "recovery", res.Recovery)
+		s.lost(prev.until)
+	case prev.session != "" && res.Session != prev.session:
+		next.life++
+		next.until = 0
+	}
+	s.generation = res.Generation
+	next.until = max(next.until, s.at(sent)+int64(s.cfg.HeartbeatTTL-s.cfg.HeartbeatTTL/10))
+	// Stored before the old life's rooms are fenced: from here on none of
+	// them is valid, nor is a claim that was sent in the old life.
+	s.hb.Store(&next)
+	if next.life != prev.life {
+		s.lapsed(next.life)
+	}
+	return true, nil
+}
+
+// deregister takes the node out of the registry; from then on no room is
+// served.
+func (s *presence) deregister(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hb.Store(&heartbeat{life: s.hb.Load().life + 1})
+	return s.reg.Deregister(ctx, s.cfg.NodeID)
+}
+
+// ensure makes sure the heartbeat outlives the next lease
+// renewal before a room is claimed: a room claimed by a node without a
+// heartbeat key could be stolen at once.
+func (s *presence) ensure(ctx context.Context) error {
+	if s.hb.Load().until-s.now() > int64(s.cfg.HeartbeatTTL/2) {
+		return nil
+	}
+	up, err := s.beat(ctx)
+	if err == nil && !up {
+		err = errors.New("sidecar: monolith link down")
+	}
+	return err
+}
