@@ -86,6 +86,7 @@ func TestErrorsNameFlags(t *testing.T) {
 		{[]string{"router", "--secret", "x", "--trusted-proxies", "10.0.0.0/33"}, []string{"--trusted-proxies: "}},
 		{[]string{"router", "--secret", "x", "--recovery-window", "-1s"}, []string{"--recovery-window is negative"}},
 		{[]string{"router", "--secret", "x", "--log-level", "loud"}, []string{`--log-level "loud"`}},
+		{[]string{"router", "--secret", "x", "--gc-percent", "0"}, []string{"--gc-percent 0: want 1 or more"}},
 		{[]string{"sidecar", "--node-id", "a b", "--monolith", "http://x/", "--lease-ttl", "100ms", "--drain-timeout", "-1s", "--max-frame", "10"},
 			[]string{`--node-id "a b": `, `--monolith "http://x/": `, "--lease-ttl is 100ms, want at least 300ms", "--drain-timeout is negative (-1s)", "--max-frame is 10, want at least 1024"}},
 		{[]string{"sidecar", "--node-id", "n", "--listen", "nowhere"}, []string{`--listen "nowhere": `}},
