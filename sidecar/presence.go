@@ -56,7 +56,7 @@ func newPresence(cfg *Config, log *slog.Logger, c clock) *presence {
 // run announces the node every third of the heartbeat TTL while
 // the monolith link is up, and takes it out of the registry while it is
 // down, so routers place nothing here.
-func (s *presence) run(ctx context.Context) {
+func (p *presence) run(ctx context.Context) {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	registered := false
@@ -66,36 +66,36 @@ func (s *presence) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if s.deregistered.Load() {
+		if p.deregistered.Load() {
 			return
 		}
 		start := time.Now()
-		hctx, cancel := s.cfg.redisCtx(ctx)
-		up, err := s.beat(hctx)
+		hctx, cancel := p.cfg.redisCtx(ctx)
+		up, err := p.beat(hctx)
 		switch {
 		case up:
 			registered = err == nil
 		case registered:
-			err = s.deregister(hctx)
+			err = p.deregister(hctx)
 			registered = err != nil
 		default:
-			err = s.reg.Client().Ping(hctx).Err()
+			err = p.reg.Client().Ping(hctx).Err()
 		}
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
-		s.redisOK.Store(err == nil)
+		p.redisOK.Store(err == nil)
 		// Every third of the TTL from one heartbeat's start to the next:
 		// over a slow link, a third of the TTL after the answer would let
 		// the heartbeat's deadline (0.9 TTL from its start) pass before
 		// the next answer, and the node would stop serving for nothing.
-		next := max(s.cfg.HeartbeatTTL/3-time.Since(start), s.cfg.HeartbeatTTL/20)
+		next := max(p.cfg.HeartbeatTTL/3-time.Since(start), p.cfg.HeartbeatTTL/20)
 		if err != nil {
-			s.log.Warn("sidecar: heartbeat", "err", err)
+			p.log.Warn("sidecar: heartbeat", "err", err)
 			// Try again soon: the rooms stop being served when the
 			// heartbeat is not refreshed in time.
-			next = s.cfg.HeartbeatTTL / 10
+			next = p.cfg.HeartbeatTTL / 10
 		}
 		t.Reset(next)
 	}
@@ -128,61 +128,61 @@ type heartbeat struct {
 // fenced, never served again. (After a loss of the whole registry the
 // generation changes too; then the rooms are re-claimed instead, see
 // locked.registryLost.)
-func (s *presence) beat(ctx context.Context) (up bool, err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n, up := s.node()
-	if !up || s.deregistered.Load() {
+func (p *presence) beat(ctx context.Context) (up bool, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n, up := p.node()
+	if !up || p.deregistered.Load() {
 		return false, nil
 	}
-	prev := s.hb.Load()
+	prev := p.hb.Load()
 	n.Session = rand.Text()
 	sent := time.Now()
-	res, err := s.reg.Beat(ctx, n, s.cfg.HeartbeatTTL)
+	res, err := p.reg.Beat(ctx, n, p.cfg.HeartbeatTTL)
 	if err != nil {
 		return true, err
 	}
 	next := heartbeat{life: prev.life, session: res.Session, until: prev.until}
 	switch {
-	case s.generation != "" && res.Generation != s.generation:
+	case p.generation != "" && res.Generation != p.generation:
 		// Redis lost the registry (a restart without persistence, a
 		// flush): the rooms' keys are gone. Until each room is re-claimed
 		// it may be served only as long as the last heartbeat of the old
 		// generation allows, which other nodes' claims wait out.
-		s.log.Warn("sidecar: Redis lost the registry: re-claiming every room", "generation", res.Generation, "recovery", res.Recovery)
-		s.lost(prev.until)
+		p.log.Warn("sidecar: Redis lost the registry: re-claiming every room", "generation", res.Generation, "recovery", res.Recovery)
+		p.lost(prev.until)
 	case prev.session != "" && res.Session != prev.session:
 		next.life++
 		next.until = 0
 	}
-	s.generation = res.Generation
-	next.until = max(next.until, s.at(sent)+int64(s.cfg.HeartbeatTTL-s.cfg.HeartbeatTTL/10))
+	p.generation = res.Generation
+	next.until = max(next.until, p.at(sent)+int64(p.cfg.HeartbeatTTL-p.cfg.HeartbeatTTL/10))
 	// Stored before the old life's rooms are fenced: from here on none of
 	// them is valid, nor is a claim that was sent in the old life.
-	s.hb.Store(&next)
+	p.hb.Store(&next)
 	if next.life != prev.life {
-		s.lapsed(next.life)
+		p.lapsed(next.life)
 	}
 	return true, nil
 }
 
 // deregister takes the node out of the registry; from then on no room is
 // served.
-func (s *presence) deregister(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.hb.Store(&heartbeat{life: s.hb.Load().life + 1})
-	return s.reg.Deregister(ctx, s.cfg.NodeID)
+func (p *presence) deregister(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hb.Store(&heartbeat{life: p.hb.Load().life + 1})
+	return p.reg.Deregister(ctx, p.cfg.NodeID)
 }
 
 // ensure makes sure the heartbeat outlives the next lease
 // renewal before a room is claimed: a room claimed by a node without a
 // heartbeat key could be stolen at once.
-func (s *presence) ensure(ctx context.Context) error {
-	if s.hb.Load().until-s.now() > int64(s.cfg.HeartbeatTTL/2) {
+func (p *presence) ensure(ctx context.Context) error {
+	if p.hb.Load().until-p.now() > int64(p.cfg.HeartbeatTTL/2) {
 		return nil
 	}
-	up, err := s.beat(ctx)
+	up, err := p.beat(ctx)
 	if err == nil && !up {
 		err = errors.New("sidecar: monolith link down")
 	}
