@@ -44,7 +44,7 @@ type serveLog struct {
 // span is a room's time of service at its current epoch.
 type span struct {
 	first, last atomic.Int64
-	written     int64 // last as last logged; guarded by Sidecar.mu
+	written     int64 // last as last logged; guarded by the table's lock
 }
 
 // served stamps the room as served at wall (Unix ns), the wall time of the

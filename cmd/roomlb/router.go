@@ -29,10 +29,11 @@ func (l *listFlag) Set(v string) error {
 }
 
 // defaultRouterGCPercent is the router's GOGC. A router's live heap is
-// small (a few KiB per relayed WebSocket); most of what it allocates is per
-// request and per WebSocket handshake (a relay takes its buffers from a
-// pool), and a burst of joins leaves that garbage behind until the next
-// collection. At Go's 100 the heap may hold as much garbage as live data,
+// small (a few KiB per relayed WebSocket). A relay takes its buffers from a
+// pool and allocates per message only the small copy of a client's message
+// it keeps for a carry-over (at most 64, for 2 s); a request or a WebSocket
+// handshake allocates far more, and a burst of joins leaves that garbage
+// behind until the next collection. At Go's 100 the heap may hold as much garbage as live data,
 // at 50 half as much: about 2 KiB less per idle WebSocket after a burst
 // (roomlb bench figure 4), for collections twice as often meanwhile.
 const defaultRouterGCPercent = 50
