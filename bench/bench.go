@@ -51,6 +51,10 @@ type Scale struct {
 	// Figure 8: rooms of the node, and the window of INFO commandstats.
 	RedisRooms  int
 	RedisWindow time.Duration
+	// Figure 9: the levels of simulated nodes, and the window of INFO
+	// deltas at rest.
+	ScaleLevels []ScaleLevel
+	ScaleWindow time.Duration
 }
 
 // Presets.
@@ -65,6 +69,8 @@ var (
 		FailoverRooms: 50, FailoverHeartbeats: []time.Duration{3 * time.Second, time.Second, 700 * time.Millisecond},
 		DrainRooms: []int{100, 1000}, ChatDrainRooms: 250, ChatDrainClients: 4,
 		RedisRooms: 10000, RedisWindow: 30 * time.Second,
+		ScaleLevels: []ScaleLevel{{10, 1000}, {10, 10000}, {100, 1000}, {1000, 1000}},
+		ScaleWindow: 10 * time.Second,
 	}
 	Quick = Scale{
 		Name: "quick", Window: 2500 * time.Millisecond, Warmup: 500 * time.Millisecond, Settle: time.Second,
@@ -76,6 +82,8 @@ var (
 		FailoverRooms: 20, FailoverHeartbeats: []time.Duration{3 * time.Second, 700 * time.Millisecond},
 		DrainRooms: []int{100, 1000}, ChatDrainRooms: 50, ChatDrainClients: 4,
 		RedisRooms: 10000, RedisWindow: 8 * time.Second,
+		ScaleLevels: []ScaleLevel{{10, 1000}, {10, 10000}, {100, 1000}},
+		ScaleWindow: 5 * time.Second,
 	}
 	// Tiny is for tests: every figure, seconds in all, figures not meant
 	// to be read.
@@ -89,6 +97,8 @@ var (
 		FailoverRooms: 2, FailoverHeartbeats: []time.Duration{time.Second},
 		DrainRooms: []int{5}, ChatDrainRooms: 3, ChatDrainClients: 2,
 		RedisRooms: 50, RedisWindow: 1500 * time.Millisecond,
+		ScaleLevels: []ScaleLevel{{3, 20}},
+		ScaleWindow: time.Second,
 	}
 )
 
@@ -110,7 +120,7 @@ type Options struct {
 	// HAProxy is the haproxy binary; "" looks it up on PATH. Without one,
 	// the haproxy peer is left out and its goals are n/a.
 	HAProxy string
-	// Figures lists the figures to run (1 to 8); empty means all.
+	// Figures lists the figures to run (1 to 9); empty means all.
 	Figures []int
 	// Dir holds logs and configs; "" means a temporary folder, removed
 	// afterwards.
@@ -182,7 +192,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		run func(context.Context, *Figure) error
 	}{
 		{1, e.figLatency}, {2, e.figThroughput}, {3, e.figFanout}, {4, e.figMemory},
-		{5, e.figJoin}, {6, e.figFailover}, {7, e.figDrain}, {8, e.figRedis},
+		{5, e.figJoin}, {6, e.figFailover}, {7, e.figDrain}, {8, e.figRedis}, {9, e.figScale},
 	}
 	var errs []error
 	defer func() {

@@ -1,5 +1,5 @@
 // Package bench is `roomlb bench`: it starts the peers itself on loopback,
-// drives them with a Go load generator, and reports eight figures, each next
+// drives them with a Go load generator, and reports nine figures, each next
 // to a baseline measured in the same run, and the project's goals as pass or
 // miss. Run(ctx, Options) returns a Report (Table for people, JSON for
 // files); Tiny, Quick and Full size it.
@@ -73,6 +73,14 @@
 //  8. Redis commands per second of one node holding 10,000 loaded rooms at
 //     steady state: INFO commandstats deltas of a Redis that holds only the
 //     registry (the monolith's state lives in another).
+//  9. The registry at scale: simulated nodes (registry clients in the bench
+//     process that heartbeat and keep their rooms with the calls a sidecar
+//     makes, at its default intervals; no monoliths) against one Redis, at
+//     levels up to 1,000 nodes and 1,000,000 rooms: claims per second at
+//     saturation (64 callers), Redis memory per room (each room's
+//     metadata written once), Redis commands per second and CPU at rest
+//     (INFO deltas), and the time from a node's stop to the first of its
+//     rooms a router can take.
 //
 // Figure 5 runs its roomlb peer on processes, as figures 1 and 2 do: a
 // router process and 3 sidecar processes (`roomlb sidecar`), each in front of

@@ -23,7 +23,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var (
 		quick    = fs.Bool("quick", false, "a smaller run that finishes in under two minutes")
 		jsonFile = fs.String("json", "", "also write the figures to this file as JSON")
-		figures  = fs.String("figures", "", "comma-separated figures to run, 1 to 8 (default: all)")
+		figures  = fs.String("figures", "", "comma-separated figures to run, 1 to 9 (default: all)")
 		mono     = fs.String("monolith", bench.MonolithFake, "monolith behind the hot-path figures: fake (Go, in process) or node (the reference monolith)")
 		fanout   = fs.String("fanout-monolith", "", "monolith of figure 3, whose process CPU is measured (default: node when node is on PATH, else fake)")
 		haproxy  = fs.String("haproxy", "", "haproxy binary (default: haproxy on PATH)")
@@ -55,8 +55,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			continue
 		}
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 8 {
-			return fmt.Errorf("--figures: %q is not a figure (1 to 8)", s)
+		if err != nil || n < 1 || n > 9 {
+			return fmt.Errorf("--figures: %q is not a figure (1 to 9)", s)
 		}
 		o.Figures = append(o.Figures, n)
 	}
