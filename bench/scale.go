@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,9 +29,9 @@ type ScaleLevel struct {
 func (e *env) figScale(ctx context.Context, f *Figure) error {
 	sc := e.scale
 	f.Name = "the registry at scale: simulated nodes against one Redis"
-	f.Measures = fmt.Sprintf("per level, a fresh Redis state; every node heartbeats every %v and keeps its rooms as a sidecar does (defaults: heartbeat TTL %v, lease %v); "+
-		"claims by %d concurrent callers; each room's metadata written once; then INFO deltas over %v at rest; then one node stops and a router's steal is retried until it takes one of its rooms",
-		sidecar.DefaultHeartbeatTTL/3, sidecar.DefaultHeartbeatTTL, sidecar.DefaultLeaseTTL, scaleClaimers, sc.ScaleWindow)
+	f.Measures = fmt.Sprintf("per level, a fresh Redis state; every node heartbeats every %v as a sidecar does (its default heartbeat TTL %v; rooms are bound to the heartbeat's session and need nothing more); "+
+		"one housekeeper; claims by %d concurrent callers; each room's metadata written once; then, once housekeeping's sweep is done, INFO deltas over %v at rest; then one node stops and a router's steal is retried until it takes one of its rooms",
+		sidecar.DefaultHeartbeatTTL/3, sidecar.DefaultHeartbeatTTL, scaleClaimers, sc.ScaleWindow)
 	srv, err := startRedis(e.dir, "f9-redis")
 	if err != nil {
 		return err
@@ -60,7 +58,7 @@ func (e *env) figScale(ctx context.Context, f *Figure) error {
 			f.goal(fmt.Sprintf("Redis commands/s per node at rest, %d rooms per node (%d x %d)", lv.Rooms, lv.Nodes, lv.Rooms), perNode, 100, "1/s", true)
 		}
 	}
-	f.note("commands/s counts what INFO commandstats counts: the commands a script runs as well as the EVALSHA that runs it, so a batch renewal's GET and PEXPIRE per room are in it.")
+	f.note("commands/s counts what INFO commandstats counts: the commands a script runs as well as the EVALSHA that runs it.")
 	f.note("memory per room is the growth of Redis's used_memory over the level's rooms: each room's owner key, epoch counter and metadata hash, and the nodes' keys.")
 	f.note("dead node: from the moment a node stops (no release, no deregistration) to the first steal of one of its rooms that succeeds, retried as a router retries it (it waits out the node's heartbeat key, then steals).")
 	return nil
@@ -102,6 +100,8 @@ func (e *env) scaleLevel(ctx context.Context, f *Figure, rdb *redis.Client, lv S
 		n.ctx, n.stop = context.WithCancel(lctx)
 		loops.Go(func() { n.run() })
 	}
+	// The fleet's housekeeper (one sidecar runs it at a time).
+	loops.Go(func() { reg.NewHousekeeper(0).Run(lctx) })
 	defer loops.Wait()
 	defer stop()
 
@@ -120,7 +120,7 @@ func (e *env) scaleLevel(ctx context.Context, f *Figure, rdb *redis.Client, lv S
 				}
 				n := nodes[i%lv.Nodes]
 				room := n.id + "-" + strconv.Itoa(i/lv.Nodes)
-				l, err := reg.Claim(ctx, room, n.id, sidecar.DefaultLeaseTTL)
+				l, err := reg.Claim(ctx, room, n.id, n.sessionNow())
 				if err != nil {
 					errOnce.Do(func() { claimErr = err })
 					return
@@ -160,7 +160,10 @@ func (e *env) scaleLevel(ctx context.Context, f *Figure, rdb *redis.Client, lv S
 	}
 	f.add(peer, "Redis memory per room", float64(mem1-mem0)/float64(total), "B")
 
-	// At rest.
+	// At rest: once the sweep the nodes' new sessions asked for is done.
+	if err := awaitSweep(ctx, rdb); err != nil {
+		return 0, err
+	}
 	cmds0, err := commandStats(ctx, rdb)
 	if err != nil {
 		return 0, err
@@ -210,7 +213,7 @@ func (e *env) scaleLevel(ctx context.Context, f *Figure, rdb *redis.Client, lv S
 			return 0, err
 		}
 		sleep(ctx, left)
-		_, err = reg.Steal(ctx, room, victim.id, taker.id, sidecar.DefaultLeaseTTL)
+		_, err = reg.Steal(ctx, room, victim.id, taker.id, taker.sessionNow())
 		if err == nil {
 			break
 		}
@@ -223,20 +226,20 @@ func (e *env) scaleLevel(ctx context.Context, f *Figure, rdb *redis.Client, lv S
 	return perNode, nil
 }
 
-// simNode is a node without a monolith: it heartbeats and keeps its rooms
-// with the registry calls a sidecar makes, at the sidecar's default
-// intervals.
+// simNode is a node without a monolith: it heartbeats as a sidecar does, at
+// the sidecar's default interval, and holds rooms in its session.
 type simNode struct {
 	reg  *registry.Registry
 	id   string
 	ctx  context.Context
 	stop context.CancelFunc
 
-	mu     sync.Mutex
-	leases []registry.Lease
-	err    error
-	// lost counts the rooms the node could not keep: its registry calls
-	// came too late (Redis too slow) and the room was no longer its own.
+	mu      sync.Mutex
+	session string
+	leases  []registry.Lease
+	err     error
+	// lost counts the rooms the node could not keep: its heartbeat came
+	// too late (Redis too slow), its session ended and with it its rooms.
 	lost int
 }
 
@@ -250,63 +253,48 @@ func (n *simNode) beat(ctx context.Context) error {
 	n.mu.Lock()
 	rooms := len(n.leases)
 	n.mu.Unlock()
-	return n.reg.Heartbeat(ctx, registry.Node{
+	b, err := n.reg.Beat(ctx, registry.Node{
 		ID: n.id, Addr: "127.0.0.1:1", Region: "sim", State: registry.StateActive,
 		Rooms: rooms, Load: float64(rooms), Version: "bench", Started: time.Now(),
 	}, sidecar.DefaultHeartbeatTTL)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.session != "" && b.Session != n.session {
+		// The key ran out between two heartbeats: every room went with
+		// the session, as a sidecar's would.
+		n.lost += len(n.leases)
+		n.leases = nil
+	}
+	n.session = b.Session
+	return nil
 }
 
-// run heartbeats every third of the heartbeat TTL and renews the node's
-// leases every third of the lease TTL, each from a random phase, as the
-// sidecar's loops do, until the node is stopped.
+func (n *simNode) sessionNow() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.session
+}
+
+// run heartbeats every third of the heartbeat TTL, as the sidecar does,
+// until the node is stopped.
 func (n *simNode) run() {
-	hb := time.NewTicker(sidecar.DefaultHeartbeatTTL / 3)
-	defer hb.Stop()
-	phase := time.NewTimer(rand.N(sidecar.DefaultLeaseTTL / 3))
-	defer phase.Stop()
-	var renew <-chan time.Time
+	t := time.NewTicker(sidecar.DefaultHeartbeatTTL / 3)
+	defer t.Stop()
 	for {
-		var err error
 		select {
 		case <-n.ctx.Done():
 			return
-		case <-hb.C:
-			err = n.beat(n.ctx)
-		case <-phase.C:
-			t := time.NewTicker(sidecar.DefaultLeaseTTL / 3)
-			defer t.Stop()
-			renew = t.C
-			err = n.renew()
-		case <-renew:
-			err = n.renew()
+		case <-t.C:
 		}
-		if err != nil && n.ctx.Err() == nil {
+		if err := n.beat(n.ctx); err != nil && n.ctx.Err() == nil {
 			n.mu.Lock()
 			n.err = errors.Join(n.err, err)
 			n.mu.Unlock()
 		}
 	}
-}
-
-func (n *simNode) renew() error {
-	n.mu.Lock()
-	leases := n.leases[:len(n.leases):len(n.leases)]
-	n.mu.Unlock()
-	res, err := n.reg.Renew(n.ctx, n.id, leases, sidecar.DefaultLeaseTTL)
-	if err != nil {
-		return err
-	}
-	if len(res.Lost) > 0 {
-		gone := make(map[string]bool, len(res.Lost))
-		for _, l := range res.Lost {
-			gone[l.Lease.Room] = true
-		}
-		n.mu.Lock()
-		n.lost += len(res.Lost)
-		n.leases = slices.DeleteFunc(slices.Clone(n.leases), func(l registry.Lease) bool { return gone[l.Room] })
-		n.mu.Unlock()
-	}
-	return nil
 }
 
 // writeMeta writes every room's metadata once, pipelined, as the sidecar's
@@ -380,4 +368,30 @@ func usedCPU(ctx context.Context, rdb *redis.Client) (float64, error) {
 	}
 	user, err := infoField(ctx, rdb, "cpu", "used_cpu_user")
 	return sys + user, err
+}
+
+// awaitSweep waits until housekeeping has finished the sweep for owner keys
+// of ended sessions that new nodes set off (registry.DropStale): steady
+// state is when no SCAN has run for longer than a housekeeping interval. It
+// gives up after two minutes.
+func awaitSweep(ctx context.Context, rdb *redis.Client) error {
+	quiet := registry.DefaultHousekeepingInterval + time.Second
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		before, err := commandStats(ctx, rdb)
+		if err != nil {
+			return err
+		}
+		sleep(ctx, quiet)
+		after, err := commandStats(ctx, rdb)
+		if err != nil {
+			return err
+		}
+		if after["scan"] == before["scan"] {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return errors.New("bench: housekeeping still sweeping the room keys after 2 minutes")
+		}
+	}
 }

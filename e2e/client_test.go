@@ -27,7 +27,6 @@ func start(t testing.TB, nodes, routers int, change func(*cluster.Options)) (*cl
 			c.StateDebounce = 200 * time.Millisecond
 		},
 		Sidecar: func(i int, c *sidecar.Config) {
-			c.LeaseTTL = 3 * time.Second
 			// Long enough that a loaded CI machine (every part in one
 			// process, under -race) does not miss a heartbeat and fence
 			// its rooms; the failover test shortens it.

@@ -1,24 +1,39 @@
--- claim: take an unowned room.
--- KEYS[1] owner key   roomlb:room:{r}        "node:epoch", PX lease
+-- claim: take a room that has no live owner. A room belongs to its owner
+-- only while the owner's heartbeat key lives with the session the room's
+-- value names; the caller checks that (the heartbeat key is in another hash
+-- slot) and passes the value it found dead, which this script replaces only
+-- if it is still the room's value. A session never comes back once its key
+-- is gone, so a value found dead stays dead.
+-- KEYS[1] owner key   roomlb:room:{r}        "node:session:epoch", no TTL
 -- KEYS[2] epoch key   roomlb:room:{r}:epoch  last epoch handed out
 -- KEYS[3] meta key    roomlb:room:{r}:meta   its "name" is the canonical casing
 -- KEYS[4] generation key roomlb:generation, KEYS[5] recovery key roomlb:recovery
--- ARGV[1] node id, ARGV[2] lease ms, ARGV[3] epoch ttl ms,
--- ARGV[4] events channel ('' for none), ARGV[5] room, ARGV[6] recovery window ms
--- Returns {1, epoch, name} when claimed, {0, owner value, pttl ms, name}
--- when owned, {-1, recovery ms left, name} when the room is unowned but the
--- registry is in a recovery window (only its last owner may take it, with
--- reclaim.lua); name is the room's canonical casing as last recorded, or ''.
+-- ARGV[1] node id, ARGV[2] its session, ARGV[3] epoch ttl ms,
+-- ARGV[4] events channel ('' for none), ARGV[5] room, ARGV[6] recovery window
+-- ms, ARGV[7] the owner value the caller found dead ('' for none)
+-- Returns {1, epoch, name} when claimed, {0, owner value, name} when the
+-- room has another value than ARGV[7], {-1, recovery ms left, name} when it
+-- has none (or a dead one) but the registry is in a recovery window (only
+-- its last owner may take it, with reclaim.lua); name is the room's
+-- canonical casing as last recorded, or ''.
+-- During a recovery window nothing is taken: Redis lost the registry, the
+-- nodes' heartbeat keys with it, and a live owner's key is back only at its
+-- next heartbeat (the window lasts at least a heartbeat TTL), so a missing
+-- key does not mean a dead owner then.
 local name = redis.call('HGET', KEYS[3], 'name') or ''
 local cur = redis.call('GET', KEYS[1])
-if cur then
-  return {0, cur, redis.call('PTTL', KEYS[1]), name}
+if cur and cur ~= ARGV[7] then
+  return {0, cur, name}
 end
 local _, left = generation(KEYS[4], KEYS[5], ARGV[6])
 if left > 0 then
   return {-1, left, name}
 end
 local e = next_epoch(KEYS[2], ARGV[3])
-redis.call('SET', KEYS[1], ARGV[1] .. ':' .. num(e), 'PX', ARGV[2])
-publish(ARGV[4], 'claim', ARGV[5], ARGV[1], e)
+redis.call('SET', KEYS[1], owner(ARGV[1], ARGV[2], num(e)))
+if cur then
+  publish(ARGV[4], 'steal', ARGV[5], ARGV[1], e)
+else
+  publish(ARGV[4], 'claim', ARGV[5], ARGV[1], e)
+end
 return {1, e, name}

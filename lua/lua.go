@@ -1,6 +1,7 @@
 // Package lua holds the Redis scripts that make every ownership change of
 // roomlb atomic: one .lua file per operation, embedded, each prefixed with
-// prelude.lua (the epoch allocator and the event publisher they share).
+// prelude.lua (the epoch allocator, the owner value and the event publisher
+// they share).
 //
 // Scripts are go-redis Script objects: Run sends EVALSHA and falls back to
 // EVAL when the server answers NOSCRIPT (after a restart or SCRIPT FLUSH).
@@ -20,14 +21,10 @@ var (
 
 	//go:embed claim.lua
 	claim string
-	//go:embed renew.lua
-	renew string
 	//go:embed release.lua
 	release string
 	//go:embed transfer.lua
 	transfer string
-	//go:embed steal.lua
-	steal string
 	//go:embed fenced_write.lua
 	fencedWrite string
 	//go:embed heartbeat.lua
@@ -38,35 +35,35 @@ var (
 	prune string
 	//go:embed reclaim.lua
 	reclaim string
+	//go:embed drop.lua
+	drop string
 )
 
 // The scripts. Their calling conventions (KEYS, ARGV, replies) are documented
 // at the top of each .lua file.
 var (
 	Claim       = script(claim)
-	Renew       = script(renew)
 	Release     = script(release)
 	Transfer    = script(transfer)
-	Steal       = script(steal)
 	FencedWrite = script(fencedWrite)
 	Heartbeat   = script(heartbeat)
 	Deregister  = script(deregister)
 	Prune       = script(prune)
 	Reclaim     = script(reclaim)
+	Drop        = script(drop)
 )
 
 // All lists every script, for tests and for preloading.
 var All = map[string]*redis.Script{
 	"claim":        Claim,
-	"renew":        Renew,
 	"release":      Release,
 	"transfer":     Transfer,
-	"steal":        Steal,
 	"fenced_write": FencedWrite,
 	"heartbeat":    Heartbeat,
 	"deregister":   Deregister,
 	"prune":        Prune,
 	"reclaim":      Reclaim,
+	"drop":         Drop,
 }
 
 func script(body string) *redis.Script {

@@ -32,9 +32,11 @@ local function publish(channel, kind, room, node, epoch)
     '{"kind":"' .. kind .. '","room":"' .. room .. '","node":"' .. node .. '","epoch":' .. num(epoch) .. '}')
 end
 
--- owner_node returns the node part of an owner value "node:epoch".
-local function owner_node(value)
-  return string.match(value, '^(.*):%d+$')
+-- owner builds an owner value "node:session:epoch": the room belongs to that
+-- session of the node's heartbeat key, at that epoch, for as long as the key
+-- lives with that session (sessions are never reused).
+local function owner(node, session, epoch)
+  return node .. ':' .. session .. ':' .. epoch
 end
 
 -- generation returns the registry's generation and how long its recovery

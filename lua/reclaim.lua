@@ -1,25 +1,27 @@
--- reclaim: a node takes back the rooms it is serving whose keys Redis lost,
--- also during a recovery window (see generation in prelude.lua), where
--- claim.lua refuses. A room still owned by the node at the epoch it holds is
--- only renewed; an unowned room gets a new epoch for the node; a room owned
--- by anyone else (or by the node at another epoch) is lost. The caller must
--- be serving each room with a lease that is valid on its own clock, so that
--- no other node can be serving it.
+-- reclaim: a node takes back the rooms it is serving after Redis lost the
+-- registry, also during a recovery window (see generation in prelude.lua),
+-- where claim.lua refuses. The node's heartbeat key was lost too, so it
+-- heartbeats with a new session: a room whose value names the node at the
+-- epoch it holds (in its old session or its new one) is bound to the new
+-- session at that epoch; a room with no value gets a new epoch for the node;
+-- a room with any other value is lost. The caller must be serving each room
+-- validly on its own clock, so that no other node can be serving it.
 -- KEYS[1] generation key, KEYS[2] recovery key, then for room i
 -- KEYS[1+2i] owner key, KEYS[2+2i] epoch key
--- ARGV[1] node id, ARGV[2] lease ms, ARGV[3] epoch ttl ms, ARGV[4] events
--- channel, ARGV[5] recovery window ms, then for room i ARGV[4+2i] the epoch
--- the node holds it at, ARGV[5+2i] the room
+-- ARGV[1] node id, ARGV[2] its session now, ARGV[3] epoch ttl ms, ARGV[4]
+-- events channel, ARGV[5] recovery window ms, then for room i ARGV[3+3i] the
+-- epoch the node holds it at, ARGV[4+3i] the session it holds it in,
+-- ARGV[5+3i] the room
 -- Returns {generation, then for room i: epoch (0 when lost), owner value ('' unless lost)}.
 local gen = generation(KEYS[1], KEYS[2], ARGV[5])
 local out = {gen}
-local node = ARGV[1]
+local node, session = ARGV[1], ARGV[2]
 for i = 1, (#KEYS - 2) / 2 do
   local okey, ekey = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-  local held, room = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
+  local held, was, room = ARGV[3 + 3 * i], ARGV[4 + 3 * i], ARGV[5 + 3 * i]
   local cur = redis.call('GET', okey)
-  if cur == node .. ':' .. held then
-    redis.call('PEXPIRE', okey, ARGV[2])
+  if cur == owner(node, was, held) or cur == owner(node, session, held) then
+    redis.call('SET', okey, owner(node, session, held))
     out[#out + 1] = tonumber(held)
     out[#out + 1] = ''
   elseif cur then
@@ -27,7 +29,7 @@ for i = 1, (#KEYS - 2) / 2 do
     out[#out + 1] = cur
   else
     local e = next_epoch(ekey, ARGV[3])
-    redis.call('SET', okey, node .. ':' .. num(e), 'PX', ARGV[2])
+    redis.call('SET', okey, owner(node, session, num(e)))
     publish(ARGV[4], 'claim', room, node, e)
     out[#out + 1] = e
     out[#out + 1] = ''

@@ -9,25 +9,24 @@ import (
 )
 
 // A room that is claimed but never loaded (a request for a room that does
-// not exist) leaves nothing behind for longer than its lease: the epoch
-// counter lives for one lease until the room's first metadata write, which
-// keeps it for EpochTTL.
+// not exist) leaves nothing behind for long: the epoch counter lives for
+// ClaimEpochTTL until the room's first metadata write, which keeps it for
+// EpochTTL.
 func TestEpochCounterLivesWithTheRoom(t *testing.T) {
 	r, _ := newRegistry(t)
 	ctx := context.Background()
-	lease := 3 * time.Second
-	l, err := r.Claim(ctx, "ghost", "node-a", lease)
+	l, err := r.Claim(ctx, "ghost", "node-a", live(t, r, "node-a"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Release(ctx, l); err != nil {
 		t.Fatal(err)
 	}
-	if left := r.Client().PTTL(ctx, r.epochKey("ghost")).Val(); left <= 0 || left > lease {
-		t.Fatalf("epoch counter of a room never loaded lives %v, want at most the lease %v", left, lease)
+	if left := r.Client().PTTL(ctx, r.epochKey("ghost")).Val(); left <= 0 || left > ClaimEpochTTL {
+		t.Fatalf("epoch counter of a room never loaded lives %v, want at most %v", left, ClaimEpochTTL)
 	}
 
-	l, err = r.Claim(ctx, "loaded", "node-a", lease)
+	l, err = r.Claim(ctx, "loaded", "node-a", live(t, r, "node-a"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +43,7 @@ func TestEpochCounterLivesWithTheRoom(t *testing.T) {
 func TestMetadataBounded(t *testing.T) {
 	r, _ := newRegistry(t)
 	ctx := context.Background()
-	l, err := r.Claim(ctx, "big", "node-a", time.Minute)
+	l, err := r.Claim(ctx, "big", "node-a", live(t, r, "node-a"))
 	if err != nil {
 		t.Fatal(err)
 	}

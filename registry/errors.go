@@ -11,6 +11,8 @@ var (
 	ErrBadRoom = errors.New("registry: bad room name")
 	// ErrBadNode: the node id is not one roomlb accepts.
 	ErrBadNode = errors.New("registry: bad node id")
+	// ErrBadSession: the heartbeat session id is not one roomlb accepts.
+	ErrBadSession = errors.New("registry: bad session id")
 	// ErrNotOwned: the room has no owner (or not the one the caller holds).
 	ErrNotOwned = errors.New("registry: room not owned")
 	// ErrOwned: the room is owned by another node (or at another epoch).

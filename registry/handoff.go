@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -40,6 +39,10 @@ const handoffMaxLen = 100000
 
 func (r *Registry) handoffKey(node string) string { return r.prefix + "handoff:" + node }
 
+// handoffsKey is the set of the nodes that have a handoff stream, so that
+// housekeeping finds the streams without scanning the keyspace.
+func (r *Registry) handoffsKey() string { return r.prefix + "handoffs" }
+
 // OfferHandoff offers a released room to node to.
 func (r *Registry) OfferHandoff(ctx context.Context, to string, h Handoff) error {
 	if err := ValidNode(to); err != nil {
@@ -52,13 +55,17 @@ func (r *Registry) OfferHandoff(ctx context.Context, to string, h Handoff) error
 	if _, err := RoomKey(h.Name); err != nil {
 		return err
 	}
-	err = r.rdb.XAdd(ctx, &redis.XAddArgs{
-		Stream: r.handoffKey(to),
-		MaxLen: handoffMaxLen,
-		Approx: true,
-		Values: []any{"room", room, "name", h.Name, "from", h.From,
-			"epoch", strconv.FormatInt(h.Epoch, 10), "cost", strconv.Itoa(max(1, h.Cost))},
-	}).Err()
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.SAdd(ctx, r.handoffsKey(), to)
+		p.XAdd(ctx, &redis.XAddArgs{
+			Stream: r.handoffKey(to),
+			MaxLen: handoffMaxLen,
+			Approx: true,
+			Values: []any{"room", room, "name", h.Name, "from", h.From,
+				"epoch", strconv.FormatInt(h.Epoch, 10), "cost", strconv.Itoa(max(1, h.Cost))},
+		})
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("offer handoff %s to %s: %w", room, to, err)
 	}
@@ -159,20 +166,17 @@ func (r *Registry) MoveHandoffs(ctx context.Context, node string) (int, error) {
 // idle ago without acknowledging them are offered to it again. It returns
 // how many entries it moved or offered again.
 func (r *Registry) RequeueHandoffs(ctx context.Context, idle time.Duration) (int, error) {
-	var keys []string
-	iter := r.rdb.Scan(ctx, 0, r.prefix+"handoff:*", 1000).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
+	nodes, err := r.rdb.SMembers(ctx, r.handoffsKey()).Result()
+	if err != nil {
 		return 0, fmt.Errorf("requeue handoffs: %w", err)
 	}
 	total := 0
-	for _, key := range keys {
-		node := strings.TrimPrefix(key, r.prefix+"handoff:")
+	for _, node := range nodes {
 		if ValidNode(node) != nil {
+			r.rdb.SRem(ctx, r.handoffsKey(), node)
 			continue
 		}
+		key := r.handoffKey(node)
 		alive, err := r.Alive(ctx, node)
 		if err != nil {
 			return total, err
@@ -184,6 +188,8 @@ func (r *Registry) RequeueHandoffs(ctx context.Context, idle time.Duration) (int
 				return total, err
 			}
 			if n > 0 || r.rdb.XLen(ctx, key).Val() == 0 {
+				// An offer made meanwhile adds the node again.
+				r.rdb.SRem(ctx, r.handoffsKey(), node)
 				r.rdb.Del(ctx, key)
 			}
 			continue

@@ -2,10 +2,12 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
 	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
+	"github.com/redis/go-redis/v9"
 )
 
 // DefaultHousekeepingInterval is how often housekeeping runs.
@@ -15,8 +17,15 @@ const DefaultHousekeepingInterval = 5 * time.Second
 // housekeeping offers it again.
 const HandoffIdle = 15 * time.Second
 
+// StaleSteps is how many DropStale steps one housekeeping pass takes at
+// most: about StaleSteps x StaleScan room keys looked at per pass, so a
+// pass stays short whatever the number of rooms.
+const StaleSteps = 10
+
 // Housekeeper runs the registry's singleton chores (pruning dead nodes from
-// the load index, offering again the handoffs a dead taker left) on whichever of many processes holds a redsync lock. The
+// the load index, offering again the handoffs a dead taker left, dropping
+// the owner keys of rooms whose owner's session has ended) on whichever of
+// many processes holds a redsync lock. The
 // lock is an efficiency lock: two housekeepers running at once would only do
 // the same idempotent work twice, so redsync's guarantees are enough (room
 // ownership, which needs fencing, never goes through it).
@@ -25,6 +34,12 @@ type Housekeeper struct {
 	mutex    *redsync.Mutex
 	interval time.Duration
 	held     bool
+	// The sweep for stale owner keys: cursor is where it goes on (0: none
+	// under way); sweeping is the sweep counter it answers, swept the one
+	// the last finished sweep answered ("" before the first: a new
+	// housekeeper sweeps once).
+	cursor          uint64
+	sweeping, swept string
 
 	// OnPrune, when set, is called with the nodes each pass removed.
 	OnPrune func(removed []string)
@@ -71,7 +86,7 @@ func (h *Housekeeper) Run(ctx context.Context) error {
 	return nil
 }
 
-// Pass takes or keeps the lock and, if it holds it, prunes once. It reports
+// Pass takes or keeps the lock and, if it holds it, does every chore once. It reports
 // whether this housekeeper held the lock. Run calls it; tests may too.
 func (h *Housekeeper) Pass(ctx context.Context) bool {
 	if h.held {
@@ -94,6 +109,7 @@ func (h *Housekeeper) Pass(ctx context.Context) bool {
 	} else if n > 0 {
 		h.reg.log.Info("registry: offered stuck handoffs again", "rooms", n)
 	}
+	h.sweep(ctx)
 	removed, err := h.reg.Prune(ctx)
 	if err != nil {
 		h.reg.log.Warn("registry: prune", "err", err)
@@ -106,4 +122,45 @@ func (h *Housekeeper) Pass(ctx context.Context) bool {
 		}
 	}
 	return true
+}
+
+// sweep takes up to StaleSteps steps of a sweep for the owner keys of rooms
+// whose owner's session has ended. A sweep runs only when a session may
+// have ended since the last one (the sweep counter, raised by a new
+// heartbeat key, a deregistration and a prune, has changed), so a fleet at
+// rest costs Redis one GET per pass, whatever its number of rooms.
+func (h *Housekeeper) sweep(ctx context.Context) {
+	if h.cursor == 0 {
+		want, err := h.reg.rdb.Get(ctx, h.reg.sweepKey()).Result()
+		switch {
+		case errors.Is(err, redis.Nil):
+			want = "0"
+		case err != nil:
+			h.reg.log.Warn("registry: drop stale rooms", "err", err)
+			return
+		}
+		if want == h.swept {
+			return
+		}
+		h.reg.log.Debug("registry: sweeping for rooms of ended sessions", "counter", want, "last", h.swept)
+		h.sweeping = want
+	}
+	dropped := 0
+	for range StaleSteps {
+		next, n, err := h.reg.DropStale(ctx, h.cursor)
+		if err != nil {
+			h.reg.log.Warn("registry: drop stale rooms", "err", err)
+			break
+		}
+		h.cursor, dropped = next, dropped+n
+		if next == 0 {
+			// Done: a session that ended after the sweep began raised
+			// the counter again, and the next pass sweeps again.
+			h.swept = h.sweeping
+			break
+		}
+	}
+	if dropped > 0 {
+		h.reg.log.Info("registry: dropped the keys of rooms whose owner is gone", "rooms", dropped)
+	}
 }

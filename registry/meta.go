@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 
@@ -146,7 +147,9 @@ type Room struct {
 	Meta  Meta // zero when the owner has written none
 }
 
-// Rooms lists every owned room with its owner and metadata. It scans the
+// Rooms lists every owned room with its owner and metadata: rooms whose
+// owner's session has ended are left out (housekeeping drops their keys in
+// time, see DropStale). It scans the
 // keyspace (SCAN, in pages of 1,000), so it is for operators and for caches
 // refreshed at most every second or so, not for a request path.
 func (r *Registry) Rooms(ctx context.Context) ([]Room, error) {
@@ -192,7 +195,27 @@ func (r *Registry) Rooms(ctx context.Context) ([]Room, error) {
 			out = append(out, rm)
 		}
 	}
-	return out, nil
+	return r.liveOnly(ctx, out)
+}
+
+// liveOnly keeps the rooms whose owner's session lives.
+func (r *Registry) liveOnly(ctx context.Context, rooms []Room) ([]Room, error) {
+	sessions := map[string]*redis.StringCmd{}
+	for _, rm := range rooms {
+		sessions[rm.Owner.Node] = nil
+	}
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for node := range sessions {
+			sessions[node] = p.HGet(ctx, r.nodeKey(node), "session")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("rooms: %w", err)
+	}
+	return slices.DeleteFunc(rooms, func(rm Room) bool {
+		return sessions[rm.Owner.Node].Val() != rm.Owner.Session
+	}), nil
 }
 
 // MaxMetadata bounds the RoomMetadata the registry keeps per room, in

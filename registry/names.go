@@ -44,15 +44,31 @@ func RoomKey(name string) (string, error) {
 // letters, digits, '.', '_' and '-' (no ':', which separates it from the
 // epoch in owner values).
 func ValidNode(id string) error {
-	if id == "" || len(id) > MaxNodeLen {
-		return fmt.Errorf("%w: length %d, want 1 to %d", ErrBadNode, len(id), MaxNodeLen)
+	if err := validID(id, MaxNodeLen); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadNode, err)
+	}
+	return nil
+}
+
+// validSession checks a heartbeat session id: it is part of owner values
+// "node:session:epoch", so the node id's alphabet, which has no colon.
+func validSession(s string) error {
+	if err := validID(s, MaxNodeLen); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadSession, err)
+	}
+	return nil
+}
+
+func validID(id string, most int) error {
+	if id == "" || len(id) > most {
+		return fmt.Errorf("length %d, want 1 to %d", len(id), most)
 	}
 	for i := 0; i < len(id); i++ {
 		c := id[i]
 		switch {
 		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '-', c == '.':
 		default:
-			return fmt.Errorf("%w: byte %q at %d (allowed: A-Z a-z 0-9 . _ -)", ErrBadNode, c, i)
+			return fmt.Errorf("byte %q at %d (allowed: A-Z a-z 0-9 . _ -)", c, i)
 		}
 	}
 	return nil

@@ -91,9 +91,11 @@ func (r *Registry) Beat(ctx context.Context, n Node, ttl time.Duration) (BeatRes
 	load := strconv.FormatFloat(n.Load, 'f', -1, 64)
 	if n.Session == "" {
 		n.Session = rand.Text()
+	} else if err := validSession(n.Session); err != nil {
+		return BeatResult{}, err
 	}
 	a, err := toReply(lua.Heartbeat.Run(ctx, r.rdb,
-		[]string{r.nodeKey(n.ID), r.nodesKey(), r.generationKey(), r.recoveryKey()},
+		[]string{r.nodeKey(n.ID), r.nodesKey(), r.generationKey(), r.recoveryKey(), r.sweepKey()},
 		n.ID, ms(ttl), load, r.Channel(), string(n.State), ms(max(ttl, r.recovery)),
 		n.Session,
 		"addr", n.Addr,
@@ -121,7 +123,7 @@ func (r *Registry) Deregister(ctx context.Context, id string) error {
 	if err := ValidNode(id); err != nil {
 		return err
 	}
-	if err := lua.Deregister.Run(ctx, r.rdb, []string{r.nodeKey(id), r.nodesKey()}, id, r.Channel()).Err(); err != nil {
+	if err := lua.Deregister.Run(ctx, r.rdb, []string{r.nodeKey(id), r.nodesKey(), r.sweepKey()}, id, r.Channel()).Err(); err != nil {
 		return fmt.Errorf("deregister %s: %w", id, err)
 	}
 	return nil
@@ -213,8 +215,8 @@ func (r *Registry) Prune(ctx context.Context) ([]string, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	keys := make([]string, 1, 1+len(ids))
-	keys[0] = r.nodesKey()
+	keys := make([]string, 2, 2+len(ids))
+	keys[0], keys[1] = r.nodesKey(), r.sweepKey()
 	args := make([]any, 1, 1+len(ids))
 	args[0] = r.Channel()
 	for _, id := range ids {

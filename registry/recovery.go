@@ -24,11 +24,11 @@ import (
 //     recovery window (PREFIX recovery, PX the window). During the window
 //     Claim and Steal take no unowned room; only Reclaim, by the node that
 //     serves it, does.
-//   - An owner serves a room only while its lease and its own heartbeat are
-//     surely alive (0.9 x TTL after it was sent). A heartbeat that reports
-//     a new generation does not extend the rooms the node has not
-//     re-claimed since: they stay bound to the last heartbeat of the old
-//     generation, which was sent before the loss.
+//   - An owner serves a room only while its own heartbeat is surely alive
+//     (0.9 x TTL after it was sent). A heartbeat that reports a new
+//     generation does not extend the rooms the node has not re-claimed
+//     since: they stay bound to the last heartbeat of the old generation,
+//     which was sent before the loss.
 //
 // So an owner that has not re-claimed a room stops serving it less than one
 // heartbeat TTL after the loss, and the window (at least the longest
@@ -55,6 +55,12 @@ func (r *Registry) Generation(ctx context.Context) (gen string, recovery time.Du
 	return g.Val(), recovery, nil
 }
 
+// Lost is a lease that Reclaim found taken.
+type Lost struct {
+	Lease Lease
+	Owner Owner // zero when the room is unowned
+}
+
 // Reclamation is the outcome of one Reclaim.
 type Reclamation struct {
 	// Sent is when the reclaim was sent, on this process's monotonic clock:
@@ -71,13 +77,19 @@ type Reclamation struct {
 }
 
 // Reclaim takes back the rooms node serves after Redis lost their keys,
-// also during a recovery window: a room still owned by node at the lease's
-// epoch is renewed, an unowned one gets a new epoch for node, one owned by
-// anyone else is reported lost. The caller must be serving every room with
-// a lease that is valid on its own clock now: that is what makes it the
-// only node that may take the room back during the window.
-func (r *Registry) Reclaim(ctx context.Context, node string, leases []Lease, ttl time.Duration) (Reclamation, error) {
+// also during a recovery window. Redis lost the node's heartbeat key with
+// them, so the node heartbeats in a new session, session; each lease names
+// the session it was held in. A room whose value names node at the lease's
+// epoch (in that session or in session) is bound to session at that epoch,
+// one without a value gets a new epoch for node, one owned by anyone else
+// is reported lost. The caller must be serving every room validly on its own
+// clock now: that is what makes it the only node that may take the room
+// back during the window.
+func (r *Registry) Reclaim(ctx context.Context, node, session string, leases []Lease) (Reclamation, error) {
 	if err := ValidNode(node); err != nil {
+		return Reclamation{}, err
+	}
+	if err := validSession(session); err != nil {
 		return Reclamation{}, err
 	}
 	for _, l := range leases {
@@ -91,11 +103,11 @@ func (r *Registry) Reclaim(ctx context.Context, node string, leases []Lease, ttl
 	out := Reclamation{Sent: time.Now(), Leases: make([]Lease, len(leases))}
 	keys := make([]string, 2, 2+2*len(leases))
 	keys[0], keys[1] = r.generationKey(), r.recoveryKey()
-	args := make([]any, 5, 5+2*len(leases))
-	args[0], args[1], args[2], args[3], args[4] = node, ms(ttl), r.claimEpochTTL(ttl), r.Channel(), ms(r.recovery)
+	args := make([]any, 5, 5+3*len(leases))
+	args[0], args[1], args[2], args[3], args[4] = node, session, ms(ClaimEpochTTL), r.Channel(), ms(r.recovery)
 	for _, l := range leases {
 		keys = append(keys, r.ownerKey(l.Room), r.epochKey(l.Room))
-		args = append(args, l.epoch(), l.Room)
+		args = append(args, l.epoch(), l.Session, l.Room)
 	}
 	a, err := toReply(lua.Reclaim.Run(ctx, r.rdb, keys, args...).Result())
 	if err != nil {
@@ -108,6 +120,9 @@ func (r *Registry) Reclaim(ctx context.Context, node string, leases []Lease, ttl
 	for i, l := range leases {
 		e, cur := a.int(1+2*i), a.str(2+2*i)
 		l.Epoch = e
+		if e != 0 {
+			l.Session = session
+		}
 		out.Leases[i] = l
 		if e != 0 {
 			continue

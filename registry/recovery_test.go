@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -14,11 +15,11 @@ import (
 func TestRecoveryWindow(t *testing.T) {
 	r, _ := newRegistry(t)
 	ctx := context.Background()
-	a, err := r.Claim(ctx, "lobby", "node-a", time.Minute)
+	a, err := r.Claim(ctx, "lobby", "node-a", live(t, r, "node-a"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := r.Claim(ctx, "other", "node-b", time.Minute)
+	b, err := r.Claim(ctx, "other", "node-b", live(t, r, "node-b"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,15 +27,17 @@ func TestRecoveryWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// After the loss the test's nodes use sessions without heartbeating:
+	// a heartbeat after a loss opens a window of its own TTL.
 	short, cancel := context.WithTimeout(ctx, testRecoveryWindow/4)
-	_, err = r.Claim(short, "lobby", "node-c", time.Minute)
+	_, err = r.Claim(short, "lobby", "node-c", "c")
 	cancel()
 	var re *RecoveryError
 	if !errors.As(err, &re) || !errors.Is(err, ErrRecovering) || re.Left <= 0 || re.Left > testRecoveryWindow {
 		t.Fatalf("claim of a lost room in the window: %v, want a RecoveryError with at most %v left", err, testRecoveryWindow)
 	}
 	short, cancel = context.WithTimeout(ctx, testRecoveryWindow/4)
-	_, err = r.Steal(short, "lobby", "node-a", "node-c", time.Minute)
+	_, err = r.Steal(short, "lobby", "node-a", "node-c", "c")
 	cancel()
 	if !errors.Is(err, ErrRecovering) {
 		t.Fatalf("steal of a lost room in the window: %v, want ErrRecovering", err)
@@ -46,12 +49,12 @@ func TestRecoveryWindow(t *testing.T) {
 
 	// node-b took "other" back already (a router placed a client there:
 	// the key is b's again); node-a reclaims both rooms it believes it holds.
-	b2, err := r.Reclaim(ctx, "node-b", []Lease{b}, time.Minute)
+	b2, err := r.Reclaim(ctx, "node-b", "b2", []Lease{b})
 	if err != nil || b2.Leases[0].Epoch <= b.Epoch || len(b2.Lost) != 0 {
 		t.Fatalf("reclaim by b: %+v, %v; want a new epoch above %d", b2, err, b.Epoch)
 	}
-	stale := Lease{Room: "other", Node: "node-a", Epoch: b.Epoch}
-	res, err := r.Reclaim(ctx, "node-a", []Lease{a, stale}, time.Minute)
+	stale := Lease{Room: "other", Node: "node-a", Session: a.Session, Epoch: b.Epoch}
+	res, err := r.Reclaim(ctx, "node-a", "a2", []Lease{a, stale})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,11 +64,14 @@ func TestRecoveryWindow(t *testing.T) {
 	if len(res.Lost) != 1 || res.Lost[0].Owner.Node != "node-b" {
 		t.Fatalf("reclaim by a: lost %+v, want other owned by node-b", res.Lost)
 	}
-	if o, err := r.Owner(ctx, "lobby"); err != nil || o.Node != "node-a" || o.Epoch != res.Leases[0].Epoch {
+	if _, err := r.Beat(ctx, Node{ID: "node-a", Addr: "127.0.0.1:1", Session: "a2"}, testRecoveryWindow); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := r.Owner(ctx, "lobby"); err != nil || o.Node != "node-a" || o.Session != "a2" || o.Epoch != res.Leases[0].Epoch {
 		t.Fatalf("owner of lobby: %+v, %v", o, err)
 	}
-	// A second reclaim at the held epoch only renews.
-	again, err := r.Reclaim(ctx, "node-a", res.Leases[:1], time.Minute)
+	// A second reclaim at the held epoch changes nothing.
+	again, err := r.Reclaim(ctx, "node-a", "a2", res.Leases[:1])
 	if err != nil || again.Leases[0].Epoch != res.Leases[0].Epoch {
 		t.Fatalf("reclaim at the held epoch: %+v, %v", again, err)
 	}
@@ -76,7 +82,7 @@ func TestRecoveryWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	c, err := r.Claim(ctx, "lobby", "node-c", time.Minute)
+	c, err := r.Claim(ctx, "lobby", "node-c", "c")
 	if err != nil || c.Epoch <= res.Leases[0].Epoch {
 		t.Fatalf("claim after the window: %+v, %v", c, err)
 	}
@@ -100,7 +106,7 @@ func TestBootstrap(t *testing.T) {
 	if again, _, _ := r.Generation(ctx); again != gen {
 		t.Fatalf("a second bootstrap changed the generation %s to %s", gen, again)
 	}
-	if _, err := r.Claim(ctx, "lobby", "node-a", time.Minute); err != nil {
+	if _, err := r.Claim(ctx, "lobby", "node-a", live(t, r, "node-a")); err != nil {
 		t.Fatalf("claim right after bootstrap: %v", err)
 	}
 }
@@ -114,34 +120,33 @@ func TestBootstrap(t *testing.T) {
 func TestNoStealInRecoveryWindow(t *testing.T) {
 	r, _ := newRegistry(t)
 	ctx := context.Background()
-	if _, err := r.Beat(ctx, Node{ID: "node-a", Addr: "127.0.0.1:1"}, time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	a, err := r.Claim(ctx, "lobby", "node-a", time.Minute)
+	a, err := r.Claim(ctx, "lobby", "node-a", live(t, r, "node-a"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Client().FlushAll(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	res, err := r.Reclaim(ctx, "node-a", []Lease{a}, time.Minute)
+	// node-a re-claims in the session its next heartbeat will create.
+	res, err := r.Reclaim(ctx, "node-a", "next", []Lease{a})
 	if err != nil || res.Leases[0].Epoch <= a.Epoch {
 		t.Fatalf("reclaim: %+v, %v", res, err)
 	}
 	short, cancel := context.WithTimeout(ctx, testRecoveryWindow/4)
-	_, err = r.Steal(short, "lobby", "node-a", "node-b", time.Minute)
+	_, err = r.Steal(short, "lobby", "node-a", "node-b", "b")
 	cancel()
 	if !errors.Is(err, ErrRecovering) {
 		t.Fatalf("steal of a re-claimed room in the window, its owner not heartbeating yet: %v, want ErrRecovering", err)
 	}
-	if o, err := r.Owner(ctx, "lobby"); err != nil || o.Node != "node-a" || o.Epoch != res.Leases[0].Epoch {
-		t.Fatalf("owner of lobby: %+v, %v; want node-a at %d", o, err, res.Leases[0].Epoch)
+	want := fmt.Sprintf("node-a:next:%d", res.Leases[0].Epoch)
+	if v := r.Client().Get(ctx, r.ownerKey("lobby")).Val(); v != want {
+		t.Fatalf("owner value of lobby: %q, want %q", v, want)
 	}
 	// The owner heartbeats again: after the window the steal finds it alive.
-	if _, err := r.Beat(ctx, Node{ID: "node-a", Addr: "127.0.0.1:1"}, time.Minute); err != nil {
+	if _, err := r.Beat(ctx, Node{ID: "node-a", Addr: "127.0.0.1:1", Session: "next"}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if _, err = r.Steal(ctx, "lobby", "node-a", "node-b", time.Minute); !errors.Is(err, ErrOwnerAlive) {
+	if _, err = r.Steal(ctx, "lobby", "node-a", "node-b", live(t, r, "node-b")); !errors.Is(err, ErrOwnerAlive) {
 		t.Fatalf("steal after the window from a live owner: %v, want ErrOwnerAlive", err)
 	}
 }

@@ -116,6 +116,7 @@ func (r *Registry) lockKey(name string) string  { return r.prefix + "lock:" + na
 func (r *Registry) RoomLockKey(room string) string { return r.lockKey("room:{" + room + "}") }
 func (r *Registry) generationKey() string          { return r.prefix + "generation" }
 func (r *Registry) recoveryKey() string            { return r.prefix + "recovery" }
+func (r *Registry) sweepKey() string               { return r.prefix + "sweep" }
 
 // Channel is the pub/sub channel of registry events.
 func (r *Registry) Channel() string { return r.prefix + "events" }

@@ -71,6 +71,17 @@ func counted(t testing.TB, srv *redistest.Server) (*Registry, *roundTrips) {
 	return r, rt
 }
 
+// live registers node with a heartbeat of a minute, unless it is
+// registered already, and returns its session.
+func live(t testing.TB, r *Registry, node string) string {
+	t.Helper()
+	b, err := r.Beat(context.Background(), Node{ID: node, Addr: "127.0.0.1:1"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.Session
+}
+
 func wantOwnerErr(t *testing.T, err error, sentinel error, node string, epoch int64) {
 	t.Helper()
 	var oe *OwnerError
@@ -90,12 +101,16 @@ func TestClaimRace(t *testing.T) {
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	start := make(chan struct{})
+	sessions := make([]string, n)
+	for i := range n {
+		sessions[i] = live(t, r, fmt.Sprintf("node-%03d", i))
+	}
 	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			<-start
-			leases[i], errs[i] = r.Claim(ctx, "Contested", fmt.Sprintf("node-%03d", i), 10*time.Second)
+			leases[i], errs[i] = r.Claim(ctx, "Contested", fmt.Sprintf("node-%03d", i), sessions[i])
 		}()
 	}
 	close(start)
@@ -131,8 +146,8 @@ func TestClaimRace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Node != winner.Node || o.Epoch != winner.Epoch || o.TTL <= 0 {
-		t.Fatalf("Owner = %+v, want %s at %d with a lease", o, winner.Node, winner.Epoch)
+	if o.Node != winner.Node || o.Session != winner.Session || o.Epoch != winner.Epoch {
+		t.Fatalf("Owner = %+v, want %s in %s at %d", o, winner.Node, winner.Session, winner.Epoch)
 	}
 }
 
@@ -155,7 +170,9 @@ func TestEpochsIncrease(t *testing.T) {
 			}
 			flushes++
 		}
-		l, err := r.Claim(ctx, "phoenix", "node-a", time.Minute)
+		// node-a claims without heartbeating: a heartbeat after a
+		// loss would open a recovery window of its own TTL.
+		l, err := r.Claim(ctx, "phoenix", "node-a", "s")
 		if err != nil {
 			t.Fatalf("cycle %d: claim: %v", i, err)
 		}
@@ -170,118 +187,115 @@ func TestEpochsIncrease(t *testing.T) {
 	t.Logf("1000 cycles, %d FLUSHALLs, %d restarts, last epoch %d", flushes, restarts, last)
 }
 
-func TestRenewBatch(t *testing.T) {
-	r, srv := newRegistry(t)
+// A room belongs to its owner's session: while the owner's heartbeat key
+// lives with that session nobody else may claim it, with no renewal of the
+// room itself; once the key is gone the room is free to claim at once, and
+// a new key of the same node (a new session) does not give it back.
+func TestOwnershipIsBoundToTheSession(t *testing.T) {
+	r, _ := newRegistry(t)
 	ctx := context.Background()
-	const n = 10000
-	leases := make([]Lease, n)
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for w := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < n; i += 8 {
-				l, err := r.Claim(ctx, fmt.Sprintf("room-%05d", i), "node-a", 5*time.Second)
-				if err != nil {
-					errs <- err
-					return
-				}
-				leases[i] = l
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		t.Fatal(err)
-	}
-
-	// Room 17 is lost and taken by node-b; room 4242 just expired.
-	rdb := r.Client()
-	rdb.Del(ctx, r.ownerKey("room-00017"), r.ownerKey("room-04242"))
-	b, err := r.Claim(ctx, "room-00017", "node-b", 5*time.Second)
+	a0, err := r.Beat(ctx, Node{ID: "node-a", Addr: "127.0.0.1:1"}, 300*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
+	a, err := r.Claim(ctx, "lobby", "node-a", a0.Session)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := r.Client().PTTL(ctx, r.ownerKey("lobby")).Val(); n != -1 {
+		t.Fatalf("owner key has PTTL %v, want none (-1): the room lives with the session", n)
+	}
+	_, err = r.Claim(ctx, "lobby", "node-b", live(t, r, "node-b"))
+	wantOwnerErr(t, err, ErrOwned, "node-a", a.Epoch)
 
-	cr, rt := counted(t, srv)
-	for _, flush := range []bool{false, true} {
-		if flush {
-			rdb.ScriptFlush(ctx)
-		}
-		before := rt.n.Load()
-		res, err := cr.Renew(ctx, "node-a", leases, time.Minute)
-		if err != nil {
-			t.Fatal(err)
-		}
-		trips := rt.n.Load() - before
-		t.Logf("renew of %d rooms (script flushed: %v): %d round trips", n, flush, trips)
-		if trips > 25 {
-			t.Errorf("renew of %d rooms took %d round trips, want at most 25", n, trips)
-		}
-		if len(res.Lost) != 2 {
-			t.Fatalf("lost = %+v, want rooms 17 and 4242", res.Lost)
-		}
-		for _, l := range res.Lost {
-			switch l.Lease.Room {
-			case "room-00017":
-				if l.Owner.Node != "node-b" || l.Owner.Epoch != b.Epoch {
-					t.Errorf("room 17 reported owned by %+v, want node-b at %d", l.Owner, b.Epoch)
-				}
-			case "room-04242":
-				if l.Owner != (Owner{}) {
-					t.Errorf("room 4242 reported owned by %+v, want nobody", l.Owner)
-				}
-			default:
-				t.Errorf("unexpected lost room %+v", l)
-			}
-		}
+	// The key runs out. node-a heartbeats again: a new session, which
+	// does not own the room.
+	time.Sleep(400 * time.Millisecond)
+	a1, err := r.Beat(ctx, Node{ID: "node-a", Addr: "127.0.0.1:1"}, time.Minute)
+	if err != nil || a1.Session == a0.Session {
+		t.Fatalf("beat after the key ran out: %+v, %v; want a new session", a1, err)
 	}
-	// Renewed leases run for a minute now; the lost ones were not touched.
-	if d := rdb.PTTL(ctx, r.ownerKey("room-09999")).Val(); d < 30*time.Second {
-		t.Errorf("renewed room has PTTL %v, want about a minute", d)
+	if _, err := r.Owner(ctx, "lobby"); !errors.Is(err, ErrNotOwned) {
+		t.Fatalf("owner of a room of an ended session: %v, want ErrNotOwned", err)
 	}
-	if d := rdb.PTTL(ctx, r.ownerKey("room-00017")).Val(); d > 5*time.Second {
-		t.Errorf("room taken by node-b has PTTL %v: node-a's renewal extended it", d)
+	b, err := r.Claim(ctx, "lobby", "node-b", live(t, r, "node-b"))
+	if err != nil || b.Epoch <= a.Epoch {
+		t.Fatalf("claim of a room of an ended session: %+v, %v; want a new epoch above %d", b, err, a.Epoch)
 	}
-	if v := rdb.Get(ctx, r.ownerKey("room-00017")).Val(); v != fmt.Sprintf("node-b:%d", b.Epoch) {
-		t.Errorf("room 17 owner = %q after node-a's renewal, want node-b's", v)
+	// The ended session's lease is worth nothing.
+	wantOwnerErr(t, r.Release(ctx, a), ErrOwned, "node-b", b.Epoch)
+	if err := r.WriteMeta(ctx, a, Meta{Name: "lobby"}); !errors.Is(err, ErrStaleEpoch) {
+		t.Fatalf("fenced write of the ended session: %v, want ErrStaleEpoch", err)
 	}
-	if n := rdb.Exists(ctx, r.ownerKey("room-04242")).Val(); n != 0 {
-		t.Errorf("expired room 4242 was recreated by a renewal")
+
+	// A claim by the node itself in its new session: a room its old
+	// session held is taken at a new epoch; one its live session holds is
+	// reported owned by itself (the caller decides whether to adopt it).
+	old, err := r.Claim(ctx, "den", "node-a", a0.Session)
+	if err != nil {
+		t.Fatal(err)
 	}
+	now, err := r.Claim(ctx, "den", "node-a", a1.Session)
+	if err != nil || now.Epoch <= old.Epoch || now.Session != a1.Session {
+		t.Fatalf("claim in the new session of a room of the old one: %+v, %v", now, err)
+	}
+	_, err = r.Claim(ctx, "den", "node-a", a1.Session)
+	wantOwnerErr(t, err, ErrOwned, "node-a", now.Epoch)
 }
 
-func TestRenewRefusesOtherNodesLeases(t *testing.T) {
-	r, _ := newRegistry(t)
-	_, err := r.Renew(context.Background(), "node-a", []Lease{{Room: "x", Node: "node-b", Epoch: 1}}, time.Second)
-	if err == nil {
-		t.Fatal("renewing node-b's lease as node-a succeeded")
+// Claiming a free room is one round trip; one whose owner's session ended
+// costs two more (the session is read, then the room taken if its value is
+// still the one found dead). Nothing is sent for a room while it is owned.
+func TestClaimRoundTrips(t *testing.T) {
+	_, srv := newRegistry(t)
+	r, rt := counted(t, srv)
+	ctx := context.Background()
+	sa := live(t, r, "node-a")
+	sb := live(t, r, "node-b")
+	if _, err := r.Claim(ctx, "warm", "node-a", sa); err != nil { // loads the script
+		t.Fatal(err)
+	}
+	before := rt.n.Load()
+	if _, err := r.Claim(ctx, "free", "node-a", sa); err != nil {
+		t.Fatal(err)
+	}
+	if n := rt.n.Load() - before; n != 1 {
+		t.Errorf("claim of a free room: %d round trips, want 1", n)
+	}
+	if _, err := r.Claim(ctx, "dead", "node-c", "gone"); err != nil {
+		t.Fatal(err)
+	}
+	before = rt.n.Load()
+	if _, err := r.Claim(ctx, "dead", "node-b", sb); err != nil {
+		t.Fatal(err)
+	}
+	if n := rt.n.Load() - before; n != 3 {
+		t.Errorf("claim of a room of an ended session: %d round trips, want 3", n)
 	}
 }
 
 func TestSteal(t *testing.T) {
 	r, _ := newRegistry(t)
 	ctx := context.Background()
-	if err := r.Heartbeat(ctx, Node{ID: "node-a", Addr: "127.0.0.1:1"}, 200*time.Millisecond); err != nil {
+	beat, err := r.Beat(ctx, Node{ID: "node-a", Addr: "127.0.0.1:1"}, 200*time.Millisecond)
+	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := r.Claim(ctx, "lobby", "node-a", time.Minute)
+	a, err := r.Claim(ctx, "lobby", "node-a", beat.Session)
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	_, err = r.Steal(ctx, "lobby", "node-a", "node-b", time.Minute)
+	_, err = r.Steal(ctx, "lobby", "node-a", "node-b", live(t, r, "node-b"))
 	wantOwnerErr(t, err, ErrOwnerAlive, "node-a", a.Epoch)
-	_, err = r.Steal(ctx, "lobby", "node-c", "node-b", time.Minute)
+	_, err = r.Steal(ctx, "lobby", "node-c", "node-b", live(t, r, "node-b"))
 	wantOwnerErr(t, err, ErrOwned, "node-a", a.Epoch)
 	if o, _ := r.Owner(ctx, "lobby"); o.Node != "node-a" || o.Epoch != a.Epoch {
 		t.Fatalf("after refused steals owner = %+v, want node-a at %d", o, a.Epoch)
 	}
 
-	time.Sleep(300 * time.Millisecond) // node-a's heartbeat expires; its room lease has not
-	b, err := r.Steal(ctx, "lobby", "node-a", "node-b", time.Minute)
+	time.Sleep(300 * time.Millisecond) // node-a's heartbeat expires
+	b, err := r.Steal(ctx, "lobby", "node-a", "node-b", live(t, r, "node-b"))
 	if err != nil {
 		t.Fatalf("steal from a dead node: %v", err)
 	}
@@ -289,12 +303,9 @@ func TestSteal(t *testing.T) {
 		t.Fatalf("stolen lease %+v, want node-b above epoch %d", b, a.Epoch)
 	}
 	// The dead owner's lease is worthless now.
-	res, err := r.Renew(ctx, "node-a", []Lease{a}, time.Minute)
-	if err != nil || len(res.Lost) != 1 || res.Lost[0].Owner.Node != "node-b" {
-		t.Fatalf("renew by the robbed node: %+v, %v; want lost to node-b", res, err)
-	}
+	wantOwnerErr(t, r.Release(ctx, a), ErrOwned, "node-b", b.Epoch)
 	// Steal of an unowned room is a claim.
-	c, err := r.Steal(ctx, "empty", "node-a", "node-b", time.Minute)
+	c, err := r.Steal(ctx, "empty", "node-a", "node-b", live(t, r, "node-b"))
 	if err != nil || c.Node != "node-b" {
 		t.Fatalf("steal of an unowned room: %+v, %v", c, err)
 	}
@@ -304,7 +315,7 @@ func TestNonOwnerChangesNothing(t *testing.T) {
 	r, _ := newRegistry(t)
 	ctx := context.Background()
 	rdb := r.Client()
-	a, err := r.Claim(ctx, "den", "node-a", time.Minute)
+	a, err := r.Claim(ctx, "den", "node-a", live(t, r, "node-a"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,14 +326,21 @@ func TestNonOwnerChangesNothing(t *testing.T) {
 		name string
 		op   func() error
 	}{
-		{"release by another node", func() error { return r.Release(ctx, Lease{Room: "den", Node: "node-b", Epoch: a.Epoch}) }},
-		{"release at an older epoch", func() error { return r.Release(ctx, Lease{Room: "den", Node: "node-a", Epoch: a.Epoch - 1}) }},
+		{"release by another node", func() error {
+			return r.Release(ctx, Lease{Room: "den", Node: "node-b", Session: a.Session, Epoch: a.Epoch})
+		}},
+		{"release at an older epoch", func() error {
+			return r.Release(ctx, Lease{Room: "den", Node: "node-a", Session: a.Session, Epoch: a.Epoch - 1})
+		}},
+		{"release in another session", func() error {
+			return r.Release(ctx, Lease{Room: "den", Node: "node-a", Session: "other", Epoch: a.Epoch})
+		}},
 		{"transfer by another node", func() error {
-			_, err := r.Transfer(ctx, Lease{Room: "den", Node: "node-b", Epoch: a.Epoch}, "node-c", time.Minute)
+			_, err := r.Transfer(ctx, Lease{Room: "den", Node: "node-b", Session: a.Session, Epoch: a.Epoch}, "node-c", "c")
 			return err
 		}},
 		{"transfer at an older epoch", func() error {
-			_, err := r.Transfer(ctx, Lease{Room: "den", Node: "node-a", Epoch: a.Epoch - 1}, "node-c", time.Minute)
+			_, err := r.Transfer(ctx, Lease{Room: "den", Node: "node-a", Session: a.Session, Epoch: a.Epoch - 1}, "node-c", "c")
 			return err
 		}},
 	}
@@ -339,7 +357,7 @@ func TestNonOwnerChangesNothing(t *testing.T) {
 	}
 
 	// The owner can transfer, and then the old lease is worth nothing.
-	c, err := r.Transfer(ctx, a, "node-c", time.Minute)
+	c, err := r.Transfer(ctx, a, "node-c", live(t, r, "node-c"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +377,7 @@ func TestNonOwnerChangesNothing(t *testing.T) {
 func TestFencedWrite(t *testing.T) {
 	r, _ := newRegistry(t)
 	ctx := context.Background()
-	old, err := r.Claim(ctx, "Cinema", "node-a", time.Minute)
+	old, err := r.Claim(ctx, "Cinema", "node-a", live(t, r, "node-a"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +385,7 @@ func TestFencedWrite(t *testing.T) {
 	if err := r.WriteMeta(ctx, old, oldMeta); err != nil {
 		t.Fatal(err)
 	}
-	moved, err := r.Transfer(ctx, old, "node-b", time.Minute)
+	moved, err := r.Transfer(ctx, old, "node-b", live(t, r, "node-b"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,11 +413,11 @@ func TestFencedWrite(t *testing.T) {
 	}
 	// The metadata outlives the owner: the next claim learns the canonical
 	// casing from it.
-	next, err := r.Claim(ctx, "CINEMA", "node-c", time.Minute)
+	next, err := r.Claim(ctx, "CINEMA", "node-c", live(t, r, "node-c"))
 	if err != nil || next.Name != "Cinema" {
 		t.Fatalf("claim after release = %+v, %v; want the canonical name Cinema", next, err)
 	}
-	_, err = r.Claim(ctx, "cinema", "node-d", time.Minute)
+	_, err = r.Claim(ctx, "cinema", "node-d", live(t, r, "node-d"))
 	var oe *OwnerError
 	if !errors.As(err, &oe) || oe.Name != "Cinema" || oe.Owner.Node != "node-c" {
 		t.Fatalf("claim of an owned room = %v, want owned by node-c naming Cinema", err)
@@ -421,26 +439,30 @@ func TestScriptFlush(t *testing.T) {
 		op   func() error
 	}{
 		{"heartbeat", func() error { return r.Heartbeat(ctx, Node{ID: "node-a"}, time.Minute) }},
-		{"claim", func() (err error) { a, err = r.Claim(ctx, "flushed", "node-a", time.Minute); return err }},
-		{"renew", func() error {
-			res, err := r.Renew(ctx, "node-a", []Lease{a}, time.Minute)
-			if err == nil && len(res.Lost) > 0 {
-				err = fmt.Errorf("lost %+v", res.Lost)
+		{"claim", func() (err error) { a, err = r.Claim(ctx, "flushed", "node-a", live(t, r, "node-a")); return err }},
+		{"fenced write", func() error { return r.WriteMeta(ctx, a, Meta{Name: "flushed"}) }},
+		{"transfer", func() (err error) { a, err = r.Transfer(ctx, a, "node-b", "b"); return err }},
+		{"steal", func() (err error) {
+			a, err = r.Steal(ctx, "flushed", "node-b", "node-a", live(t, r, "node-a"))
+			return err // node-b never heartbeated: the steal succeeds
+		}},
+		{"release", func() error { return r.Release(ctx, a) }},
+		{"reclaim", func() error {
+			b, err := r.Claim(ctx, "other", "node-a", live(t, r, "node-a"))
+			if err == nil {
+				_, err = r.Reclaim(ctx, "node-a", b.Session, []Lease{b})
 			}
 			return err
 		}},
-		{"fenced write", func() error { return r.WriteMeta(ctx, a, Meta{Name: "flushed"}) }},
-		{"transfer", func() (err error) { a, err = r.Transfer(ctx, a, "node-b", time.Minute); return err }},
-		{"steal", func() error {
-			_, err := r.Steal(ctx, "flushed", "node-b", "node-a", time.Minute)
-			return err // node-b never heartbeated: the steal succeeds
-		}},
-		{"release", func() error {
-			o, err := r.Owner(ctx, "flushed")
-			if err != nil {
+		{"drop stale", func() error {
+			if _, err := r.Claim(ctx, "orphan", "node-z", "z"); err != nil {
 				return err
 			}
-			return r.Release(ctx, Lease{Room: "flushed", Node: o.Node, Epoch: o.Epoch})
+			_, n, err := r.DropStale(ctx, 0)
+			if err == nil && n != 1 {
+				err = fmt.Errorf("dropped %d keys, want 1", n)
+			}
+			return err
 		}},
 		{"prune", func() error { _, err := r.Prune(ctx); return err }},
 		{"deregister", func() error { return r.Deregister(ctx, "node-a") }},
@@ -468,16 +490,22 @@ func TestBadInputNeverReachesRedis(t *testing.T) {
 		op   func() error
 		want error
 	}{
-		{"empty room", func() error { _, err := r.Claim(ctx, "", "node-a", time.Second); return err }, ErrBadRoom},
-		{"long room", func() error { _, err := r.Claim(ctx, string(long), "node-a", time.Second); return err }, ErrBadRoom},
-		{"hash tag in room", func() error { _, err := r.Claim(ctx, "a}b", "node-a", time.Second); return err }, ErrBadRoom},
+		{"empty room", func() error { _, err := r.Claim(ctx, "", "node-a", "s"); return err }, ErrBadRoom},
+		{"long room", func() error { _, err := r.Claim(ctx, string(long), "node-a", "s"); return err }, ErrBadRoom},
+		{"hash tag in room", func() error { _, err := r.Claim(ctx, "a}b", "node-a", "s"); return err }, ErrBadRoom},
 		{"glob in room", func() error { _, err := r.Owner(ctx, "a*"); return err }, ErrBadRoom},
 		{"slash in room", func() error { _, err := r.Owner(ctx, "a/b"); return err }, ErrBadRoom},
 		{"unicode in room", func() error { _, err := r.Owner(ctx, "café"); return err }, ErrBadRoom},
-		{"colon in node", func() error { _, err := r.Claim(ctx, "ok", "node:1", time.Second); return err }, ErrBadNode},
+		{"colon in node", func() error { _, err := r.Claim(ctx, "ok", "node:1", "s"); return err }, ErrBadNode},
+		{"colon in session", func() error { _, err := r.Claim(ctx, "ok", "node-a", "s:1"); return err }, ErrBadSession},
+		{"empty session", func() error { _, err := r.Claim(ctx, "ok", "node-a", ""); return err }, ErrBadSession},
+		{"colon in proposed session", func() error {
+			return r.Heartbeat(ctx, Node{ID: "node-a", Session: "s:1"}, time.Second)
+		}, ErrBadSession},
 		{"empty node", func() error { return r.Heartbeat(ctx, Node{}, time.Second) }, ErrBadNode},
-		{"bad victim", func() error { _, err := r.Steal(ctx, "ok", "", "node-a", time.Second); return err }, ErrBadNode},
-		{"hand-made lease", func() error { return r.Release(ctx, Lease{Room: "Upper", Node: "node-a", Epoch: 1}) }, ErrBadRoom},
+		{"bad victim", func() error { _, err := r.Steal(ctx, "ok", "", "node-a", "s"); return err }, ErrBadNode},
+		{"hand-made lease", func() error { return r.Release(ctx, Lease{Room: "Upper", Node: "node-a", Session: "s", Epoch: 1}) }, ErrBadRoom},
+		{"lease without a session", func() error { return r.Release(ctx, Lease{Room: "ok", Node: "node-a", Epoch: 1}) }, ErrBadSession},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -614,6 +642,15 @@ func TestHousekeeper(t *testing.T) {
 	if err := r.Heartbeat(ctx, Node{ID: "alive"}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
+	kept, err := r.Claim(ctx, "kept", "alive", live(t, r, "alive"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2500 { // more than one pass's SCAN steps look at
+		if _, err := r.Claim(ctx, fmt.Sprintf("orphan-%d", i), "ghost", "ghostly"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	time.Sleep(50 * time.Millisecond)
 
 	h1 := r.NewHousekeeper(time.Second)
@@ -635,6 +672,43 @@ func TestHousekeeper(t *testing.T) {
 	}
 	if ids := r.Client().ZRange(ctx, r.nodesKey(), 0, -1).Val(); fmt.Sprint(ids) != "[alive]" {
 		t.Fatalf("load index = %v, want [alive]", ids)
+	}
+	// The owner keys of the ghost's rooms go, a bounded batch per pass;
+	// the live node's room stays.
+	for pass := 0; ; pass++ {
+		left := r.Client().Keys(ctx, r.prefix+"room:{orphan-*}").Val()
+		if len(left) == 0 {
+			break
+		}
+		if pass > 10 {
+			t.Fatalf("%d orphaned owner keys left after %d passes", len(left), pass)
+		}
+		h1.Pass(ctx)
+	}
+	if o, err := r.Owner(ctx, "kept"); err != nil || o.Epoch != kept.Epoch {
+		t.Fatalf("room of a live node after housekeeping: %+v, %v", o, err)
+	}
+	// At rest no sweep runs: nothing says a session ended since the last
+	// one (a key of an ended session written by hand stays)...
+	if _, err := r.Claim(ctx, "late-orphan", "ghost", "ghostly"); err != nil {
+		t.Fatal(err)
+	}
+	h1.Pass(ctx)
+	if n := r.Client().Exists(ctx, r.ownerKey("late-orphan")).Val(); n != 1 {
+		t.Fatal("a pass at rest swept the room keys")
+	}
+	// ...until one does: a node leaves.
+	if err := r.Deregister(ctx, "alive"); err != nil {
+		t.Fatal(err)
+	}
+	for pass := 0; r.Client().Exists(ctx, r.ownerKey("late-orphan")).Val() == 1; pass++ {
+		if pass > 10 {
+			t.Fatal("the orphan is still there 10 passes after a node left")
+		}
+		h1.Pass(ctx)
+	}
+	if n := r.Client().Exists(ctx, r.ownerKey("kept")).Val(); n != 0 {
+		t.Fatal("the room of the node that left is still there after the sweep")
 	}
 
 	// The holder stops and hands the lock back: the other takes over.
@@ -668,9 +742,9 @@ func TestWatch(t *testing.T) {
 
 	bg := context.Background()
 	r.Heartbeat(bg, Node{ID: "node-a"}, time.Minute)
-	a, _ := r.Claim(bg, "Stage", "node-a", time.Minute)
-	b, _ := r.Transfer(bg, a, "node-b", time.Minute)
-	c, _ := r.Steal(bg, "stage", "node-b", "node-a", time.Minute) // node-b never heartbeated
+	a, _ := r.Claim(bg, "Stage", "node-a", live(t, r, "node-a"))
+	b, _ := r.Transfer(bg, a, "node-b", "b")
+	c, _ := r.Steal(bg, "stage", "node-b", "node-a", a.Session) // node-b never heartbeated
 	r.Release(bg, c)
 	r.Heartbeat(bg, Node{ID: "node-a", State: StateDraining}, time.Minute)
 	r.Deregister(bg, "node-a")
@@ -694,7 +768,7 @@ func TestWatch(t *testing.T) {
 	if e := next(); e.Kind != EventResync {
 		t.Fatalf("after a Redis restart: event %+v, want resync", e)
 	}
-	r.Claim(bg, "after", "node-z", time.Minute)
+	r.Claim(bg, "after", "node-z", "z")
 	if e := next(); e.Kind != EventClaim || e.Room != "after" {
 		t.Fatalf("after resubscribing: event %+v, want the claim of after", e)
 	}
@@ -713,9 +787,10 @@ func TestWatch(t *testing.T) {
 func TestRooms(t *testing.T) {
 	r, _ := newRegistry(t)
 	ctx := context.Background()
-	a, _ := r.Claim(ctx, "Alpha", "node-a", time.Minute)
+	a, _ := r.Claim(ctx, "Alpha", "node-a", live(t, r, "node-a"))
 	r.WriteMeta(ctx, a, Meta{Name: "Alpha", Visibility: "public", Users: 2})
-	b, _ := r.Claim(ctx, "beta", "node-b", time.Minute)
+	b, _ := r.Claim(ctx, "beta", "node-b", live(t, r, "node-b"))
+	r.Claim(ctx, "gamma", "node-c", "ended") // node-c has no such session
 	rooms, err := r.Rooms(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -725,7 +800,7 @@ func TestRooms(t *testing.T) {
 		got[rm.Room] = rm
 	}
 	if len(got) != 2 {
-		t.Fatalf("rooms = %+v, want alpha and beta", rooms)
+		t.Fatalf("rooms = %+v, want alpha and beta (not gamma, whose owner's session ended)", rooms)
 	}
 	if g := got["alpha"]; g.Owner.Node != "node-a" || g.Owner.Epoch != a.Epoch || g.Meta.Name != "Alpha" || g.Meta.Users != 2 {
 		t.Errorf("alpha = %+v", g)
@@ -740,7 +815,7 @@ func TestRedisDown(t *testing.T) {
 	srv.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	_, err := r.Claim(ctx, "room", "node-a", time.Second)
+	_, err := r.Claim(ctx, "room", "node-a", "s")
 	var oe *OwnerError
 	if err == nil || errors.As(err, &oe) {
 		t.Fatalf("claim with Redis down = %v, want a connection error", err)
@@ -753,9 +828,9 @@ func TestRedisDown(t *testing.T) {
 func TestWriteMetas(t *testing.T) {
 	r, _ := newRegistry(t)
 	ctx := context.Background()
-	a, _ := r.Claim(ctx, "One", "node-a", time.Minute)
-	b, _ := r.Claim(ctx, "Two", "node-a", time.Minute)
-	stale := Lease{Room: "two", Node: "node-a", Epoch: b.Epoch - 1}
+	a, _ := r.Claim(ctx, "One", "node-a", live(t, r, "node-a"))
+	b, _ := r.Claim(ctx, "Two", "node-a", live(t, r, "node-a"))
+	stale := Lease{Room: "two", Node: "node-a", Session: b.Session, Epoch: b.Epoch - 1}
 	r.Client().ScriptFlush(ctx)
 	errs, err := r.WriteMetas(ctx, []LeaseMeta{
 		{a, Meta{Name: "One", Users: 1}},

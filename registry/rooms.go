@@ -13,33 +13,39 @@ import (
 	"github.com/roomlb/roomlb/lua"
 )
 
-// Owner is who owns a room: a node at a fencing epoch, for TTL more.
+// Owner is who owns a room: a node, in one session of its heartbeat key
+// (registry.Node.Session), at a fencing epoch. The room is the node's for as
+// long as that key lives with that session; once it is gone, the room is
+// free to claim, whatever its value still says.
 type Owner struct {
-	Node  string
-	Epoch int64
-	// TTL is the lease time left when it was read; zero where unknown.
-	TTL time.Duration
+	Node    string
+	Session string
+	Epoch   int64
 }
 
-// parseOwner parses an owner value "node:epoch".
+// parseOwner parses an owner value "node:session:epoch".
 func parseOwner(v string) (Owner, error) {
-	i := strings.LastIndexByte(v, ':')
-	if i <= 0 {
+	node, rest, ok1 := strings.Cut(v, ":")
+	session, epoch, ok2 := strings.Cut(rest, ":")
+	e, err := strconv.ParseInt(epoch, 10, 64)
+	if !ok1 || !ok2 || node == "" || session == "" || err != nil {
 		return Owner{}, fmt.Errorf("registry: malformed owner value %q", v)
 	}
-	e, err := strconv.ParseInt(v[i+1:], 10, 64)
-	if err != nil {
-		return Owner{}, fmt.Errorf("registry: malformed owner value %q", v)
-	}
-	return Owner{Node: v[:i], Epoch: e}, nil
+	return Owner{Node: node, Session: session, Epoch: e}, nil
 }
 
-// Lease is a node's claim of a room at an epoch. Room is the key form (lower
-// case).
+func (o Owner) value() string {
+	return o.Node + ":" + o.Session + ":" + strconv.FormatInt(o.Epoch, 10)
+}
+
+// Lease is a node's claim of a room, in one session of the node's heartbeat
+// key, at an epoch. It needs no renewal: it lasts as long as the session.
+// Room is the key form (lower case).
 type Lease struct {
-	Room  string
-	Node  string
-	Epoch int64
+	Room    string
+	Node    string
+	Session string
+	Epoch   int64
 	// Name is the room's canonical casing as an owner last recorded it in
 	// the metadata, "" when unknown (set by Claim). OpenTogetherTube keeps a
 	// room's state under its exact casing, so a new owner must load it by it.
@@ -55,21 +61,32 @@ func (l Lease) check() error {
 	} else if k != l.Room {
 		return fmt.Errorf("%w: lease room %q is not in key form %q", ErrBadRoom, l.Room, k)
 	}
-	return ValidNode(l.Node)
+	if err := ValidNode(l.Node); err != nil {
+		return err
+	}
+	return validSession(l.Session)
 }
 
-// Claim takes room for node with a lease of ttl, if nobody owns it. On
-// success the lease carries a new epoch, above every earlier one of the
-// room, and the canonical name. If the room is owned, the error is an
-// *OwnerError (ErrOwned) naming the owner, its epoch and the canonical name,
-// even when the owner is node itself (a router stole or moved the room to
+// ClaimEpochTTL is how long a claim keeps the room's epoch counter: a room
+// that gets loaded has it kept for EpochTTL by its first metadata write; one
+// that was only looked up (a request for a room that does not exist, released
+// at once) leaves it behind for no longer than this. Epochs stay monotonic
+// without the counter: they are seeded from the Redis clock.
+const ClaimEpochTTL = time.Minute
+
+// Claim takes room for node's heartbeat session if the room has no live
+// owner: no value, or one whose session's heartbeat key is gone. On success
+// the lease carries a new epoch, above every earlier one of the room, and
+// the canonical name. If the room is owned, the error is an *OwnerError
+// (ErrOwned) naming the owner, its epoch and the canonical name, even when
+// the owner is node itself in session (a router stole or moved the room to
 // it): the caller decides whether it may adopt that lease.
 //
-// While the registry recovers from lost data (see Reclaim), an unowned room
-// may be taken only by the node that served it: Claim waits until the
-// recovery window ends, or returns a *RecoveryError (ErrRecovering) at once
-// when ctx would end first.
-func (r *Registry) Claim(ctx context.Context, room, node string, ttl time.Duration) (Lease, error) {
+// While the registry recovers from lost data (see Reclaim), a room without a
+// live owner may be taken only by the node that served it: Claim waits until
+// the recovery window ends, or returns a *RecoveryError (ErrRecovering) at
+// once when ctx would end first.
+func (r *Registry) Claim(ctx context.Context, room, node, session string) (Lease, error) {
 	room, err := RoomKey(room)
 	if err != nil {
 		return Lease{}, err
@@ -77,38 +94,76 @@ func (r *Registry) Claim(ctx context.Context, room, node string, ttl time.Durati
 	if err := ValidNode(node); err != nil {
 		return Lease{}, err
 	}
-	for {
-		a, err := toReply(lua.Claim.Run(ctx, r.rdb,
-			[]string{r.ownerKey(room), r.epochKey(room), r.metaKey(room), r.generationKey(), r.recoveryKey()},
-			node, ms(ttl), r.claimEpochTTL(ttl), r.Channel(), room, ms(r.recovery)).Result())
+	if err := validSession(session); err != nil {
+		return Lease{}, err
+	}
+	return r.take(ctx, room, "", node, session)
+}
+
+// take claims room for node's session. The room may have no value, or one
+// whose owner's session is gone; when victim is not "", an owner must be
+// that node (Steal).
+//
+// A session is checked outside the script (the heartbeat key is in another
+// hash slot than the room's keys) and the script replaces only the value
+// found dead. That is safe because a session never lives again: a heartbeat
+// that finds its key gone starts a new session.
+func (r *Registry) take(ctx context.Context, room, victim, node, session string) (Lease, error) {
+	keys := []string{r.ownerKey(room), r.epochKey(room), r.metaKey(room), r.generationKey(), r.recoveryKey()}
+	dead := ""
+	for try := 0; ; try++ {
+		a, err := toReply(lua.Claim.Run(ctx, r.rdb, keys,
+			node, session, ms(ClaimEpochTTL), r.Channel(), room, ms(r.recovery), dead).Result())
 		if err != nil {
 			return Lease{}, fmt.Errorf("claim %s: %w", room, err)
 		}
 		switch a.int(0) {
 		case 1:
-			return Lease{Room: room, Node: node, Epoch: a.int(1), Name: a.str(2)}, nil
+			return Lease{Room: room, Node: node, Session: session, Epoch: a.int(1), Name: a.str(2)}, nil
 		case -1:
 			if err := waitRecovery(ctx, room, a.int(1)); err != nil {
 				return Lease{}, err
 			}
 			continue
 		}
+		name := a.str(2)
 		o, err := parseOwner(a.str(1))
 		if err != nil {
 			return Lease{}, fmt.Errorf("claim %s: %w", room, err)
 		}
-		o.TTL = time.Duration(a.int(2)) * time.Millisecond
-		return Lease{}, &OwnerError{Room: room, Name: a.str(3), Owner: o, Err: ErrOwned}
+		owned := &OwnerError{Room: room, Name: name, Owner: o, Err: ErrOwned}
+		if victim != "" && o.Node != victim || o.Node == node && o.Session == session {
+			return Lease{}, owned
+		}
+		alive, err := r.sessionAlive(ctx, o)
+		if err != nil {
+			return Lease{}, fmt.Errorf("claim %s: %w", room, err)
+		}
+		if alive {
+			if victim != "" {
+				owned.Err = ErrOwnerAlive
+			}
+			return Lease{}, owned
+		}
+		if try >= 3 {
+			// The value changes faster than it can be checked: others
+			// are claiming it too.
+			return Lease{}, owned
+		}
+		dead = o.value()
 	}
 }
 
-// claimEpochTTL is how long a claim keeps the room's epoch counter: one
-// lease. A room that gets loaded has it kept for EpochTTL by its first
-// metadata write; one that was only looked up (a request for a room that
-// does not exist) leaves nothing behind once its lease is over. Epochs stay
-// monotonic without the counter: they are seeded from the Redis clock.
-func (r *Registry) claimEpochTTL(lease time.Duration) string {
-	return ms(min(lease, r.epochTTL))
+// sessionAlive reports whether o's node heartbeats in o's session.
+func (r *Registry) sessionAlive(ctx context.Context, o Owner) (bool, error) {
+	s, err := r.rdb.HGet(ctx, r.nodeKey(o.Node), "session").Result()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return s == o.Session, nil
 }
 
 // waitRecovery sleeps out a recovery window with leftMS to go, unless ctx
@@ -136,7 +191,7 @@ func (r *Registry) Release(ctx context.Context, l Lease) error {
 	}
 	a, err := toReply(lua.Release.Run(ctx, r.rdb,
 		[]string{r.ownerKey(l.Room)},
-		l.Node, l.epoch(), r.Channel(), l.Room).Result())
+		l.Node, l.Session, l.epoch(), r.Channel(), l.Room).Result())
 	if err != nil {
 		return fmt.Errorf("release %s: %w", l.Room, err)
 	}
@@ -146,34 +201,41 @@ func (r *Registry) Release(ctx context.Context, l Lease) error {
 	return refused(l.Room, a.str(1), ErrOwned)
 }
 
-// Transfer moves the room from the lease's owner to node to, with a new
-// epoch and a lease of ttl. Only the owner at the lease's epoch can.
-func (r *Registry) Transfer(ctx context.Context, l Lease, to string, ttl time.Duration) (Lease, error) {
+// Transfer moves the room from the lease's owner to the session toSession
+// of node to, with a new epoch. Only the owner at the lease's session and
+// epoch can. If that session of to has ended, the room is free to claim
+// again at once, as every room of an ended session is.
+func (r *Registry) Transfer(ctx context.Context, l Lease, to, toSession string) (Lease, error) {
 	if err := l.check(); err != nil {
 		return Lease{}, err
 	}
 	if err := ValidNode(to); err != nil {
 		return Lease{}, err
 	}
+	if err := validSession(toSession); err != nil {
+		return Lease{}, err
+	}
 	a, err := toReply(lua.Transfer.Run(ctx, r.rdb,
 		[]string{r.ownerKey(l.Room), r.epochKey(l.Room)},
-		l.Node, l.epoch(), to, ms(ttl), r.claimEpochTTL(ttl), r.Channel(), l.Room).Result())
+		l.Node, l.Session, l.epoch(), to, toSession, ms(ClaimEpochTTL), r.Channel(), l.Room).Result())
 	if err != nil {
 		return Lease{}, fmt.Errorf("transfer %s: %w", l.Room, err)
 	}
 	if a.int(0) == 1 {
-		return Lease{Room: l.Room, Node: to, Epoch: a.int(1)}, nil
+		return Lease{Room: l.Room, Node: to, Session: toSession, Epoch: a.int(1)}, nil
 	}
 	return Lease{}, refused(l.Room, a.str(1), ErrOwned)
 }
 
-// Steal takes room for node when its owner is dead: the owner must be node
-// victim and victim's heartbeat key must be gone (an unowned room is simply
-// claimed). This lets a router fail a room over at once instead of waiting
-// for the lease to run out. Errors: *OwnerError with ErrOwnerAlive when
-// victim still heartbeats, ErrOwned when another node owns the room now. An
-// unowned room is claimed as Claim does, waiting out a recovery window.
-func (r *Registry) Steal(ctx context.Context, room, victim, node string, ttl time.Duration) (Lease, error) {
+// Steal takes room for the session of node when its owner is dead: the
+// owner must be node victim, and the session the room names must have
+// ended (victim's heartbeat key is gone, or lives with another session). An
+// unowned room is simply claimed. This lets a router fail a room over as
+// soon as its owner's heartbeat key has run out. Errors: *OwnerError with
+// ErrOwnerAlive when victim still heartbeats in that session, ErrOwned when
+// another node owns the room now. A room without a live owner is claimed as
+// Claim does, waiting out a recovery window.
+func (r *Registry) Steal(ctx context.Context, room, victim, node, session string) (Lease, error) {
 	room, err := RoomKey(room)
 	if err != nil {
 		return Lease{}, err
@@ -184,55 +246,45 @@ func (r *Registry) Steal(ctx context.Context, room, victim, node string, ttl tim
 	if err := ValidNode(node); err != nil {
 		return Lease{}, err
 	}
-	for {
-		a, err := toReply(lua.Steal.Run(ctx, r.rdb,
-			[]string{r.ownerKey(room), r.epochKey(room), r.nodeKey(victim), r.generationKey(), r.recoveryKey()},
-			victim, node, ms(ttl), r.claimEpochTTL(ttl), r.Channel(), room, ms(r.recovery)).Result())
-		if err != nil {
-			return Lease{}, fmt.Errorf("steal %s: %w", room, err)
-		}
-		switch a.int(0) {
-		case 1:
-			return Lease{Room: room, Node: node, Epoch: a.int(1)}, nil
-		case -1:
-			return Lease{}, refused(room, a.str(1), ErrOwnerAlive)
-		case -2:
-			if err := waitRecovery(ctx, room, a.int(1)); err != nil {
-				return Lease{}, err
-			}
-		default:
-			return Lease{}, refused(room, a.str(1), ErrOwned)
-		}
+	if err := validSession(session); err != nil {
+		return Lease{}, err
 	}
+	return r.take(ctx, room, victim, node, session)
 }
 
-// Owner looks up who owns room. An unowned room gives an *OwnerError
-// (ErrNotOwned).
-func (r *Registry) Owner(ctx context.Context, room string) (Owner, error) {
+// OwnerRecord reads the owner recorded for room, in one round trip, without
+// checking that its session lives (Owner does). A room without a value gives
+// an *OwnerError (ErrNotOwned). Routers route by it: a node asked for a room
+// its ended session held claims it anew, and a node that is gone is found
+// out from the node keys.
+func (r *Registry) OwnerRecord(ctx context.Context, room string) (Owner, error) {
 	room, err := RoomKey(room)
 	if err != nil {
 		return Owner{}, err
 	}
-	key := r.ownerKey(room)
-	var get *redis.StringCmd
-	var pttl *redis.DurationCmd
-	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		get = p.Get(ctx, key)
-		pttl = p.PTTL(ctx, key)
-		return nil
-	})
+	v, err := r.rdb.Get(ctx, r.ownerKey(room)).Result()
 	if errors.Is(err, redis.Nil) {
 		return Owner{}, &OwnerError{Room: room, Err: ErrNotOwned}
 	}
 	if err != nil {
 		return Owner{}, fmt.Errorf("owner %s: %w", room, err)
 	}
-	o, err := parseOwner(get.Val())
+	return parseOwner(v)
+}
+
+// Owner looks up who owns room. A room without a value, or whose value names
+// a session that has ended, gives an *OwnerError (ErrNotOwned).
+func (r *Registry) Owner(ctx context.Context, room string) (Owner, error) {
+	o, err := r.OwnerRecord(ctx, room)
 	if err != nil {
 		return Owner{}, err
 	}
-	if d := pttl.Val(); d > 0 {
-		o.TTL = d
+	alive, err := r.sessionAlive(ctx, o)
+	if err != nil {
+		return Owner{}, fmt.Errorf("owner %s: %w", room, err)
+	}
+	if !alive {
+		return Owner{}, &OwnerError{Room: room, Err: ErrNotOwned}
 	}
 	return o, nil
 }

@@ -35,7 +35,6 @@ const (
 	DefaultNodeRefresh      = time.Second
 	DefaultListCacheTTL     = time.Second
 	DefaultCacheSize        = 1 << 18
-	DefaultStealLease       = 15 * time.Second
 	DefaultShutdownTimeout  = 10 * time.Second
 	DefaultRedisTimeout     = time.Second
 )
@@ -139,9 +138,6 @@ type Config struct {
 	ListCacheTTL time.Duration
 	// CacheSize bounds the owner cache (rooms); 0 means DefaultCacheSize.
 	CacheSize int
-	// StealLease is the lease given to the node that takes a dead node's
-	// room; its sidecar renews it. 0 means DefaultStealLease.
-	StealLease time.Duration
 	// ShutdownTimeout bounds the graceful shutdown Run does when its context
 	// ends; 0 means DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
@@ -187,7 +183,6 @@ func (c Config) check() (*settings, error) {
 		{&c.RedisTimeout, "RedisTimeout", DefaultRedisTimeout},
 		{&c.NodeRefresh, "NodeRefresh", DefaultNodeRefresh},
 		{&c.ListCacheTTL, "ListCacheTTL", DefaultListCacheTTL},
-		{&c.StealLease, "StealLease", DefaultStealLease},
 		{&c.ShutdownTimeout, "ShutdownTimeout", DefaultShutdownTimeout},
 	} {
 		if *f.p < 0 {

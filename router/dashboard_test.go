@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/roomlb/roomlb/registry"
 )
@@ -17,8 +16,9 @@ func TestDashboardPrivateRooms(t *testing.T) {
 	for _, show := range []bool{false, true} {
 		c := newCluster(t, Config{DashboardPrivate: show})
 		ctx := context.Background()
+		a := c.node(registry.Node{ID: "node-a"})
 		for room, vis := range map[string]string{"open": "public", "hidden": "private", "link": "unlisted"} {
-			l, err := c.reg.Claim(ctx, room, "node-a", time.Minute)
+			l, err := c.reg.Claim(ctx, room, "node-a", a.session())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -253,7 +253,10 @@ func (c *call) target() (t target, o outcome, ok bool) {
 	} else {
 		c.r.metrics.redisReads.Inc()
 		ctx, cancel := c.redisCtx()
-		ro, err := c.r.cache.lookup(ctx, c.roomName(), c.r.reg.Owner)
+		// One round trip: whether the owner's session lives is the node
+		// keys' business (below; a live node whose ended session held the
+		// room claims it anew).
+		ro, err := c.r.cache.lookup(ctx, c.roomName(), c.r.reg.OwnerRecord)
 		cancel()
 		switch {
 		case errors.Is(err, registry.ErrNotOwned):
@@ -324,7 +327,7 @@ func (c *call) steal(victim string) (target, outcome, bool) {
 		return target{}, o, false
 	}
 	ctx, cancel = c.redisCtx()
-	lease, err := c.r.reg.Steal(ctx, room, victim, n.ID, c.r.cfg.StealLease)
+	lease, err := c.r.reg.Steal(ctx, room, victim, n.ID, n.Session)
 	cancel()
 	var oe *registry.OwnerError
 	var re *registry.RecoveryError

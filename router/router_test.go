@@ -236,7 +236,7 @@ func TestStaleCache(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var err error
-			if l, err = c.reg.Transfer(ctx, l, to.id(), time.Minute); err != nil {
+			if l, err = c.reg.Transfer(ctx, l, to.id(), to.session()); err != nil {
 				t.Fatal(err)
 			}
 			from.noHint.Store(tc.noHint)
@@ -278,7 +278,7 @@ func TestMovingHolds(t *testing.T) {
 		a.moving.Store(true)
 		go func() {
 			time.Sleep(300 * time.Millisecond)
-			if _, err := c.reg.Transfer(ctx, l, b.id(), time.Minute); err != nil {
+			if _, err := c.reg.Transfer(ctx, l, b.id(), b.session()); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -1031,11 +1031,12 @@ func TestSlowSidecar(t *testing.T) {
 			defer conn.Close() // held open, never answered
 		}
 	}()
-	if err := c.reg.Heartbeat(context.Background(), registry.Node{ID: "mute", Addr: ln.Addr().String()}, time.Minute); err != nil {
+	mute, err := c.reg.Beat(context.Background(), registry.Node{ID: "mute", Addr: ln.Addr().String()}, time.Minute)
+	if err != nil {
 		t.Fatal(err)
 	}
 	c.waitNodes(func(s *nodeSet) bool { return s.byID["mute"] != nil })
-	if _, err := c.reg.Claim(context.Background(), "hush", "mute", time.Minute); err != nil {
+	if _, err := c.reg.Claim(context.Background(), "hush", "mute", mute.Session); err != nil {
 		t.Fatal(err)
 	}
 	for _, ws := range []bool{false, true} {

@@ -89,9 +89,22 @@ func (f *fakeSidecar) beat() {
 	f.mu.Lock()
 	n := f.node
 	f.mu.Unlock()
-	if err := f.reg.Heartbeat(context.Background(), n, beatTTL); err != nil {
+	n.Session = "" // a new key gets a new session, as a sidecar's does
+	b, err := f.reg.Beat(context.Background(), n, beatTTL)
+	if err != nil {
 		f.t.Logf("heartbeat %s: %v", n.ID, err)
+		return
 	}
+	f.mu.Lock()
+	f.node.Session = b.Session
+	f.mu.Unlock()
+}
+
+// session is the session of the node's heartbeat key.
+func (f *fakeSidecar) session() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.node.Session
 }
 
 func (f *fakeSidecar) beatLoop() {
@@ -227,7 +240,7 @@ func (f *fakeSidecar) serve(w http.ResponseWriter, req *http.Request, s seen) in
 		if f.draining.Load() {
 			return refuse(w, contract.HeaderDraining)
 		}
-		l, err := f.reg.Claim(ctx, room, id, time.Minute)
+		l, err := f.reg.Claim(ctx, room, id, f.session())
 		var oe *registry.OwnerError
 		switch {
 		case err == nil:
@@ -556,7 +569,7 @@ func (c *cluster) waitNodes(ok func(*nodeSet) bool) {
 // claim makes node own room.
 func (c *cluster) claim(room string, f *fakeSidecar) registry.Lease {
 	c.t.Helper()
-	l, err := c.reg.Claim(context.Background(), room, f.id(), time.Minute)
+	l, err := c.reg.Claim(context.Background(), room, f.id(), f.session())
 	if err != nil {
 		c.t.Fatal(err)
 	}

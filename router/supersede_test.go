@@ -89,7 +89,7 @@ func TestSupersededRelays(t *testing.T) {
 		}
 
 		// The same node at a new epoch (a re-claim of its own room).
-		la, err = c.reg.Transfer(ctx, la, "node-a", time.Minute)
+		la, err = c.reg.Transfer(ctx, la, "node-a", c.sidecar("node-a").session())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -104,7 +104,7 @@ func TestSupersededRelays(t *testing.T) {
 		defer silent.Close()
 
 		// Another node: node-a's relays move although node-a still answers.
-		if _, err := c.reg.Transfer(ctx, la, "node-b", time.Minute); err != nil {
+		if _, err := c.reg.Transfer(ctx, la, "node-b", c.sidecar("node-b").session()); err != nil {
 			t.Fatal(err)
 		}
 		wantCarried(t, c, ws, "node-a", "node-b", "relay to node-a after the move to node-b")
@@ -133,7 +133,7 @@ func TestSupersededRelays(t *testing.T) {
 		a.crash()
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			_, err := c.reg.Steal(ctx, "arcade", "node-f", "node-b", time.Minute)
+			_, err := c.reg.Steal(ctx, "arcade", "node-f", "node-b", c.sidecar("node-b").session())
 			if err == nil {
 				break
 			}
@@ -181,7 +181,7 @@ func TestSupersededRelays(t *testing.T) {
 		if from == to {
 			to = "node-a"
 		}
-		if _, err := c.reg.Transfer(ctx, registry.Lease{Room: "lounge", Node: o.Node, Epoch: o.Epoch}, to, time.Minute); err != nil {
+		if _, err := c.reg.Transfer(ctx, registry.Lease{Room: "lounge", Node: o.Node, Session: o.Session, Epoch: o.Epoch}, to, c.sidecar(to).session()); err != nil {
 			t.Fatal(err)
 		}
 		wantCarried(t, c, ws, from, to, "relay of a placed room after a move")
@@ -197,7 +197,7 @@ func TestSupersededRelays(t *testing.T) {
 		echo(t, ws, "hi")
 		// The move's event is lost; the subscription comes back.
 		c.blockEvents.Store(true)
-		if _, err := c.reg.Transfer(ctx, la, "node-a", time.Minute); err != nil {
+		if _, err := c.reg.Transfer(ctx, la, "node-a", c.sidecar("node-a").session()); err != nil {
 			t.Fatal(err)
 		}
 		if got := echo(t, ws, "unseen"); !strings.HasPrefix(got, "node-b: ") {

@@ -19,7 +19,6 @@ import (
 // Defaults for Config.
 const (
 	DefaultListen        = "127.0.0.1:7070"
-	DefaultLeaseTTL      = 10 * time.Second
 	DefaultHeartbeatTTL  = 3 * time.Second
 	DefaultDrainTimeout  = 30 * time.Second
 	DefaultAuthTimeout   = 20 * time.Second
@@ -64,10 +63,11 @@ type Config struct {
 	// Capacity is the most clients this node takes; 0 means no limit.
 	Capacity int
 
-	// LeaseTTL is the room lease; leases are renewed every third of it.
-	LeaseTTL time.Duration
 	// HeartbeatTTL is the node heartbeat's lifetime; it is refreshed every
-	// third of it. Routers steal the rooms of a node without a heartbeat.
+	// third of it. The node's rooms are its own for as long as its
+	// heartbeat key lives (they need no renewal of their own): it stops
+	// serving them at 0.9 x HeartbeatTTL without a refresh, and routers
+	// take the rooms of a node whose key is gone.
 	HeartbeatTTL time.Duration
 	// DrainTimeout bounds a drain; rooms not handed over by then are
 	// released as they are.
@@ -123,7 +123,6 @@ func (c *Config) setDefaults() {
 	if c.Listen == "" {
 		c.Listen = DefaultListen
 	}
-	def(&c.LeaseTTL, DefaultLeaseTTL)
 	def(&c.HeartbeatTTL, DefaultHeartbeatTTL)
 	def(&c.DrainTimeout, DefaultDrainTimeout)
 	def(&c.AuthTimeout, DefaultAuthTimeout)
@@ -168,9 +167,6 @@ func (c *Config) validate() error {
 	if c.Capacity < 0 {
 		errs = append(errs, fmt.Errorf("Config.Capacity is negative (%d)", c.Capacity))
 	}
-	if c.LeaseTTL < 300*time.Millisecond {
-		errs = append(errs, fmt.Errorf("Config.LeaseTTL is %v, want at least 300ms", c.LeaseTTL))
-	}
 	if c.HeartbeatTTL < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("Config.HeartbeatTTL is %v, want at least 100ms", c.HeartbeatTTL))
 	}
@@ -214,11 +210,4 @@ func (c *Config) redisTimeout() time.Duration {
 // registry.Reclaim) and then claim.
 func (c *Config) claimTimeout() time.Duration {
 	return c.HeartbeatTTL + c.redisTimeout()
-}
-
-// leaseMargin is how long after a renewal was sent the lease may be used:
-// the lease, less a tenth of it for the unload and closes to take effect
-// before Redis expires the key.
-func (c *Config) leaseMargin() int64 {
-	return int64(c.LeaseTTL - c.LeaseTTL/10)
 }

@@ -5,9 +5,10 @@
 // each client to join / leave / client_msg, and fans the monolith's room
 // broadcasts out to the room's clients itself (the monolith sends one
 // message per broadcast). Towards Redis it registers the node, claims every
-// room its monolith holds, renews the leases in batches, and stops serving a
-// room (unloads it, closes its clients) before its lease can run out when it
-// cannot renew. Towards the routers it serves the clients' WebSockets and
+// room its monolith holds in the session of the node's heartbeat key (a room
+// is the node's for as long as that key lives, with no renewal of its own),
+// and stops serving every room (unloads it, closes its clients) before the
+// key can run out when it cannot refresh it. Towards the routers it serves the clients' WebSockets and
 // passes HTTP through to the monolith, refusing rooms it does not own.
 // On SIGTERM (or an admin request) it drains: every room is handed to other
 // nodes with its latest state in Redis before the sidecar exits.
@@ -28,7 +29,6 @@
 //     client (client.go): one client's WebSocket.
 //   - handoffs (node.go, drain.go): rooms offered to and taken from other
 //     nodes; serveLog (servelog.go); clock (clock.go), the lease clock.
-//   - Sidecar (sidecar.go): the wiring, Run, and the loops that renew,
-//     fence and re-claim leases (leases.go) and keep the registry current
-//     (node.go).
+//   - Sidecar (sidecar.go): the wiring, Run, and the loops that fence and
+//     re-claim leases (leases.go) and keep the registry current (node.go).
 package sidecar

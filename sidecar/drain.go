@@ -222,12 +222,19 @@ func (s *Sidecar) drainRoom(ctx context.Context, rm *room, h *handoffs) error {
 		// A move to a given node: the room goes to it in one step, so a
 		// join held meanwhile cannot place it anywhere else (this node
 		// included). The target adopts the lease when it takes the offer.
-		lk := s.lock()
-		lk.retire(lease)
-		lk.unlock()
-		_, err := s.reg.Transfer(rctx, lease, h.to, s.cfg.LeaseTTL)
+		// The room goes to the target's session as it is now: if that
+		// ends before the target takes the room, the room is free again.
+		to, err := s.reg.Node(rctx, h.to)
+		if err == nil {
+			lk := s.lock()
+			lk.retire(lease)
+			lk.unlock()
+			_, err = s.reg.Transfer(rctx, lease, to.ID, to.Session)
+		}
 		var oe *registry.OwnerError
 		switch {
+		case errors.Is(err, registry.ErrNodeGone):
+			// The target is gone: give the room back as a drain does.
 		case err == nil:
 			s.forgotten(lease)
 			h.offer(rctx, lease, name, cost)

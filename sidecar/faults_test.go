@@ -81,7 +81,7 @@ func TestPausedOwnerFences(t *testing.T) {
 	monoB := nodemonolith.Start(t, srv.URL(), "STATE_DEBOUNCE_MS=300")
 	obs := newObserver()
 	obs.watch(t, "a", monoA.BalancerAddr)
-	a := startSidecarProcess(t, srv.URL(), "node-a", monoA.BalancerAddr, "--lease-ttl", "1s", "--heartbeat-ttl", "600ms")
+	a := startSidecarProcess(t, srv.URL(), "node-a", monoA.BalancerAddr, "--heartbeat-ttl", "600ms")
 	b := startSidecar(t, reg, "node-b", monoB.BalancerAddr, nil)
 	ctx := context.Background()
 	waitFor(t, 5*time.Second, "node-a registered", func() bool { ok, _ := reg.Alive(ctx, "node-a"); return ok })
@@ -170,17 +170,16 @@ func TestMonolithKilledReleasesRooms(t *testing.T) {
 	mono.Signal(syscall.SIGKILL)
 	var took time.Duration
 	waitFor(t, 5*time.Second, "every room released", func() bool {
-		rooms, err := reg.Rooms(ctx)
-		if err != nil || len(rooms) > 0 {
+		// The owner keys themselves are gone, not only ownership (which
+		// ends with the node's session when it deregisters).
+		keys, err := reg.Client().Keys(ctx, reg.Prefix()+"room:{doomed-*}").Result()
+		if err != nil || len(keys) > 0 {
 			return false
 		}
 		took = time.Since(killed)
 		return true
 	})
 	t.Logf("%d rooms released %v after the monolith was killed", n, took)
-	if lease := sc.cfg.LeaseTTL; took >= lease {
-		t.Errorf("rooms gone after %v, want them released, not expired (lease %v)", took, lease)
-	}
 	// The node takes no placements without its monolith.
 	code, hdr, _ := call(t, sc.Addr(), "GET", "/api/room/doomed-00", "")
 	if code != 503 || hdr.Get(contract.HeaderDraining) != "1" {
@@ -197,29 +196,25 @@ func TestMonolithKilledReleasesRooms(t *testing.T) {
 }
 
 // With Redis gone, a node stops serving its rooms before anyone could take
-// them: before the node's heartbeat key can expire (a router may steal the
-// rooms then, however long their leases have left) and before a room's own
-// lease can. The client chats all along, so the room is served for as long
-// as the sidecar lets it; the serve log shows until when that was, which
-// must be before the deadline the sidecar computed from its last heartbeat
-// and renewal sent (each 0.9 of its TTL after it was sent, so before the key
-// could expire). Without the checks the room was served until Redis came
-// back.
+// them: before the node's heartbeat key can expire (its rooms are free to
+// claim then, and a router may steal them). The client chats all along, so
+// the room is served for as long as the sidecar lets it; the serve log
+// shows until when that was, which must be before the deadline the sidecar
+// computed from its last heartbeat sent (0.9 of its TTL after it was sent,
+// so before the key could expire). Without the check the room was served
+// until Redis came back.
 func TestSelfFencing(t *testing.T) {
 	for _, tc := range []struct {
-		name        string
-		lease, beat time.Duration
-		reason      string
+		name   string
+		beat   time.Duration
+		reason string
 	}{
-		{"heartbeat runs out", time.Minute, time.Second, "heartbeat"},
-		// Renewed every 200 ms and valid 540 ms after: the lease runs out
-		// before the heartbeat's 900 ms (beats every 333 ms) can.
-		{"lease runs out", 600 * time.Millisecond, time.Second, "expired"},
+		{"heartbeat runs out", time.Second, "heartbeat"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var served roomlbtest.Buffer
 			f := startFencing(t, func(c *Config) {
-				c.LeaseTTL, c.HeartbeatTTL = tc.lease, tc.beat
+				c.HeartbeatTTL = tc.beat
 				c.ServeLog = &served
 			})
 			go func() {
@@ -298,11 +293,11 @@ func startFencing(t *testing.T, change func(*Config)) *fencing {
 // valid here again. Here the key is deleted, a room stolen, and the next
 // heartbeat goes through: at its return the room must no longer be served.
 // Without the session check the heartbeat moved the deadline on and the
-// node served the stolen room alongside its new owner until the next
-// renewal found it lost (1.1-2.0 s in a 30-minute chaos run).
+// node served the stolen room alongside its new owner (until the next
+// renewal found it lost, 1.1-2.0 s in a 30-minute chaos run, when rooms
+// still had leases of their own; for good, now that they do not).
 func TestLapsedHeartbeatRevivesNoRoom(t *testing.T) {
 	f := startFencing(t, func(c *Config) {
-		c.LeaseTTL = time.Minute
 		c.HeartbeatTTL = time.Second
 	})
 	reg, sc, cl := f.reg, f.sc, f.cl
@@ -318,7 +313,7 @@ func TestLapsedHeartbeatRevivesNoRoom(t *testing.T) {
 	err = reg.Deregister(ctx, "node-a")
 	var stolen registry.Lease
 	if err == nil {
-		stolen, err = reg.Steal(ctx, "harbour", "node-a", "node-b", time.Minute)
+		stolen, err = reg.Steal(ctx, "harbour", "node-a", "node-b", "b")
 	}
 	sc.presence.mu.Unlock()
 	if err != nil || stolen.Epoch <= before.Epoch {
@@ -375,7 +370,6 @@ func testRedisDataLoss(t *testing.T, lose func(*redistest.Server) error) {
 	monoA := nodemonolith.Start(t, srv.URL())
 	monoB := nodemonolith.Start(t, srv.URL())
 	slow := func(c *Config) {
-		c.LeaseTTL = time.Minute
 		c.HeartbeatTTL = time.Second
 	}
 	a := startSidecar(t, reg, "node-a", monoA.BalancerAddr, slow)
@@ -412,7 +406,10 @@ func testRedisDataLoss(t *testing.T, lose func(*redistest.Server) error) {
 	if m := cl.next("chat", 5*time.Second); m["text"] != "still here" {
 		t.Fatalf("chat after the loss: %v", m)
 	}
-	if n := roomlbtest.Counter(t, a.Sidecar.Gatherer(), "roomlb_sidecar_reclaims_total"); n != 1 {
-		t.Fatalf("reclaims = %v, want 1", n)
+	// Re-claimed once, or twice: a metadata write refused for the lost key
+	// may have it re-claimed before the heartbeat finds the new
+	// generation and re-claims every room (binding it to the new session).
+	if n := roomlbtest.Counter(t, a.Sidecar.Gatherer(), "roomlb_sidecar_reclaims_total"); n < 1 || n > 2 {
+		t.Fatalf("reclaims = %v, want 1 or 2", n)
 	}
 }

@@ -56,7 +56,6 @@ func startSidecar(t testing.TB, reg *registry.Registry, node, balancerAddr strin
 		Monolith:      "ws://" + balancerAddr + "/",
 		Secret:        testSecret,
 		Registry:      reg,
-		LeaseTTL:      3 * time.Second,
 		HeartbeatTTL:  600 * time.Millisecond,
 		DrainTimeout:  10 * time.Second,
 		StateDebounce: 300 * time.Millisecond,

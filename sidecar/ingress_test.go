@@ -11,6 +11,7 @@ import (
 
 	"github.com/roomlb/roomlb/contract"
 	"github.com/roomlb/roomlb/internal/nodemonolith"
+	"github.com/roomlb/roomlb/registry"
 )
 
 // TestIngressEdges: what the sidecar answers at its edge, table-driven, on
@@ -53,7 +54,11 @@ func TestIngressEdges(t *testing.T) {
 	})
 
 	t.Run("owned elsewhere", func(t *testing.T) {
-		if _, err := reg.Claim(context.Background(), "Elsewhere", "node-z", time.Minute); err != nil {
+		z, err := reg.Beat(context.Background(), registry.Node{ID: "node-z", Addr: "127.0.0.1:1"}, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := reg.Claim(context.Background(), "Elsewhere", "node-z", z.Session); err != nil {
 			t.Fatal(err)
 		}
 		code, hdr, _ := call(t, addr, "GET", "/api/room/elsewhere", "")

@@ -2,84 +2,23 @@ package sidecar
 
 import (
 	"context"
+	"math"
 	"time"
 
 	"github.com/roomlb/roomlb/registry"
 )
 
-// renewLoop renews every lease each third of the lease TTL, in one batch,
-// and re-claims the rooms whose keys Redis lost as soon as that is known.
-func (s *Sidecar) renewLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.LeaseTTL / 3)
-	defer t.Stop()
+// reclaimLoop re-claims the rooms whose keys Redis lost as soon as that is
+// known. Leases need no renewal: a room is this node's for as long as the
+// session of its heartbeat key lives (see presence).
+func (s *Sidecar) reclaimLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			s.renew(ctx)
 		case <-s.reclaimNow:
 		}
 		s.reclaim(ctx)
-	}
-}
-
-// renew renews all leases once; lost ones are fenced at once, and the
-// rooms whose keys are gone (Redis lost them) are marked for reclaim.
-func (s *Sidecar) renew(ctx context.Context) {
-	now := s.now()
-	lk := s.lock()
-	seq := s.genSeq
-	leases := make([]registry.Lease, 0, len(s.rooms))
-	held := make([]*room, 0, len(s.rooms))
-	for _, rm := range s.rooms {
-		if rm.valid(now) {
-			leases = append(leases, rm.lease)
-			held = append(held, rm)
-		}
-	}
-	lk.unlock()
-	if len(leases) == 0 {
-		return
-	}
-	rctx, cancel := context.WithTimeout(ctx, s.cfg.LeaseTTL/3)
-	res, err := s.reg.Renew(rctx, s.cfg.NodeID, leases, s.cfg.LeaseTTL)
-	cancel()
-	if err != nil {
-		// Leases keep their old deadline: fenceLoop stops serving them
-		// when it passes, unless a later renewal succeeds.
-		s.log.Warn("sidecar: renew", "rooms", len(leases), "err", err)
-		return
-	}
-	s.metrics.renewSeconds.Observe(time.Since(res.Sent).Seconds())
-	until := s.at(res.Sent) + s.cfg.leaseMargin()
-	lost := make(map[string]registry.Owner, len(res.Lost))
-	for _, l := range res.Lost {
-		lost[l.Lease.Room] = l.Owner
-	}
-	lk = s.lock()
-	defer lk.unlock()
-	for i, rm := range held {
-		if rm.gone || rm.lease != leases[i] {
-			continue
-		}
-		if o, ok := lost[rm.key]; ok {
-			if o.Node != "" {
-				lk.fence(rm, "lost")
-			} else {
-				// Unowned: Redis lost the key. The room is still ours
-				// to take back; the reclaim decides.
-				rm.stale = true
-			}
-			continue
-		}
-		// Only extend a lease that is still valid (one that ran out while
-		// the renewal was in flight has been fenced already), and not
-		// across a loss of the registry found meanwhile: the renewal may
-		// have run before it.
-		if rm.valid(s.now()) && !rm.stale && s.genSeq == seq {
-			rm.until.Store(until)
-		}
 	}
 }
 
@@ -95,7 +34,7 @@ func (s locked) registryLost(hbUntil int64) {
 	s.signalReclaim()
 }
 
-// signalReclaim asks renewLoop for a reclaim now.
+// signalReclaim asks reclaimLoop for a reclaim now.
 func (s *Sidecar) signalReclaim() {
 	select {
 	case s.reclaimNow <- struct{}{}:
@@ -122,6 +61,7 @@ func (s *Sidecar) reclaim(ctx context.Context) {
 	now := s.now()
 	lk := s.lock()
 	seq := s.genSeq
+	session := s.presence.hb.Load().session
 	var leases []registry.Lease
 	var held []*room
 	for _, rm := range s.rooms {
@@ -131,11 +71,11 @@ func (s *Sidecar) reclaim(ctx context.Context) {
 		}
 	}
 	lk.unlock()
-	if len(leases) == 0 {
+	if len(leases) == 0 || session == "" {
 		return
 	}
 	rctx, cancel := s.cfg.redisCtx(ctx)
-	res, err := s.reg.Reclaim(rctx, s.cfg.NodeID, leases, s.cfg.LeaseTTL)
+	res, err := s.reg.Reclaim(rctx, s.cfg.NodeID, session, leases)
 	cancel()
 	if err != nil {
 		// Try again soon: the rooms are fenced at their capped deadline
@@ -145,18 +85,30 @@ func (s *Sidecar) reclaim(ctx context.Context) {
 		context.AfterFunc(ctx, func() { t.Stop() })
 		return
 	}
-	until := s.at(res.Sent) + s.cfg.leaseMargin()
 	lk = s.lock()
 	defer lk.unlock()
 	kept := 0
 	for i, rm := range held {
 		got := res.Leases[i]
 		switch {
-		case rm.gone || rm.lease != leases[i] || s.genSeq != seq:
-			// Dropped or changed meanwhile, or the registry was lost
-			// again: a new epoch taken for nothing goes back.
+		case rm.gone || rm.lease != leases[i]:
+			// Dropped or changed meanwhile: a new epoch taken for
+			// nothing goes back.
 			if got.Epoch != 0 && got.Epoch != leases[i].Epoch && rm.lease.Epoch != got.Epoch {
 				lk.releaseLease(got)
+			}
+		case s.genSeq != seq:
+			// A loss of the registry was found meanwhile (perhaps the
+			// one this reclaim answered: a refused metadata write can
+			// find a lost key before the heartbeat finds the new
+			// generation). What was taken may be lost again, or may
+			// be in Redis now: the room stays stale, and the next
+			// reclaim, already asked for, compares Redis with it.
+			if got.Epoch != 0 {
+				if got.Epoch != rm.lease.Epoch {
+					lk.endSpan(rm)
+				}
+				rm.lease = got
 			}
 		case got.Epoch == 0:
 			lk.fence(rm, "lost")
@@ -167,8 +119,12 @@ func (s *Sidecar) reclaim(ctx context.Context) {
 			rm.lease = got
 			rm.stale = false
 			rm.metaDirty = true // the metadata went with the rest
-			if rm.valid(s.now()) {
-				rm.until.Store(until)
+			if rm.valid(s.now()) && s.presence.hb.Load().session == session {
+				// Bound to the new session's life alone again. (A
+				// room whose stale deadline passed meanwhile has been
+				// fenced, and one re-claimed in a session that ended
+				// since is the new life's to fence.)
+				rm.until.Store(math.MaxInt64)
 				kept++
 			}
 		}
@@ -177,8 +133,9 @@ func (s *Sidecar) reclaim(ctx context.Context) {
 	s.metrics.reclaims.Add(float64(kept))
 }
 
-// fenceLoop stops serving rooms whose lease could not be renewed in time.
-// The hot path checks the deadline itself too; this makes sure the room is
+// fenceLoop stops serving rooms once the node's heartbeat was not refreshed
+// in time (or a stale lease was not re-claimed in time). The hot path checks
+// the deadline itself too; this makes sure the room is
 // unloaded and its clients closed even when nothing happens in it.
 func (s *Sidecar) fenceLoop(ctx context.Context) {
 	every(ctx, 100*time.Millisecond, func() {

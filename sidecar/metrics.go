@@ -9,18 +9,18 @@ import (
 type metrics struct {
 	reg *prometheus.Registry
 
-	rooms        prometheus.Gauge
-	clients      prometheus.Gauge
-	link         prometheus.Gauge
-	claims       *prometheus.CounterVec
-	renewSeconds prometheus.Histogram
-	leasesLost   *prometheus.CounterVec
-	reclaims     prometheus.Counter
-	dropped      prometheus.Counter
-	handoffs     *prometheus.CounterVec
-	moveWaits    *prometheus.CounterVec
-	messages     *prometheus.CounterVec
-	refusals     *prometheus.CounterVec
+	rooms            prometheus.Gauge
+	clients          prometheus.Gauge
+	link             prometheus.Gauge
+	claims           *prometheus.CounterVec
+	heartbeatSeconds prometheus.Histogram
+	leasesLost       *prometheus.CounterVec
+	reclaims         prometheus.Counter
+	dropped          prometheus.Counter
+	handoffs         *prometheus.CounterVec
+	moveWaits        *prometheus.CounterVec
+	messages         *prometheus.CounterVec
+	refusals         *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -38,12 +38,12 @@ func newMetrics() *metrics {
 		claims: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomlb_sidecar_claims_total", Help: "Room claims by result: won, owned (another node has it), error.",
 		}, []string{"result"}),
-		renewSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "roomlb_sidecar_renew_seconds", Help: "Time of one batch renewal of every lease.",
+		heartbeatSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "roomlb_sidecar_heartbeat_seconds", Help: "Time of one heartbeat (a Redis round trip): every room of the node is served for 0.9 x the heartbeat TTL from a heartbeat's start.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}),
 		leasesLost: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "roomlb_sidecar_leases_lost_total", Help: "Rooms this node stopped serving because its lease was lost (taken, gone) or could not be renewed in time (expired), or because the node's heartbeat could not be refreshed in time (heartbeat).",
+			Name: "roomlb_sidecar_leases_lost_total", Help: "Rooms this node stopped serving because its lease was lost (another node holds the room after Redis lost the registry), because it was not re-claimed in time after such a loss (expired), or because the node's heartbeat could not be refreshed in time (heartbeat).",
 		}, []string{"reason"}),
 		reclaims: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roomlb_sidecar_reclaims_total", Help: "Rooms this node kept by re-claiming them after Redis lost the registry.",
@@ -64,7 +64,7 @@ func newMetrics() *metrics {
 			Name: "roomlb_sidecar_refusals_total", Help: "Requests refused at the ingress, by reason.",
 		}, []string{"reason"}),
 	}
-	m.reg.MustRegister(m.rooms, m.clients, m.link, m.claims, m.renewSeconds, m.leasesLost, m.reclaims, m.dropped, m.handoffs, m.moveWaits, m.messages, m.refusals,
+	m.reg.MustRegister(m.rooms, m.clients, m.link, m.claims, m.heartbeatSeconds, m.leasesLost, m.reclaims, m.dropped, m.handoffs, m.moveWaits, m.messages, m.refusals,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

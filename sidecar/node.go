@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -236,9 +237,35 @@ func (s *Sidecar) writeMetas(ctx context.Context) {
 		s.log.Debug("sidecar: write metadata", "rooms", len(batch), "err", err)
 		return
 	}
+	lk = s.lock()
+	defer lk.unlock()
+	reclaim := false
 	for i, err := range errs {
-		if err != nil {
-			s.log.Debug("sidecar: write metadata", "room", batch[i].Lease.Room, "err", err)
+		var oe *registry.OwnerError
+		if !errors.As(err, &oe) {
+			if err != nil {
+				s.log.Debug("sidecar: write metadata", "room", batch[i].Lease.Room, "err", err)
+			}
+			continue
 		}
+		// The room's key no longer names this lease. Leases need no
+		// renewal, so this is where a node learns it: nobody takes a
+		// room from a live session, but Redis may lose the key, and an
+		// operator may change it by hand.
+		rm := rooms[i]
+		if rm.gone || rm.lease != batch[i].Lease {
+			continue
+		}
+		if oe.Owner.Node == "" {
+			// Unowned: Redis lost the key. The room is still ours to
+			// take back; the reclaim decides.
+			rm.stale = true
+			reclaim = true
+			continue
+		}
+		lk.fence(rm, "lost")
+	}
+	if reclaim {
+		s.signalReclaim()
 	}
 }

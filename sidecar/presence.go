@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/roomlb/roomlb/registry"
 )
 
@@ -30,6 +32,8 @@ type presence struct {
 	// lost has every room re-claimed after Redis lost the registry,
 	// serving them until hbUntil at most (locked.registryLost).
 	lost func(hbUntil int64)
+	// took observes how long each successful heartbeat took.
+	took prometheus.Observer
 
 	mu sync.Mutex
 	// generation is the registry generation the node last heartbeat in
@@ -142,6 +146,7 @@ func (p *presence) beat(ctx context.Context) (up bool, err error) {
 	if err != nil {
 		return true, err
 	}
+	p.took.Observe(time.Since(sent).Seconds())
 	next := heartbeat{life: prev.life, session: res.Session, until: prev.until}
 	switch {
 	case p.generation != "" && res.Generation != p.generation:
@@ -175,9 +180,9 @@ func (p *presence) deregister(ctx context.Context) error {
 	return p.reg.Deregister(ctx, p.cfg.NodeID)
 }
 
-// ensure makes sure the heartbeat outlives the next lease
-// renewal before a room is claimed: a room claimed by a node without a
-// heartbeat key could be stolen at once.
+// ensure makes sure the heartbeat has half its TTL left before a room is
+// claimed: a room claimed in a session whose key is about to run out would
+// be free to claim again at once.
 func (p *presence) ensure(ctx context.Context) error {
 	if p.hb.Load().until-p.now() > int64(p.cfg.HeartbeatTTL/2) {
 		return nil

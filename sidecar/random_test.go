@@ -59,7 +59,6 @@ func testRandom(t *testing.T, reg *registry.Registry, monos []randomMonolith) {
 	rnd := rand.New(rand.NewPCG(seed, 1))
 	ctx := context.Background()
 	fast := func(c *Config) {
-		c.LeaseTTL = time.Second
 		c.LoadTimeout = 2 * time.Second
 		c.DrainTimeout = 5 * time.Second
 	}
@@ -126,11 +125,12 @@ func testRandom(t *testing.T, reg *registry.Registry, monos []randomMonolith) {
 			// An operator moves the room to the other node.
 			ops["move"]++
 			if o, err := reg.Owner(ctx, room); err == nil {
-				other := sidecars[0].cfg.NodeID
-				if o.Node == other {
-					other = sidecars[1].cfg.NodeID
+				other := sidecars[0]
+				if o.Node == other.cfg.NodeID {
+					other = sidecars[1]
 				}
-				reg.Transfer(ctx, registry.Lease{Room: strings.ToLower(room), Node: o.Node, Epoch: o.Epoch}, other, time.Second)
+				reg.Transfer(ctx, registry.Lease{Room: strings.ToLower(room), Node: o.Node, Session: o.Session, Epoch: o.Epoch},
+					other.cfg.NodeID, other.presence.hb.Load().session)
 			}
 		case op < 95:
 			ops["drain"]++

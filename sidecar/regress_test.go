@@ -7,12 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roomlb/roomlb/internal/roomlbtest"
 	"github.com/roomlb/roomlb/ott"
 	"github.com/roomlb/roomlb/ott/otttest"
 )
 
-// TestGossipCrossingUnloadDoesNotCrash: a room is fenced (its lease taken)
-// and unloaded while a gossip the monolith sent earlier still lists it; the
+// TestGossipCrossingUnloadDoesNotCrash: a room is fenced (its key names
+// another node) and unloaded while a gossip the monolith sent earlier still lists it; the
 // sidecar must not claim it from that gossip and unload it a second time,
 // which kills the real monolith.
 func TestGossipCrossingUnloadDoesNotCrash(t *testing.T) {
@@ -32,8 +33,12 @@ func TestGossipCrossingUnloadDoesNotCrash(t *testing.T) {
 	sc := startSidecar(t, reg, "node-a", mono.BalancerAddr(), nil)
 	createRoom(t, sc.Addr(), "Xroom")
 	time.Sleep(300 * time.Millisecond)
-	// Another node takes the room: the next renewal finds it lost.
-	srv.Client().Set(context.Background(), "roomlb:room:{xroom}", "node-z:99999999999999999", time.Minute)
+	// The room's key is changed by hand to another node; a client joins,
+	// and the metadata write that follows is refused: the room is lost.
+	srv.Client().Set(context.Background(), "roomlb:room:{xroom}", "node-z:gone:99999999999999999", time.Minute)
+	if _, _, err := dial(t, sc.Addr(), "xroom", grant(t, sc.Addr())); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, 5*time.Second, "the room unloaded", func() bool {
 		for _, r := range mono.Rooms() {
 			if r.Name == "Xroom" {
@@ -144,4 +149,37 @@ func TestLoaderLeavingEarlyStillLoads(t *testing.T) {
 		t.Fatalf("the next client was not served: %v (the room did not load: its loader's leave reached the monolith first)", err)
 	}
 	t.Logf("served %v after it joined", time.Since(start))
+}
+
+// A room's key deleted by hand (or lost by Redis without the rest of the
+// registry): the owner's next metadata write is refused with no owner named,
+// and the owner takes the room back (a reclaim) instead of dropping it, at
+// once, without waiting for a heartbeat to tell it anything.
+func TestLostKeyIsReclaimed(t *testing.T) {
+	reg, srv := newTestRegistry(t)
+	mono := startFake(t, srv)
+	sc := startSidecar(t, reg, "node-a", mono.BalancerAddr(), nil)
+	createRoom(t, sc.Addr(), "Keel")
+	ctx := context.Background()
+	before, err := reg.Owner(ctx, "keel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Client().Del(ctx, "roomlb:room:{keel}")
+	cl, _, err := dial(t, sc.Addr(), "keel", grant(t, sc.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.next("you", 5*time.Second)
+	waitFor(t, 5*time.Second, "the room re-claimed", func() bool {
+		o, err := reg.Owner(ctx, "keel")
+		return err == nil && o.Node == "node-a" && o.Epoch > before.Epoch
+	})
+	if got := roomlbtest.Counter(t, sc.Sidecar.Gatherer(), `roomlb_sidecar_reclaims_total`); got != 1 {
+		t.Errorf("reclaims = %v, want 1: the room is still this node's to take back, not lost", got)
+	}
+	cl.Chat("still here")
+	if m := cl.next("chat", 5*time.Second); m["text"] != "still here" {
+		t.Fatalf("chat after the re-claim: %v", m)
+	}
 }

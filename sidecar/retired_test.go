@@ -20,7 +20,7 @@ import (
 func TestFencedEpochNeverAdopted(t *testing.T) {
 	reg, srv := newTestRegistry(t)
 	mono := startFake(t, srv)
-	sc := startSidecar(t, reg, "node-a", mono.BalancerAddr(), func(c *Config) { c.LeaseTTL = time.Minute })
+	sc := startSidecar(t, reg, "node-a", mono.BalancerAddr(), nil)
 	createRoom(t, sc.Addr(), "Harbour")
 	token := grant(t, sc.Addr())
 	cl, _, err := dial(t, sc.Addr(), "harbour", token)
@@ -104,7 +104,7 @@ func TestFencedEpochNeverAdopted(t *testing.T) {
 func TestQueuedClientMsgExpires(t *testing.T) {
 	reg, srv := newTestRegistry(t)
 	mono := startFake(t, srv)
-	sc := startSidecar(t, reg, "node-a", mono.BalancerAddr(), func(c *Config) { c.LeaseTTL = time.Minute })
+	sc := startSidecar(t, reg, "node-a", mono.BalancerAddr(), nil)
 	createRoom(t, sc.Addr(), "Quay")
 	cl, _, err := dial(t, sc.Addr(), "quay", grant(t, sc.Addr()))
 	if err != nil {

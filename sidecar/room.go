@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,21 +23,25 @@ type room struct {
 	lease registry.Lease
 	// span is when the room was served at its epoch, for the serve log.
 	span span
-	// stale: Redis lost the registry since the lease was granted or
-	// renewed; the lease is capped at Sidecar.staleUntil until the room is
-	// re-claimed (see reclaim).
+	// stale: Redis lost the registry since the lease was granted; the
+	// lease is capped at Sidecar.staleUntil until the room is re-claimed
+	// (see reclaim).
 	stale bool
 	// claimed is closed when the claim has an outcome; claimErr says which.
 	claimed  chan struct{}
 	claimErr error
 	// until is the lease clock time (Sidecar.now) after which this node must
-	// not serve the room; 0 before the claim and after the room is fenced.
+	// not serve the room: math.MaxInt64 while the lease is bound to the
+	// heartbeat alone, the old generation's last heartbeat while it is
+	// stale; 0 before the claim and after the room is fenced.
 	until atomic.Int64
-	// hb is the node's presence.hb: a router may steal the room once the
-	// node's heartbeat key is gone, whatever the lease says, so the room is
-	// served only while both hold, and only in the life of the key
+	// hb is the node's presence.hb: the lease is the node's for as long as
+	// the session of its heartbeat key lives, and a router may take the
+	// room once the key is gone, so the room is served only while the
+	// heartbeat surely holds, and only in the life of the key
 	// (heartbeat.life) it was claimed in: once the key lapsed, a new key
-	// does not give back what may have been stolen meanwhile.
+	// (a new session) does not give back what may have been taken
+	// meanwhile.
 	hb   *atomic.Pointer[heartbeat]
 	life atomic.Uint64
 	// lastChange is the lease clock time of the last thing seen that may
@@ -159,8 +164,8 @@ func (r *room) valid(now int64) bool {
 }
 
 // invalidReason says why a claimed lease may not be used now, as fence
-// takes it: "heartbeat" when the node's heartbeat ran out first, else
-// "expired".
+// takes it: "heartbeat" when the node's heartbeat ran out, else "expired"
+// (a stale lease that was not re-claimed in time).
 func (r *room) invalidReason(now int64) string {
 	if u := r.until.Load(); u != 0 && now < u {
 		return "heartbeat"
@@ -213,10 +218,8 @@ func (s *Sidecar) claimRoom(ctx context.Context, key, name string) (*room, error
 // never adopted (see retired): the claim waits until Redis has forgotten it.
 func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 	var (
-		lease    registry.Lease
-		err      error
-		sent     time.Time
-		validFor int64
+		lease registry.Lease
+		err   error
 	)
 	var seq, life uint64
 	for try := 0; ; try++ {
@@ -227,18 +230,18 @@ func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 		err = s.presence.ensure(cctx)
 		cancel()
 		// The claim runs in this life of the heartbeat key or after it
-		// lapsed: the room is valid only as long as this life is.
-		life = s.presence.hb.Load().life
-		sent = time.Now()
+		// lapsed: the room is the node's only as long as the session of
+		// this life lives, and valid here only as long as this life is.
+		hb := s.presence.hb.Load()
+		life = hb.life
 		if err == nil {
-			lease, err = s.reg.Claim(ctx, rm.key, s.cfg.NodeID, s.cfg.LeaseTTL)
+			lease, err = s.reg.Claim(ctx, rm.key, s.cfg.NodeID, hb.session)
 		}
-		validFor = s.cfg.leaseMargin()
 		if hooks.afterClaim != nil {
 			hooks.afterClaim(rm.key)
 		}
 		var oe *registry.OwnerError
-		if !errors.As(err, &oe) || oe.Owner.Node != s.cfg.NodeID || oe.Owner.TTL <= 0 {
+		if !errors.As(err, &oe) || oe.Owner.Node != s.cfg.NodeID || oe.Owner.Session != hb.session {
 			break
 		}
 		if wait := s.retiredAt(rm.key, oe.Owner.Epoch); wait != nil && try < 3 {
@@ -255,8 +258,7 @@ func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 		} else if wait != nil {
 			break // still ours at a retired epoch: refuse, the router retries
 		}
-		lease = registry.Lease{Room: rm.key, Node: s.cfg.NodeID, Epoch: oe.Owner.Epoch, Name: oe.Name}
-		validFor = int64(oe.Owner.TTL - s.cfg.LeaseTTL/10)
+		lease = registry.Lease{Room: rm.key, Node: s.cfg.NodeID, Session: hb.session, Epoch: oe.Owner.Epoch, Name: oe.Name}
 		err = nil
 		break
 	}
@@ -283,7 +285,7 @@ func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 	rm.lease = lease
 	if rm.gone {
 		// Dropped while the claim was in flight (a drain, the link lost):
-		// the lease must not stay behind unrenewed.
+		// the lease must not stay behind in Redis.
 		rm.claimErr = errors.New("sidecar: room dropped while claiming")
 		close(rm.claimed)
 		lk.releaseLease(lease)
@@ -295,7 +297,7 @@ func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 		rm.name = lease.Name
 	}
 	rm.life.Store(life)
-	rm.until.Store(s.at(sent) + validFor)
+	rm.until.Store(math.MaxInt64) // bound to the life alone
 	if s.genSeq != seq {
 		// Claimed (or adopted) before a loss of the registry found
 		// meanwhile: maybe in the lost generation.
@@ -465,12 +467,12 @@ func (s *Sidecar) forgotten(lease registry.Lease) {
 	}
 }
 
-// pruneRetired forgets retired epochs Redis dropped more than a lease ago:
-// every claim that could have read them has long returned (claims are
-// bounded by claimTimeout).
+// pruneRetired forgets retired epochs Redis dropped more than a claim's
+// timeout and a heartbeat TTL ago: every claim that could have read them has
+// long returned (claims are bounded by claimTimeout).
 func (s locked) pruneRetired(now int64) {
 	for room, r := range s.retired {
-		if r.at != 0 && now-r.at > int64(s.cfg.LeaseTTL+s.cfg.claimTimeout()) {
+		if r.at != 0 && now-r.at > int64(s.cfg.HeartbeatTTL+s.cfg.claimTimeout()) {
 			delete(s.retired, room)
 		}
 	}

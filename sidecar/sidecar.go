@@ -42,7 +42,7 @@ type Sidecar struct {
 	killOnce sync.Once
 	// presence keeps the node's heartbeat key in Redis.
 	presence *presence
-	// reclaimNow asks renewLoop to re-claim the stale rooms at once.
+	// reclaimNow asks reclaimLoop to re-claim the stale rooms at once.
 	reclaimNow chan struct{}
 	// stopped is closed when Run stops its loops: background retries end.
 	stopped chan struct{}
@@ -91,6 +91,7 @@ func New(cfg Config) (*Sidecar, error) {
 		reclaimNow: make(chan struct{}, 1),
 	}
 	s.presence = newPresence(&s.cfg, s.log, s.clock)
+	s.presence.took = s.metrics.heartbeatSeconds
 	s.presence.node = func() (registry.Node, bool) {
 		lk := s.lock()
 		defer lk.unlock()
@@ -135,7 +136,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		defer s.wg.Done()
 		serveErr <- s.server.Serve(s.ln)
 	}()
-	for _, loop := range []func(context.Context){s.linkLoop, s.renewLoop, s.fenceLoop, s.presence.run, s.handoffLoop, s.announceLoop, s.housekeepingLoop, s.metaLoop, func(ctx context.Context) { s.serves.run(ctx, s.flushServeLog) }} {
+	for _, loop := range []func(context.Context){s.linkLoop, s.reclaimLoop, s.fenceLoop, s.presence.run, s.handoffLoop, s.announceLoop, s.housekeepingLoop, s.metaLoop, func(ctx context.Context) { s.serves.run(ctx, s.flushServeLog) }} {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()

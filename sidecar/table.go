@@ -26,7 +26,7 @@ type table struct {
 	link        *link // nil while the monolith link is down
 	draining    bool
 	// genSeq counts the losses of the registry this node has seen: a
-	// renewal or claim sent before one must not extend a lease after it.
+	// claim or reclaim sent before one must not extend a lease after it.
 	// staleUntil is the lease clock time the rooms of the lost generation
 	// may be served until unless re-claimed.
 	genSeq     uint64

@@ -154,7 +154,8 @@ type roomJSON struct {
 	Owner   string `json:"owner"`
 	Epoch   int64  `json:"epoch"`
 	Clients int    `json:"clients"`
-	LeaseMS int64  `json:"lease_ms,omitempty"`
+	// Session is the owner's heartbeat session the room belongs to.
+	Session string `json:"session"`
 }
 
 func (c *ctl) rooms(ctx context.Context) error {
@@ -170,7 +171,7 @@ func (c *ctl) rooms(ctx context.Context) error {
 		if name == "" {
 			name = r.Room
 		}
-		out = append(out, roomJSON{r.Room, name, r.Owner.Node, r.Owner.Epoch, r.Meta.Users, 0})
+		out = append(out, roomJSON{r.Room, name, r.Owner.Node, r.Owner.Epoch, r.Meta.Users, r.Owner.Session})
 		rows = append(rows, []string{name, r.Owner.Node, fmt.Sprint(r.Owner.Epoch), fmt.Sprint(r.Meta.Users)})
 	}
 	return c.print(out, "NAME\tOWNER\tEPOCH\tCLIENTS", rows)
@@ -195,9 +196,9 @@ func (c *ctl) where(ctx context.Context, room string) error {
 		roomJSON
 		Addr      string `json:"addr"`
 		NodeState string `json:"node_state"`
-	}{roomJSON{key, name, o.Node, o.Epoch, m.Users, o.TTL.Milliseconds()}, addr, state}
-	return c.print(v, "NAME\tOWNER\tEPOCH\tLEASE\tNODE ADDR\tNODE STATE",
-		[][]string{{name, o.Node, fmt.Sprint(o.Epoch), o.TTL.Round(time.Millisecond).String(), addr, state}})
+	}{roomJSON{key, name, o.Node, o.Epoch, m.Users, o.Session}, addr, state}
+	return c.print(v, "NAME\tOWNER\tEPOCH\tSESSION\tNODE ADDR\tNODE STATE",
+		[][]string{{name, o.Node, fmt.Sprint(o.Epoch), o.Session, addr, state}})
 }
 
 // admin posts to a sidecar's admin endpoint.

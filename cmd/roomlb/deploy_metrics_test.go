@@ -13,6 +13,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -59,13 +60,13 @@ func TestDeployMetrics(t *testing.T) {
 	}
 	// The alerts the rules must have, by the metric each one watches.
 	for _, name := range []string{
-		"roomlb_sidecar_leases_lost_total",    // leases lost
-		"roomlb_sidecar_monolith_link_up",     // monolith link down
-		"roomlb_router_nodes",                 // no live node
-		"roomlb_router_requests_total",        // router 5xx
-		"roomlb_sidecar_claims_total",         // Redis errors
-		"roomlb_sidecar_refusals_total",       // Redis errors
-		"roomlb_sidecar_renew_seconds_bucket", // slow renewals
+		"roomlb_sidecar_leases_lost_total",        // leases lost
+		"roomlb_sidecar_monolith_link_up",         // monolith link down
+		"roomlb_router_nodes",                     // no live node
+		"roomlb_router_requests_total",            // router 5xx
+		"roomlb_sidecar_claims_total",             // Redis errors
+		"roomlb_sidecar_refusals_total",           // Redis errors
+		"roomlb_sidecar_heartbeat_seconds_bucket", // slow heartbeats
 	} {
 		if !inRules[name] {
 			t.Errorf("no alerting rule uses %s", name)
@@ -330,7 +331,6 @@ func scrapeLiveCluster(t *testing.T) map[string]string {
 		RedisURL: srv.URL(), Nodes: 2, Routers: 2, Monolith: cluster.FakeMonolith,
 		FakeConfig: func(fc *otttest.Config) { fc.StateDebounce = 200 * time.Millisecond },
 		Sidecar: func(i int, sc *sidecar.Config) {
-			sc.LeaseTTL = 3 * time.Second
 			sc.HeartbeatTTL = 2 * time.Second
 			sc.StateDebounce = 200 * time.Millisecond
 		},
@@ -416,10 +416,21 @@ func scrapeLiveCluster(t *testing.T) map[string]string {
 	waitForSeries(t, from.SidecarAddr, `roomlb_sidecar_handoffs_total{direction="out"}`)
 	waitForSeries(t, to.SidecarAddr, `roomlb_sidecar_handoffs_total{direction="in"}`)
 
-	// A lease taken by another node: the owner fences the room ("lost").
+	// A room changed by hand in Redis to another node (nobody takes a
+	// room from a live node otherwise), and a client sent to the old
+	// owner by a router that has not heard: the owner's next metadata
+	// write is refused, and it fences the room ("lost").
 	o = create("Fenced")
-	if _, err := c.Registry.Transfer(ctx, registry.Lease{Room: "fenced", Node: o.Node, Epoch: o.Epoch}, other(o.Node).ID, 3*time.Second); err != nil {
+	taker, err := c.Registry.Node(ctx, other(o.Node).ID)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := c.Registry.Transfer(ctx, registry.Lease{Room: "fenced", Node: o.Node, Session: o.Session, Epoch: o.Epoch}, taker.ID, taker.Session); err != nil {
+		t.Fatal(err)
+	}
+	hdr := http.Header{contract.HeaderSecret: {c.Secret}, contract.HeaderEpoch: {strconv.FormatInt(o.Epoch, 10)}}
+	if _, _, err := wstest.Dial(t, "ws://"+node(o.Node).SidecarAddr+"/api/room/Fenced", hdr, grant.Token); err != nil {
+		t.Fatalf("client to the old owner of a room changed by hand: %v", err)
 	}
 	waitForSeries(t, node(o.Node).SidecarAddr, `roomlb_sidecar_leases_lost_total{reason="lost"}`)
 

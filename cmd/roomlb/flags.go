@@ -61,7 +61,7 @@ func openRegistry(redisURL, prefix string, recovery time.Duration, log *slog.Log
 	// Without it go-redis bounds socket reads and writes by its own
 	// ReadTimeout and WriteTimeout (3s) and ignores the deadlines of the
 	// contexts the registry calls are given (the router's RedisTimeout, the
-	// sidecar's lease renewals).
+	// sidecar's heartbeats).
 	opt.ContextTimeoutEnabled = true
 	if recovery < 0 {
 		return nil, nil, fmt.Errorf("--recovery-window is negative (%v)", recovery)
@@ -89,7 +89,7 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 }
 
 // flagNames maps each field of the struct cfg points to that a flag of fs
-// sets (fs.XxxVar(&cfg.Field, ...)) to the flag: {"LeaseTTL": "--lease-ttl"}.
+// sets (fs.XxxVar(&cfg.Field, ...)) to the flag: {"HeartbeatTTL": "--heartbeat-ttl"}.
 func flagNames(fs *flag.FlagSet, cfg any) map[string]string {
 	v := reflect.ValueOf(cfg).Elem()
 	field := map[uintptr]string{}
@@ -110,7 +110,7 @@ func flagNames(fs *flag.FlagSet, cfg any) map[string]string {
 }
 
 // configField is how the sidecar and router packages name a setting in
-// their errors: Config.LeaseTTL.
+// their errors: Config.HeartbeatTTL.
 var configField = regexp.MustCompile(`\bConfig\.([A-Z][A-Za-z0-9]*)`)
 
 // flagError is a library's error reworded for the binary's user: the

@@ -17,17 +17,17 @@ import (
 
 func TestParseEnv(t *testing.T) {
 	fs := flag.NewFlagSet("x", flag.ContinueOnError)
-	ttl := fs.Duration("lease-ttl", time.Second, "")
+	ttl := fs.Duration("heartbeat-ttl", time.Second, "")
 	id := fs.String("node-id", "default", "")
 	capacity := fs.Int("capacity", 0, "")
-	t.Setenv("ROOMLB_LEASE_TTL", "7s")
+	t.Setenv("ROOMLB_HEARTBEAT_TTL", "7s")
 	t.Setenv("ROOMLB_NODE_ID", "from-env")
 	t.Setenv("ROOMLB_CAPACITY", "500")
 	if err := parse(fs, []string{"--node-id", "from-flag"}); err != nil {
 		t.Fatal(err)
 	}
 	if *ttl != 7*time.Second || *id != "from-flag" || *capacity != 500 {
-		t.Fatalf("lease-ttl %v, node-id %q, capacity %d; want 7s from the environment, the flag's node id, 500", *ttl, *id, *capacity)
+		t.Fatalf("heartbeat-ttl %v, node-id %q, capacity %d; want 7s from the environment, the flag's node id, 500", *ttl, *id, *capacity)
 	}
 	t.Setenv("ROOMLB_CAPACITY", "lots")
 	if err := parse(flag.NewFlagSet("y", flag.ContinueOnError), nil); err != nil {
@@ -87,8 +87,8 @@ func TestErrorsNameFlags(t *testing.T) {
 		{[]string{"router", "--secret", "x", "--recovery-window", "-1s"}, []string{"--recovery-window is negative"}},
 		{[]string{"router", "--secret", "x", "--log-level", "loud"}, []string{`--log-level "loud"`}},
 		{[]string{"router", "--secret", "x", "--gc-percent", "0"}, []string{"--gc-percent 0: want 1 or more"}},
-		{[]string{"sidecar", "--node-id", "a b", "--monolith", "http://x/", "--lease-ttl", "100ms", "--drain-timeout", "-1s", "--max-frame", "10"},
-			[]string{`--node-id "a b": `, `--monolith "http://x/": `, "--lease-ttl is 100ms, want at least 300ms", "--drain-timeout is negative (-1s)", "--max-frame is 10, want at least 1024"}},
+		{[]string{"sidecar", "--node-id", "a b", "--monolith", "http://x/", "--heartbeat-ttl", "10ms", "--drain-timeout", "-1s", "--max-frame", "10"},
+			[]string{`--node-id "a b": `, `--monolith "http://x/": `, "--heartbeat-ttl is 10ms, want at least 100ms", "--drain-timeout is negative (-1s)", "--max-frame is 10, want at least 1024"}},
 		{[]string{"sidecar", "--node-id", "n", "--listen", "nowhere"}, []string{`--listen "nowhere": `}},
 		{[]string{"sidecar", "--node-id", "n", "--prefix", "a b"}, []string{"--prefix: "}},
 	} {

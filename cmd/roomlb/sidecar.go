@@ -31,7 +31,6 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.Monolith, "monolith", "ws://127.0.0.1:3002/", "the monolith's balancer WebSocket URL")
 	fs.StringVar(&cfg.Secret, "secret", "", "shared secret routers must send (empty: anyone may connect; development only)")
 	fs.IntVar(&cfg.Capacity, "capacity", 0, "most clients this node takes (0: no limit)")
-	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", sidecar.DefaultLeaseTTL, "room lease; renewed every third of it")
 	fs.DurationVar(&cfg.HeartbeatTTL, "heartbeat-ttl", sidecar.DefaultHeartbeatTTL, "node heartbeat lifetime; refreshed every third of it")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", sidecar.DefaultDrainTimeout, "bound of a drain on SIGTERM")
 	fs.DurationVar(&cfg.AuthTimeout, "auth-timeout", sidecar.DefaultAuthTimeout, "time a client has to send its auth frame")

@@ -1,5 +1,5 @@
 # Redis for roomlb and OpenTogetherTube, with the settings roomlb needs:
-# noeviction (an evicted lease is a lost room) and an append-only file
+# noeviction (an evicted owner or heartbeat key is a lost room) and an append-only file
 # (OpenTogetherTube's room state lives here; roomlb survives a Redis that
 # lost its data, the rooms' state does not).
 #

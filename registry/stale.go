@@ -1,0 +1,94 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/roomlb/roomlb/lua"
+)
+
+// A room's owner key has no TTL: it names the owner's session and lives as
+// long as nobody releases or takes the room. Rooms whose owner died and that
+// nobody asks for again would keep their keys forever, so housekeeping drops
+// the keys that name an ended session, a bounded batch per pass
+// (DropStale). The epoch counter and the metadata expire on their own.
+
+// StaleScan is how many keys one DropStale step asks SCAN to look at.
+const StaleScan = 1000
+
+// DropStale looks at the owner keys of one SCAN step from cursor (about
+// StaleScan keys) and deletes those whose owner's session has ended. It
+// returns the cursor of the next step (0 once a whole sweep is done) and how
+// many keys it deleted. During a recovery window it deletes nothing: then a
+// heartbeat key may be missing only because Redis lost it.
+func (r *Registry) DropStale(ctx context.Context, cursor uint64) (next uint64, dropped int, err error) {
+	_, left, err := r.Generation(ctx)
+	if err != nil {
+		return cursor, 0, err
+	}
+	if left > 0 {
+		return cursor, 0, nil
+	}
+	// Owner keys are PREFIX room:{r}; the epoch and meta keys of a room
+	// end in :epoch and :meta, which the pattern does not match.
+	keys, next, err := r.rdb.Scan(ctx, cursor, r.prefix+"room:{*}", StaleScan).Result()
+	if err != nil {
+		return cursor, 0, fmt.Errorf("drop stale rooms: %w", err)
+	}
+	if len(keys) == 0 {
+		return next, 0, nil
+	}
+	gets := make([]*redis.StringCmd, len(keys))
+	if _, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			gets[i] = p.Get(ctx, k)
+		}
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		return cursor, 0, fmt.Errorf("drop stale rooms: %w", err)
+	}
+	owners := make([]Owner, len(keys))
+	sessions := map[string]*redis.StringCmd{}
+	for i, g := range gets {
+		o, err := parseOwner(g.Val())
+		if err != nil || !strings.HasSuffix(keys[i], "}") {
+			continue // gone meanwhile, or not an owner key
+		}
+		owners[i] = o
+		sessions[o.Node] = nil
+	}
+	if _, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for node := range sessions {
+			sessions[node] = p.HGet(ctx, r.nodeKey(node), "session")
+		}
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		return cursor, 0, fmt.Errorf("drop stale rooms: %w", err)
+	}
+	var calls []*scriptCall
+	for i, o := range owners {
+		if o.Node == "" || sessions[o.Node].Val() == o.Session {
+			continue
+		}
+		// The session has ended (a session never lives again), so the
+		// room is free; the script deletes the key only if it still
+		// names that session.
+		calls = append(calls, &scriptCall{keys: []string{keys[i]}, args: []any{o.value()}})
+	}
+	if len(calls) == 0 {
+		return next, 0, nil
+	}
+	if err := r.pipeline(ctx, lua.Drop, calls); err != nil {
+		return cursor, 0, fmt.Errorf("drop stale rooms: %w", err)
+	}
+	for _, c := range calls {
+		if n, _ := c.cmd.Int(); n == 1 {
+			dropped++
+		}
+	}
+	return next, dropped, nil
+}
