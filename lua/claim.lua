@@ -23,6 +23,13 @@
 local name = redis.call('HGET', KEYS[3], 'name') or ''
 local cur = redis.call('GET', KEYS[1])
 if cur and cur ~= ARGV[7] then
+  local mine = owner(ARGV[1], ARGV[2], '')
+  if string.sub(cur, 1, #mine) == mine then
+    -- Already the caller's session's (a router stole or moved it here),
+    -- which the caller may adopt: written again, so that a WAIT after this
+    -- call covers the write that made it so, wherever it came from.
+    redis.call('SET', KEYS[1], cur)
+  end
   return {0, cur, name}
 end
 local _, left = generation(KEYS[4], KEYS[5], ARGV[6])

@@ -24,6 +24,10 @@ var (
 	ErrOwnerAlive = errors.New("registry: owner node alive")
 	// ErrNodeGone: the node has no heartbeat.
 	ErrNodeGone = errors.New("registry: node not alive")
+	// ErrNotReplicated: fewer replicas than Config.Replicas acknowledged a
+	// write in time. Its effect may be in Redis, or may be lost by a
+	// failover: the caller must not count on it.
+	ErrNotReplicated = errors.New("registry: write not acknowledged by enough replicas")
 	// ErrRecovering: Redis lost the registry a moment ago; until the
 	// recovery window ends only the rooms' last owners may claim them.
 	ErrRecovering = errors.New("registry: recovering from lost data")

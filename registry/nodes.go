@@ -94,7 +94,7 @@ func (r *Registry) Beat(ctx context.Context, n Node, ttl time.Duration) (BeatRes
 	} else if err := validSession(n.Session); err != nil {
 		return BeatResult{}, err
 	}
-	a, err := toReply(lua.Heartbeat.Run(ctx, r.rdb,
+	a, err := toReply(r.durable(ctx, lua.Heartbeat,
 		[]string{r.nodeKey(n.ID), r.nodesKey(), r.generationKey(), r.recoveryKey(), r.sweepKey()},
 		n.ID, ms(ttl), load, r.Channel(), string(n.State), ms(max(ttl, r.recovery)),
 		n.Session,

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -18,7 +19,25 @@ type scriptCall struct {
 // empty (Redis restarted, SCRIPT FLUSH): the server caches it for the next
 // time. Per-call errors stay in each call's cmd.
 func (r *Registry) pipeline(ctx context.Context, script *redis.Script, calls []*scriptCall) error {
+	return r.send(ctx, script, calls, false)
+}
+
+// durable runs script once, as Script.Run does, and, when the registry
+// waits for replicas (Config.Replicas), WAIT after it on the same
+// connection: the reply counts only once enough replicas have the write.
+// Otherwise the error is ErrNotReplicated (wrapped), whatever the script
+// answered.
+func (r *Registry) durable(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
+	c := &scriptCall{keys: keys, args: args}
+	if err := r.send(ctx, script, []*scriptCall{c}, r.replicas > 0); err != nil && c.cmd.Err() == nil {
+		c.cmd.SetErr(err)
+	}
+	return c.cmd
+}
+
+func (r *Registry) send(ctx context.Context, script *redis.Script, calls []*scriptCall, wait bool) error {
 	send := func(useEval bool) error {
+		var acks *redis.Cmd
 		_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, c := range calls {
 				if useEval {
@@ -27,8 +46,19 @@ func (r *Registry) pipeline(ctx context.Context, script *redis.Script, calls []*
 					c.cmd = script.EvalSha(ctx, p, c.keys, c.args...)
 				}
 			}
+			if wait {
+				acks = p.Do(ctx, "WAIT", r.replicas, r.waitFor.Milliseconds())
+			}
 			return nil
 		})
+		if acks != nil && (err == nil || isScriptReplyError(err)) {
+			switch n, werr := acks.Int64(); {
+			case werr != nil:
+				err = fmt.Errorf("%w: WAIT: %v", ErrNotReplicated, werr)
+			case n < int64(r.replicas):
+				err = fmt.Errorf("%w: %d of %d within %v", ErrNotReplicated, n, r.replicas, r.waitFor)
+			}
+		}
 		return err
 	}
 	err := send(false)

@@ -109,7 +109,7 @@ func (r *Registry) Reclaim(ctx context.Context, node, session string, leases []L
 		keys = append(keys, r.ownerKey(l.Room), r.epochKey(l.Room))
 		args = append(args, l.epoch(), l.Session, l.Room)
 	}
-	a, err := toReply(lua.Reclaim.Run(ctx, r.rdb, keys, args...).Result())
+	a, err := toReply(r.durable(ctx, lua.Reclaim, keys, args...).Result())
 	if err != nil {
 		return out, fmt.Errorf("reclaim %d rooms of %s: %w", len(leases), node, err)
 	}

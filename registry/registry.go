@@ -18,6 +18,8 @@ const (
 	DefaultMetaTTL  = 24 * time.Hour
 	// DefaultRecoveryWindow is the default heartbeat TTL of sidecars.
 	DefaultRecoveryWindow = 3 * time.Second
+	// DefaultReplicaTimeout bounds the wait for replicas (Config.Replicas).
+	DefaultReplicaTimeout = 250 * time.Millisecond
 )
 
 // Config says where the registry lives in Redis. The zero value works.
@@ -42,6 +44,18 @@ type Config struct {
 	// serving. A heartbeat opens at least its own TTL. 0 means
 	// DefaultRecoveryWindow.
 	RecoveryWindow time.Duration
+	// Replicas is how many replicas must have a write that gives or keeps
+	// ownership (a heartbeat, a claim, a transfer, a reclaim) before it
+	// counts: the registry sends WAIT after it, on the same connection,
+	// and the call fails with ErrNotReplicated when fewer replicas
+	// acknowledged it within ReplicaTimeout. With Sentinel set it to 1 (or
+	// more): a failover promotes a replica, and a write it never got is
+	// lost, a heartbeat among them, while its node counts on it. 0 waits
+	// for none (a single Redis).
+	Replicas int
+	// ReplicaTimeout bounds the wait for Replicas; 0 means
+	// DefaultReplicaTimeout.
+	ReplicaTimeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -54,6 +68,8 @@ type Registry struct {
 	epochTTL time.Duration
 	metaTTL  time.Duration
 	recovery time.Duration
+	replicas int
+	waitFor  time.Duration
 	log      *slog.Logger
 }
 
@@ -80,6 +96,12 @@ func New(rdb redis.UniversalClient, cfg Config) (*Registry, error) {
 	if cfg.EpochTTL < 0 || cfg.MetaTTL < 0 || cfg.RecoveryWindow < 0 {
 		return nil, errors.New("registry: negative TTL")
 	}
+	if cfg.Replicas < 0 || cfg.ReplicaTimeout < 0 {
+		return nil, errors.New("registry: negative Replicas or ReplicaTimeout")
+	}
+	if cfg.ReplicaTimeout == 0 {
+		cfg.ReplicaTimeout = DefaultReplicaTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -89,6 +111,8 @@ func New(rdb redis.UniversalClient, cfg Config) (*Registry, error) {
 		epochTTL: cfg.EpochTTL,
 		metaTTL:  cfg.MetaTTL,
 		recovery: cfg.RecoveryWindow,
+		replicas: cfg.Replicas,
+		waitFor:  cfg.ReplicaTimeout,
 		log:      cfg.Logger,
 	}, nil
 }

@@ -112,7 +112,7 @@ func (r *Registry) take(ctx context.Context, room, victim, node, session string)
 	keys := []string{r.ownerKey(room), r.epochKey(room), r.metaKey(room), r.generationKey(), r.recoveryKey()}
 	dead := ""
 	for try := 0; ; try++ {
-		a, err := toReply(lua.Claim.Run(ctx, r.rdb, keys,
+		a, err := toReply(r.durable(ctx, lua.Claim, keys,
 			node, session, ms(ClaimEpochTTL), r.Channel(), room, ms(r.recovery), dead).Result())
 		if err != nil {
 			return Lease{}, fmt.Errorf("claim %s: %w", room, err)
@@ -215,7 +215,7 @@ func (r *Registry) Transfer(ctx context.Context, l Lease, to, toSession string) 
 	if err := validSession(toSession); err != nil {
 		return Lease{}, err
 	}
-	a, err := toReply(lua.Transfer.Run(ctx, r.rdb,
+	a, err := toReply(r.durable(ctx, lua.Transfer,
 		[]string{r.ownerKey(l.Room), r.epochKey(l.Room)},
 		l.Node, l.Session, l.epoch(), to, toSession, ms(ClaimEpochTTL), r.Channel(), l.Room).Result())
 	if err != nil {

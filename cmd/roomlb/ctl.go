@@ -82,7 +82,7 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// ctl's errors say what failed; go-redis's own lines would only repeat
 	// it (one per retry).
 	redisLog.SetLogger(nil)
-	reg, closeRedis, err := openRegistry(*redisURL, *prefix, 0, nil)
+	reg, closeRedis, err := openRegistry(*redisURL, *prefix, 0, -1, nil)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"reflect"
 	"regexp"
@@ -51,23 +52,50 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return err
 }
 
-// openRegistry connects to the registry at redisURL; close closes the
-// connection. recovery is the registry's recovery window (0: the default).
-func openRegistry(redisURL, prefix string, recovery time.Duration, log *slog.Logger) (reg *registry.Registry, close func() error, err error) {
-	opt, err := redis.ParseURL(redisURL)
+// redisClient connects to the Redis at u: a redis:// or rediss:// URL, or,
+// with a master_name parameter, go-redis's Sentinel form
+// (redis://SENTINEL:26379?master_name=NAME&addr=SENTINEL2:26379&...), for a
+// client that follows the master Sentinel names. sentinel says which.
+func redisClient(u string) (rdb redis.UniversalClient, sentinel bool, err error) {
+	if pu, perr := url.Parse(u); perr == nil && pu.Query().Has("master_name") {
+		opt, err := redis.ParseFailoverURL(u)
+		if err != nil {
+			return nil, false, err
+		}
+		opt.ContextTimeoutEnabled = true
+		return redis.NewFailoverClient(opt), true, nil
+	}
+	opt, err := redis.ParseURL(u)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--redis-url: %w", err)
+		return nil, false, err
 	}
 	// Without it go-redis bounds socket reads and writes by its own
 	// ReadTimeout and WriteTimeout (3s) and ignores the deadlines of the
 	// contexts the registry calls are given (the router's RedisTimeout, the
 	// sidecar's heartbeats).
 	opt.ContextTimeoutEnabled = true
+	return redis.NewClient(opt), false, nil
+}
+
+// openRegistry connects to the registry at redisURL; close closes the
+// connection. recovery is the registry's recovery window (0: the default);
+// replicas how many replicas must acknowledge a write that gives or keeps
+// ownership (below 0: 1 through Sentinel, 0 otherwise).
+func openRegistry(redisURL, prefix string, recovery time.Duration, replicas int, log *slog.Logger) (reg *registry.Registry, close func() error, err error) {
 	if recovery < 0 {
 		return nil, nil, fmt.Errorf("--recovery-window is negative (%v)", recovery)
 	}
-	rdb := redis.NewClient(opt)
-	reg, err = registry.New(rdb, registry.Config{Prefix: prefix, RecoveryWindow: recovery, Logger: log})
+	rdb, sentinel, err := redisClient(redisURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--redis-url: %w", err)
+	}
+	if replicas < 0 {
+		replicas = 0
+		if sentinel {
+			replicas = 1
+		}
+	}
+	reg, err = registry.New(rdb, registry.Config{Prefix: prefix, RecoveryWindow: recovery, Replicas: replicas, Logger: log})
 	if err != nil {
 		// The one config error left: a prefix Redis patterns cannot hold.
 		rdb.Close()

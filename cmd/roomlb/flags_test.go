@@ -49,7 +49,7 @@ func TestParseEnv(t *testing.T) {
 // ContextTimeoutEnabled, and its own read timeout is 3s).
 func TestOpenRegistryHonorsContextDeadlines(t *testing.T) {
 	srv := redistest.New(t)
-	reg, closeRedis, err := openRegistry(srv.URL(), registry.DefaultPrefix, 0, slog.New(slog.DiscardHandler))
+	reg, closeRedis, err := openRegistry(srv.URL(), registry.DefaultPrefix, 0, -1, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,5 +106,41 @@ func TestErrorsNameFlags(t *testing.T) {
 		if strings.Contains(err.Error(), "Config.") {
 			t.Errorf("%q: %v\nnames a Config field", tc.args, err)
 		}
+	}
+}
+
+// A --redis-url with a master_name parameter connects through Sentinel, and
+// then every heartbeat and claim waits for a replica by default (a failover
+// would lose a write no replica has): with the replica stopped, a heartbeat
+// fails.
+func TestOpenRegistryThroughSentinel(t *testing.T) {
+	master := redistest.New(t)
+	replica := redistest.NewReplica(t, master)
+	sentinel := redistest.NewSentinel(t, master, "roomlb", time.Second)
+	reg, closeRedis, err := openRegistry(sentinel.FailoverURL(), registry.DefaultPrefix, 0, -1, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeRedis()
+	ctx := context.Background()
+	node := registry.Node{ID: "node-a", Addr: "127.0.0.1:1"}
+	if err := reg.Heartbeat(ctx, node, time.Minute); err != nil {
+		t.Fatalf("heartbeat through Sentinel: %v", err)
+	}
+	if n, err := master.Client().Exists(ctx, registry.DefaultPrefix+"node:node-a").Result(); err != nil || n != 1 {
+		t.Fatalf("the heartbeat is not on the master Sentinel names: %v %v", n, err)
+	}
+	replica.Stop()
+	if err := reg.Heartbeat(ctx, node, time.Minute); !errors.Is(err, registry.ErrNotReplicated) {
+		t.Fatalf("heartbeat through Sentinel with no replica: %v, want ErrNotReplicated", err)
+	}
+	// Told to wait for none, it does not.
+	reg0, close0, err := openRegistry(sentinel.FailoverURL(), registry.DefaultPrefix, 0, 0, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer close0()
+	if err := reg0.Heartbeat(ctx, node, time.Minute); err != nil {
+		t.Fatalf("heartbeat with --redis-replicas 0: %v", err)
 	}
 }

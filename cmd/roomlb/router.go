@@ -62,6 +62,7 @@ func runRouter(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.Region, "region", "", "this router's region: placement prefers nodes in it")
 	fs.Var((*listFlag)(&cfg.TrustedProxies), "trusted-proxies", "comma-separated CIDRs of proxies whose X-Forwarded-For/-Proto are kept")
 	fs.Var((*listFlag)(&cfg.AllowedOrigins), "allowed-origins", "comma-separated Origins allowed to open WebSockets (empty: all)")
+	replicas := fs.Int("redis-replicas", -1, "replicas that must acknowledge each steal before it counts (-1: 1 through Sentinel, 0 otherwise)")
 	recovery := fs.Duration("recovery-window", registry.DefaultRecoveryWindow, "after Redis lost its data, how long only the rooms' owners may claim them; at least the sidecars' --heartbeat-ttl")
 	fs.DurationVar(&cfg.HoldTimeout, "hold-timeout", router.DefaultHoldTimeout, "how long a join is held while its room moves or no node can take it")
 	fs.IntVar(&cfg.MaxWaiting, "max-waiting", router.DefaultMaxWaiting, "requests that may wait for a node at once")
@@ -91,7 +92,7 @@ func runRouter(ctx context.Context, args []string, stderr io.Writer) error {
 	if _, env := os.LookupEnv("GOGC"); !env || flagSet(fs, "gc-percent") {
 		debug.SetGCPercent(*gcTarget)
 	}
-	reg, closeRedis, err := openRegistry(*redisURL, *prefix, *recovery, log)
+	reg, closeRedis, err := openRegistry(*redisURL, *prefix, *recovery, *replicas, log)
 	if err != nil {
 		return err
 	}

@@ -7,8 +7,6 @@ import (
 	"io"
 	"os"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/roomlb/roomlb/registry"
 	"github.com/roomlb/roomlb/sidecar"
 )
@@ -22,6 +20,7 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) error {
 		redisURL = fs.String("redis-url", "redis://127.0.0.1:6379", "Redis of the registry")
 		ottURL   = fs.String("monolith-redis-url", "", "the monolith's own Redis, where it writes room:NAME and publishes announcements (default: --redis-url)")
 		prefix   = fs.String("prefix", registry.DefaultPrefix, "prefix of every registry key in Redis")
+		replicas = fs.Int("redis-replicas", -1, "replicas that must acknowledge each heartbeat and claim before it counts (-1: 1 through Sentinel, 0 otherwise)")
 		logLevel = fs.String("log-level", "info", "debug, info, warn or error")
 	)
 	fs.StringVar(&cfg.NodeID, "node-id", host, "this node's id in the registry (in Nomad: the allocation id)")
@@ -55,19 +54,17 @@ func runSidecar(ctx context.Context, args []string, stderr io.Writer) error {
 	// lines, the registry's, ours).
 	nodeLog := log.With("node", cfg.NodeID)
 	redisLog.SetLogger(nodeLog)
-	reg, closeRedis, err := openRegistry(*redisURL, *prefix, max(registry.DefaultRecoveryWindow, cfg.HeartbeatTTL), nodeLog)
+	reg, closeRedis, err := openRegistry(*redisURL, *prefix, max(registry.DefaultRecoveryWindow, cfg.HeartbeatTTL), *replicas, nodeLog)
 	if err != nil {
 		return err
 	}
 	defer closeRedis()
 	cfg.Registry = reg
 	if *ottURL != "" && *ottURL != *redisURL {
-		opt, err := redis.ParseURL(*ottURL)
+		rdb, _, err := redisClient(*ottURL)
 		if err != nil {
 			return fmt.Errorf("--monolith-redis-url: %w", err)
 		}
-		opt.ContextTimeoutEnabled = true
-		rdb := redis.NewClient(opt)
 		defer rdb.Close()
 		cfg.MonolithRedis = rdb
 	}

@@ -31,6 +31,10 @@ type Server struct {
 	url  string
 	addr string
 	dir  string // empty for REDIS_URL servers
+	// extra arguments of redis-server (a replica's REPLICAOF); conf, a
+	// configuration file to start with (a sentinel's).
+	extra []string
+	conf  string
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -118,12 +122,15 @@ func (s *Server) requireOwn() {
 func (s *Server) start(bin string) {
 	s.tb.Helper()
 	host, port, _ := net.SplitHostPort(s.addr)
-	cmd := exec.Command(bin,
-		"--bind", host, "--port", port,
+	args := []string{"--bind", host, "--port", port,
 		"--save", "", "--appendonly", "no",
 		"--dir", s.dir, "--daemonize", "no",
 		"--logfile", filepath.Join(s.dir, "redis.log"),
-	)
+	}
+	if s.conf != "" {
+		args = []string{s.conf, "--sentinel"}
+	}
+	cmd := exec.Command(bin, append(args, s.extra...)...)
 	if err := cmd.Start(); err != nil {
 		s.tb.Fatalf("redistest: start redis-server: %v", err)
 	}
@@ -201,4 +208,92 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return fmt.Sprint(strings.Join(lines, "\n"))
+}
+
+// NewReplica starts a redis-server of its own that replicates master
+// (REPLICAOF), on a free loopback port, and waits until it is in sync.
+// It is stopped when the test ends.
+func NewReplica(tb testing.TB, master *Server) *Server {
+	tb.Helper()
+	master.requireOwn()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		tb.Fatalf("redistest: %v", err)
+	}
+	host, port, _ := net.SplitHostPort(master.addr)
+	s := &Server{tb: tb, dir: tb.TempDir(), extra: []string{"--replicaof", host, port}}
+	s.addr = "127.0.0.1:" + strconv.Itoa(freePort(tb))
+	s.url = "redis://" + s.addr
+	s.start(bin)
+	tb.Cleanup(s.stop)
+	s.WaitSynced()
+	return s
+}
+
+// WaitSynced waits until a replica's link to its master is up.
+func (s *Server) WaitSynced() {
+	s.tb.Helper()
+	c := s.Client()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, _ := c.Info(context.Background(), "replication").Result()
+		if strings.Contains(info, "master_link_status:up") {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.tb.Fatalf("redistest: replica %s not in sync after 10s:\n%s", s.addr, info)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Sentinel is a redis-server in sentinel mode that watches one master.
+type Sentinel struct {
+	*Server
+	name string
+}
+
+// NewSentinel starts a sentinel (redis-server --sentinel) that watches
+// master under name with a quorum of one, and takes it for down after
+// downAfter without an answer. It is stopped when the test ends.
+func NewSentinel(tb testing.TB, master *Server, name string, downAfter time.Duration) *Sentinel {
+	tb.Helper()
+	master.requireOwn()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		tb.Fatalf("redistest: %v", err)
+	}
+	s := &Server{tb: tb, dir: tb.TempDir()}
+	s.addr = "127.0.0.1:" + strconv.Itoa(freePort(tb))
+	s.url = "redis://" + s.addr
+	host, port, _ := net.SplitHostPort(master.addr)
+	_, sport, _ := net.SplitHostPort(s.addr)
+	// A sentinel rewrites its configuration file: it must be its own.
+	conf := filepath.Join(s.dir, "sentinel.conf")
+	body := fmt.Sprintf("port %s\nbind 127.0.0.1\ndir %s\nlogfile %s\n"+
+		"sentinel monitor %s %s %s 1\nsentinel down-after-milliseconds %s %d\n"+
+		"sentinel failover-timeout %s 10000\nsentinel parallel-syncs %s 1\n",
+		sport, s.dir, filepath.Join(s.dir, "redis.log"),
+		name, host, port, name, downAfter.Milliseconds(), name, name)
+	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+		tb.Fatalf("redistest: %v", err)
+	}
+	s.conf = conf
+	s.start(bin)
+	tb.Cleanup(s.stop)
+	return &Sentinel{Server: s, name: name}
+}
+
+// FailoverURL is the go-redis failover URL of the sentinel's master:
+// redis://SENTINEL?master_name=NAME.
+func (s *Sentinel) FailoverURL() string { return s.url + "?master_name=" + s.name }
+
+// Master asks the sentinel for the address of the master it knows now.
+func (s *Sentinel) Master() string {
+	s.tb.Helper()
+	a, err := s.Client().Do(context.Background(), "SENTINEL", "get-master-addr-by-name", s.name).StringSlice()
+	if err != nil || len(a) != 2 {
+		s.tb.Fatalf("redistest: sentinel get-master-addr-by-name %s: %v %v", s.name, a, err)
+	}
+	return net.JoinHostPort(a[0], a[1])
 }
