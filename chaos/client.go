@@ -72,8 +72,9 @@ type client struct {
 	// Health, read by the run without the lock.
 	synced   atomic.Bool
 	lastChat atomic.Int64
-	away     atomic.Bool // voluntarily away (or gone), not expected to be served
-	gone     atomic.Bool // stopped on a close code >= 4000 other than 4004
+	away     atomic.Bool  // voluntarily away (or gone), not expected to be served
+	gone     atomic.Bool  // stopped on a close code >= 4000 other than 4004
+	goneCode atomic.Int32 // the close code it stopped on
 
 	wmu  sync.Mutex // serialises writes
 	mu   sync.Mutex // guards what follows
@@ -130,6 +131,7 @@ func (c *client) run(ctx context.Context) {
 			c.regrant(ctx)
 			reconnect, attempt = true, 0
 		case s.Code >= 4000:
+			c.goneCode.Store(int32(s.Code))
 			c.gone.Store(true)
 			c.away.Store(true)
 			select {

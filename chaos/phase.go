@@ -67,7 +67,7 @@ func (p *phaseRun) run(ctx context.Context) error {
 	}
 	at, bad := p.w.waitServed(ctx, time.Now().Add(30*time.Second))
 	if len(bad) > 0 {
-		return fmt.Errorf("chaos: %d of %d clients not served 30 s after the start", len(bad), len(p.w.clients))
+		return fmt.Errorf("chaos: %d of %d clients not served after the start (bound 30 s): %s", len(bad), len(p.w.clients), describeClients(bad))
 	}
 	p.logf("%d clients in %d rooms served in %.1f s", len(p.w.clients), len(p.w.rooms), at.Sub(start).Seconds())
 	// The monolith writes a new room's state 5 s after its last change
@@ -202,7 +202,7 @@ func describeClients(cs []*client) string {
 		state := "connecting"
 		switch {
 		case c.gone.Load():
-			state = "stopped"
+			state = fmt.Sprintf("stopped (close %d)", c.goneCode.Load())
 		case c.synced.Load():
 			state = "served but without chats"
 		}

@@ -43,7 +43,11 @@ type Node struct {
 	Started time.Time
 	// Session names one continuous life of the node's heartbeat key: Beat
 	// gives a new key this id (a random one when empty) and leaves an
-	// existing key's alone. Node and Nodes report the key's.
+	// existing key's alone. Node and Nodes report the key's. The node's
+	// rooms belong to it, and a room of an ended session is free to claim:
+	// an id given to Beat must never have been used before (leave it empty,
+	// or use a fresh random one), or a new key would revive the rooms of an
+	// ended session, which others may hold by then.
 	Session string
 }
 
