@@ -21,7 +21,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		quick    = fs.Bool("quick", false, "a smaller run that finishes in under two minutes")
+		quick    = fs.Bool("quick", false, "a smaller run, about half as long")
 		jsonFile = fs.String("json", "", "also write the figures to this file as JSON")
 		figures  = fs.String("figures", "", "comma-separated figures to run, 1 to 9 (default: all)")
 		mono     = fs.String("monolith", bench.MonolithFake, "monolith behind the hot-path figures: fake (Go, in process) or node (the reference monolith)")
