@@ -117,8 +117,10 @@ func testRandom(t *testing.T, reg *registry.Registry, monos []randomMonolith) {
 			ops["http"]++
 			call(t, s.Addr(), "GET", "/api/room/"+room, "")
 		case op < 88:
-			// The lease vanishes from Redis (a failover that lost it): the
-			// owner finds out at its next renewal and fences the room.
+			// The room's key vanishes from Redis (by hand, or lost): the
+			// owner finds out at its next metadata write and re-claims
+			// the room, unless another node took it first (then it
+			// fences it).
 			ops["lease loss"]++
 			reg.Client().Del(ctx, "roomlb:room:{"+strings.ToLower(room)+"}")
 		case op < 93:

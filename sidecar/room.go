@@ -360,8 +360,9 @@ func (s locked) fence(rm *room, reason string) {
 	s.closeRoomClients(rm, contract.CloseServiceRestart, "room moved")
 	s.sendUnload(rm)
 	if reason != "lost" {
-		// Not renewed in time, but maybe still ours in Redis: give it
-		// back so that another node need not wait for it to expire.
+		// Not kept in time (the heartbeat, or a stale lease after a
+		// loss of the registry), but maybe still ours in Redis: give it
+		// back, or it would stay this node's until its session ends.
 		s.releaseRoom(rm)
 	} else {
 		s.removeRoom(rm)
