@@ -200,21 +200,16 @@ func (r *Registry) Rooms(ctx context.Context) ([]Room, error) {
 
 // liveOnly keeps the rooms whose owner's session lives.
 func (r *Registry) liveOnly(ctx context.Context, rooms []Room) ([]Room, error) {
-	sessions := map[string]*redis.StringCmd{}
-	for _, rm := range rooms {
-		sessions[rm.Owner.Node] = nil
+	owners := make([]Owner, len(rooms))
+	for i, rm := range rooms {
+		owners[i] = rm.Owner
 	}
-	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for node := range sessions {
-			sessions[node] = p.HGet(ctx, r.nodeKey(node), "session")
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
+	sessions, err := r.sessions(ctx, owners)
+	if err != nil {
 		return nil, fmt.Errorf("rooms: %w", err)
 	}
 	return slices.DeleteFunc(rooms, func(rm Room) bool {
-		return sessions[rm.Owner.Node].Val() != rm.Owner.Session
+		return sessions[rm.Owner.Node] != rm.Owner.Session
 	}), nil
 }
 

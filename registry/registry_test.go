@@ -194,7 +194,7 @@ func TestEpochsIncrease(t *testing.T) {
 func TestOwnershipIsBoundToTheSession(t *testing.T) {
 	r, _ := newRegistry(t)
 	ctx := context.Background()
-	a0, err := r.Beat(ctx, Node{ID: "node-a", Addr: "127.0.0.1:1"}, 300*time.Millisecond)
+	a0, err := r.Beat(ctx, Node{ID: "node-a", Addr: "127.0.0.1:1"}, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,9 +208,10 @@ func TestOwnershipIsBoundToTheSession(t *testing.T) {
 	_, err = r.Claim(ctx, "lobby", "node-b", live(t, r, "node-b"))
 	wantOwnerErr(t, err, ErrOwned, "node-a", a.Epoch)
 
-	// The key runs out. node-a heartbeats again: a new session, which
-	// does not own the room.
-	time.Sleep(400 * time.Millisecond)
+	// The key runs out (deleted here, as an expiry would, with no timing
+	// to wait on). node-a heartbeats again: a new session, which does
+	// not own the room.
+	r.Client().Del(ctx, r.nodeKey("node-a"))
 	a1, err := r.Beat(ctx, Node{ID: "node-a", Addr: "127.0.0.1:1"}, time.Minute)
 	if err != nil || a1.Session == a0.Session {
 		t.Fatalf("beat after the key ran out: %+v, %v; want a new session", a1, err)
@@ -277,6 +278,7 @@ func TestClaimRoundTrips(t *testing.T) {
 func TestSteal(t *testing.T) {
 	r, _ := newRegistry(t)
 	ctx := context.Background()
+	sb := live(t, r, "node-b") // before node-a's short heartbeat starts
 	beat, err := r.Beat(ctx, Node{ID: "node-a", Addr: "127.0.0.1:1"}, 200*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
@@ -286,16 +288,16 @@ func TestSteal(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, err = r.Steal(ctx, "lobby", "node-a", "node-b", live(t, r, "node-b"))
+	_, err = r.Steal(ctx, "lobby", "node-a", "node-b", sb)
 	wantOwnerErr(t, err, ErrOwnerAlive, "node-a", a.Epoch)
-	_, err = r.Steal(ctx, "lobby", "node-c", "node-b", live(t, r, "node-b"))
+	_, err = r.Steal(ctx, "lobby", "node-c", "node-b", sb)
 	wantOwnerErr(t, err, ErrOwned, "node-a", a.Epoch)
 	if o, _ := r.Owner(ctx, "lobby"); o.Node != "node-a" || o.Epoch != a.Epoch {
 		t.Fatalf("after refused steals owner = %+v, want node-a at %d", o, a.Epoch)
 	}
 
 	time.Sleep(300 * time.Millisecond) // node-a's heartbeat expires
-	b, err := r.Steal(ctx, "lobby", "node-a", "node-b", live(t, r, "node-b"))
+	b, err := r.Steal(ctx, "lobby", "node-a", "node-b", sb)
 	if err != nil {
 		t.Fatalf("steal from a dead node: %v", err)
 	}
@@ -305,7 +307,7 @@ func TestSteal(t *testing.T) {
 	// The dead owner's lease is worthless now.
 	wantOwnerErr(t, r.Release(ctx, a), ErrOwned, "node-b", b.Epoch)
 	// Steal of an unowned room is a claim.
-	c, err := r.Steal(ctx, "empty", "node-a", "node-b", live(t, r, "node-b"))
+	c, err := r.Steal(ctx, "empty", "node-a", "node-b", sb)
 	if err != nil || c.Node != "node-b" {
 		t.Fatalf("steal of an unowned room: %+v, %v", c, err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -52,26 +51,16 @@ func (r *Registry) DropStale(ctx context.Context, cursor uint64) (next uint64, d
 		return cursor, 0, fmt.Errorf("drop stale rooms: %w", err)
 	}
 	owners := make([]Owner, len(keys))
-	sessions := map[string]*redis.StringCmd{}
 	for i, g := range gets {
-		o, err := parseOwner(g.Val())
-		if err != nil || !strings.HasSuffix(keys[i], "}") {
-			continue // gone meanwhile, or not an owner key
-		}
-		owners[i] = o
-		sessions[o.Node] = nil
+		owners[i], _ = parseOwner(g.Val()) // zero when gone meanwhile
 	}
-	if _, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for node := range sessions {
-			sessions[node] = p.HGet(ctx, r.nodeKey(node), "session")
-		}
-		return nil
-	}); err != nil && !errors.Is(err, redis.Nil) {
+	sessions, err := r.sessions(ctx, owners)
+	if err != nil {
 		return cursor, 0, fmt.Errorf("drop stale rooms: %w", err)
 	}
 	var calls []*scriptCall
 	for i, o := range owners {
-		if o.Node == "" || sessions[o.Node].Val() == o.Session {
+		if o.Node == "" || sessions[o.Node] == o.Session {
 			continue
 		}
 		// The session has ended (a session never lives again), so the
@@ -91,4 +80,33 @@ func (r *Registry) DropStale(ctx context.Context, cursor uint64) (next uint64, d
 		}
 	}
 	return next, dropped, nil
+}
+
+// sessions reads the live session of every node named by owners (zero
+// owners skipped), in one round trip: "" for a node whose heartbeat key is
+// gone.
+func (r *Registry) sessions(ctx context.Context, owners []Owner) (map[string]string, error) {
+	cmds := map[string]*redis.StringCmd{}
+	for _, o := range owners {
+		if o.Node != "" {
+			cmds[o.Node] = nil
+		}
+	}
+	if len(cmds) == 0 {
+		return nil, nil
+	}
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for node := range cmds {
+			cmds[node] = p.HGet(ctx, r.nodeKey(node), "session")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	out := make(map[string]string, len(cmds))
+	for node, c := range cmds {
+		out[node] = c.Val()
+	}
+	return out, nil
 }

@@ -119,11 +119,11 @@ func (s *Sidecar) reclaim(ctx context.Context) {
 			rm.lease = got
 			rm.stale = false
 			rm.metaDirty = true // the metadata went with the rest
-			if rm.valid(s.now()) && s.presence.hb.Load().session == session {
-				// Bound to the new session's life alone again. (A
-				// room whose stale deadline passed meanwhile has been
-				// fenced, and one re-claimed in a session that ended
-				// since is the new life's to fence.)
+			if rm.valid(s.now()) {
+				// Bound to the heartbeat's life alone again. (A room
+				// whose stale deadline passed meanwhile has been
+				// fenced; a session that ended since began a new life,
+				// and valid is false for the old one's rooms.)
 				rm.until.Store(math.MaxInt64)
 				kept++
 			}
