@@ -51,10 +51,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	plan := cfg.plan(rng)
 	fmt.Fprintf(cfg.Log, "chaos: seed %d, %d phases, serve logs %v, in %s\n", cfg.Seed, len(plan), rep.ServeLogs, dir)
 	for i, ph := range plan {
+		name := fmt.Sprintf("phase%d-hb%s", i+1, ph.hb)
+		if ph.sentinel {
+			name += "-sentinel"
+		}
 		p := &phaseRun{
 			cfg:      &cfg,
 			plan:     ph,
-			dir:      filepath.Join(dir, fmt.Sprintf("phase%d-hb%s", i+1, ph.hb)),
+			dir:      filepath.Join(dir, name),
 			serveLog: rep.ServeLogs,
 			rng:      rng,
 			runStart: rep.Started,

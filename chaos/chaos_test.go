@@ -14,16 +14,18 @@ import (
 // ones behind the safety defects roomlb chaos was built to catch (a lease
 // re-adopted while it was released, service after Redis lost its data,
 // rooms lost with it, a frozen owner stranding its clients), a drain
-// storm and hostile clients. Remove a kind here
-// to leave it out while its defect is being fixed.
+// storm, hostile clients, and a Sentinel failover (a second cluster, its
+// registry behind Sentinel). Remove a kind here to leave it out while its
+// defect is being fixed.
 var shortFaults = []string{
 	SidecarKill, SidecarPause, MonolithKill, RouterKill,
 	RedisPauseLong, RedisRestart, RedisFlush, LinkStall, DrainStorm, HostileClients,
+	RedisFailover,
 }
 
-// TestRunShort runs a short fault run on a cluster of processes (Redis,
-// three Node reference monoliths with their sidecars, two routers) and
-// wants no violation. Its only time bounds are the run's own.
+// TestRunShort runs a short fault run on clusters of processes (Redis,
+// three Node reference monoliths with their sidecars, two routers; then
+// the same with the registry behind Sentinel) and wants no violation. Its only time bounds are the run's own.
 func TestRunShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a fault run takes over a minute")

@@ -27,14 +27,22 @@ const (
 	LinkStall       = "link-stall"        // the busiest sidecar's Redis link forwards nothing, for 2 TTLs
 	DrainStorm      = "drain-storm"       // SIGTERM of the two busiest sidecars while clients join, then started again
 	HostileClients  = "hostile-clients"   // attackers send malformed frames, traversal paths and floods for 2 TTLs (hostile.go)
+	RedisFailover   = "redis-failover"    // SIGKILL of the registry's master behind Sentinel, a replica promoted (a phase of its own)
 )
 
 // Kinds lists every kind of fault, in a fixed order.
 var Kinds = []string{
 	SidecarKill, SidecarPause, MonolithKill, MonolithPause, RouterKill, RouterPause,
 	RedisPauseShort, RedisPauseLong, RedisRestart, RedisFlush, LinkSlow, LinkStall, DrainStorm,
-	HostileClients,
+	HostileClients, RedisFailover,
 }
+
+// sentinelKinds need the registry's Redis behind Sentinel (a master, two
+// replicas, three sentinels; the monoliths keep a Redis of their own, as
+// they do not speak Sentinel). The sidecars then reach Redis directly,
+// not through link proxies, so these kinds get a phase of their own, at
+// the first heartbeat TTL.
+var sentinelKinds = []string{RedisFailover}
 
 // Defaults for Config.
 const (
@@ -193,18 +201,23 @@ func (c *Config) bound(hb time.Duration) time.Duration {
 
 // phase is one cluster at one heartbeat TTL and the faults it gets.
 type phase struct {
-	hb     time.Duration
-	faults []string
+	hb       time.Duration
+	sentinel bool // the registry's Redis is behind Sentinel
+	faults   []string
 	// until, when set, cycles through faults (shuffled each cycle) until
 	// this much time has passed since the phase started.
 	until time.Duration
 }
 
 // plan spreads the faults over the heartbeat TTLs: each kind once per TTL,
-// once in all (Quick), or cycling until Duration.
+// once in all (Quick), or cycling until Duration. The kinds that need
+// Sentinel get a phase of their own at the first TTL (once, in Quick and
+// full runs alike).
 func (c *Config) plan(rng *rand.Rand) []phase {
-	shuffled := func() []string {
-		f := slices.Clone(c.Faults)
+	plain := slices.DeleteFunc(slices.Clone(c.Faults), func(k string) bool { return slices.Contains(sentinelKinds, k) })
+	sentinel := slices.DeleteFunc(slices.Clone(c.Faults), func(k string) bool { return !slices.Contains(sentinelKinds, k) })
+	shuffled := func(kinds []string) []string {
+		f := slices.Clone(kinds)
 		rng.Shuffle(len(f), func(i, j int) { f[i], f[j] = f[j], f[i] })
 		return f
 	}
@@ -215,18 +228,26 @@ func (c *Config) plan(rng *rand.Rand) []phase {
 	switch {
 	case c.Duration > 0:
 		for i := range phases {
-			phases[i].faults = shuffled()
-			phases[i].until = c.Duration / time.Duration(len(phases))
+			phases[i].faults = shuffled(plain)
 		}
 	case c.Quick:
-		for i, k := range shuffled() {
+		for i, k := range shuffled(plain) {
 			p := &phases[i%len(phases)]
 			p.faults = append(p.faults, k)
 		}
 	default:
 		for i := range phases {
-			phases[i].faults = shuffled()
+			phases[i].faults = shuffled(plain)
 		}
 	}
-	return slices.DeleteFunc(phases, func(p phase) bool { return len(p.faults) == 0 })
+	if len(sentinel) > 0 {
+		phases = append(phases, phase{hb: c.HeartbeatTTLs[0], sentinel: true, faults: shuffled(sentinel)})
+	}
+	phases = slices.DeleteFunc(phases, func(p phase) bool { return len(p.faults) == 0 })
+	if c.Duration > 0 {
+		for i := range phases {
+			phases[i].until = c.Duration / time.Duration(len(phases))
+		}
+	}
+	return phases
 }

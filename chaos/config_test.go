@@ -21,13 +21,14 @@ func TestPlan(t *testing.T) {
 		name    string
 		cfg     Config
 		phases  int
-		perKind int
+		perKind int // each kind but the Sentinel ones, which run once in their phase
 		cycling bool
 	}{
-		{"quick: each kind once in all", Config{Quick: true}, 2, 1, false},
-		{"full: each kind once per ttl", Config{}, 2, 2, false},
-		{"one ttl", Config{Quick: true, HeartbeatTTLs: []time.Duration{time.Second}}, 1, 1, false},
-		{"duration: cycling", Config{Duration: time.Hour}, 2, 2, true},
+		{"quick: each kind once in all", Config{Quick: true}, 3, 1, false},
+		{"full: each kind once per ttl", Config{}, 3, 2, false},
+		{"one ttl", Config{Quick: true, HeartbeatTTLs: []time.Duration{time.Second}}, 2, 1, false},
+		{"duration: cycling", Config{Duration: time.Hour}, 3, 2, true},
+		{"sentinel only", Config{Quick: true, Faults: []string{RedisFailover}}, 1, 1, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.cfg.Binary = "roomlb"
@@ -40,14 +41,23 @@ func TestPlan(t *testing.T) {
 				t.Fatalf("%d phases, want %d", len(ps), tc.phases)
 			}
 			m := count(ps)
-			for _, k := range Kinds {
-				if m[k] != tc.perKind {
-					t.Errorf("%s planned %d times, want %d", k, m[k], tc.perKind)
+			for _, k := range tc.cfg.Faults {
+				want := tc.perKind
+				if slices.Contains(sentinelKinds, k) {
+					want = 1
+				}
+				if m[k] != want {
+					t.Errorf("%s planned %d times, want %d", k, m[k], want)
 				}
 			}
 			for _, p := range ps {
 				if (p.until > 0) != tc.cycling {
 					t.Errorf("phase %v: until %v", p.hb, p.until)
+				}
+				for _, k := range p.faults {
+					if slices.Contains(sentinelKinds, k) != p.sentinel {
+						t.Errorf("phase %v (sentinel %v) got %s", p.hb, p.sentinel, k)
+					}
 				}
 			}
 		})

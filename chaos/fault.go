@@ -93,12 +93,86 @@ func (p *phaseRun) nemesis(kind string) nemesis {
 		return nemesis{target: n.id, hold: 2 * hb, untilServed: true,
 			inject: func(context.Context) error { n.link.setStalled(true); return nil },
 			heal:   func(context.Context) error { n.link.setStalled(false); return nil }}
+	case RedisFailover:
+		return p.failover()
 	case DrainStorm:
 		return p.drainStorm()
 	case HostileClients:
 		return p.hostileClients()
 	}
 	panic("chaos: no nemesis for " + kind)
+}
+
+// failover kills the registry's master (SIGKILL: what was not yet
+// replicated is lost) and holds until the sentinels have promoted a replica
+// and every client is served again; the heal starts the old master again,
+// empty, as a replica of the new one, as an operator would, and waits
+// until it is in sync.
+func (p *phaseRun) failover() nemesis {
+	cl := p.cl
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	old, err := cl.master(ctx)
+	cancel()
+	if err != nil {
+		return nemesis{target: "registry master", inject: func(context.Context) error { return err }}
+	}
+	var (
+		wg    sync.WaitGroup
+		note  string
+		start time.Time
+	)
+	return nemesis{
+		target: old.name, hold: p.hb, untilServed: true,
+		inject: func(ctx context.Context) error {
+			// Should no replica be promoted, the next start replicates
+			// another server rather than come back as an empty master.
+			for _, rs := range cl.servers {
+				if rs != old {
+					old.replicaOf = rs.addr
+					break
+				}
+			}
+			start = time.Now()
+			old.kill()
+			wg.Add(1)
+			go func() { // waited for by wait, which runFault always calls
+				defer wg.Done()
+				err := waitFor(ctx, cl.hb+p.cfg.Settle, func(ctx context.Context) error {
+					m, err := cl.master(ctx)
+					if err == nil && m == old {
+						err = errors.New("the sentinels still name the killed master")
+					}
+					if err != nil {
+						return err
+					}
+					old.replicaOf = m.addr
+					return nil
+				})
+				if err != nil {
+					note = "no replica promoted: " + err.Error()
+					return
+				}
+				note = fmt.Sprintf("%s promoted %.2f s after the kill", old.replicaOf, time.Since(start).Seconds())
+			}()
+			return nil
+		},
+		wait: func() []string {
+			wg.Wait()
+			if note == "" {
+				return nil
+			}
+			return []string{note}
+		},
+		heal: func(ctx context.Context) error {
+			if err := old.launch(ctx); err != nil {
+				return err
+			}
+			// The next fault starts from a whole deployment, as an
+			// operator's next failover would: every replica in sync with
+			// the master every sentinel names.
+			return waitFor(ctx, 30*time.Second, cl.sentinelSettled)
+		},
+	}
 }
 
 // drainStorm sends SIGTERM to the two busiest sidecars at once while a

@@ -46,17 +46,21 @@ func (p *phaseRun) logf(format string, args ...any) {
 func (p *phaseRun) run(ctx context.Context) error {
 	start := time.Now()
 	p.hb = p.plan.hb
-	p.report = Phase{HeartbeatTTL: p.hb.String(), Dir: p.dir}
+	p.report = Phase{HeartbeatTTL: p.hb.String(), Sentinel: p.plan.sentinel, Dir: p.dir}
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
 		return err
 	}
 	var err error
-	p.cl, err = startCluster(ctx, p.cfg, p.dir, p.hb, p.serveLog)
+	p.cl, err = startCluster(ctx, p.cfg, p.dir, p.hb, p.serveLog, p.plan.sentinel)
 	if err != nil {
 		return fmt.Errorf("chaos: start the cluster: %w", err)
 	}
 	defer p.cl.close()
-	p.logf("cluster up in %.1f s (%d nodes, %d routers; logs in %s)", time.Since(start).Seconds(), len(p.cl.nodes), len(p.cl.routers), p.dir)
+	registry := "one Redis"
+	if p.plan.sentinel {
+		registry = "Redis behind Sentinel"
+	}
+	p.logf("cluster up in %.1f s (%d nodes, %d routers, %s; logs in %s)", time.Since(start).Seconds(), len(p.cl.nodes), len(p.cl.routers), registry, p.dir)
 	p.w = newWorkload(p.cfg, p.cl.routerAddrs(), p.rng.Uint64())
 	defer p.w.stop()
 	if err := p.w.createRooms(ctx); err != nil {
@@ -77,7 +81,7 @@ func (p *phaseRun) run(ctx context.Context) error {
 	// roomlb does. The faults start once every room is in Redis.
 	p.warmupFrom = time.Now().Add(500 * time.Millisecond).UnixNano()
 	warm := time.Now()
-	if missing := p.w.waitState(ctx, p.cl.rdb, 30*time.Second); len(missing) > 0 {
+	if missing := p.w.waitState(ctx, p.cl.state, 30*time.Second); len(missing) > 0 {
 		return fmt.Errorf("chaos: the state of %d rooms not in Redis 30 s after they were created: %v", len(missing), missing)
 	}
 	if !sleepCtx(ctx, p.cfg.Steady-time.Since(warm)) {
@@ -174,7 +178,7 @@ func (p *phaseRun) runFault(ctx context.Context, kind string) error {
 	f.served = at.UnixNano()
 	if (kind == RedisRestart || kind == RedisFlush) && ctx.Err() == nil {
 		t := time.Now()
-		if missing := p.w.restoreState(ctx, p.cl.rdb, 15*time.Second); len(missing) > 0 {
+		if missing := p.w.restoreState(ctx, p.cl.state, 15*time.Second); len(missing) > 0 {
 			f.Notes = append(f.Notes, fmt.Sprintf("state of %d rooms not back in Redis 15 s after a change: %v", len(missing), missing))
 		} else {
 			f.Notes = append(f.Notes, fmt.Sprintf("every room's state back in Redis %.1f s after a change", time.Since(t).Seconds()))

@@ -51,9 +51,12 @@ type Fault struct {
 
 // Phase is one cluster at one heartbeat TTL.
 type Phase struct {
-	HeartbeatTTL string  `json:"heartbeat_ttl"`
-	Faults       int     `json:"faults"`
-	ElapsedS     float64 `json:"elapsed_s"`
+	HeartbeatTTL string `json:"heartbeat_ttl"`
+	// Sentinel: the registry's Redis was a master and replicas behind
+	// three sentinels.
+	Sentinel bool    `json:"sentinel,omitempty"`
+	Faults   int     `json:"faults"`
+	ElapsedS float64 `json:"elapsed_s"`
 	// ServeLogLines and ServeLogBad count the sidecars' serve-log lines
 	// read and those that could not be parsed.
 	ServeLogLines int `json:"serve_log_lines"`
