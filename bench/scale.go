@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -90,7 +91,7 @@ func (e *env) scaleLevel(ctx context.Context, f *Figure, rdb *redis.Client, lv S
 	defer stop()
 	nodes := make([]*simNode, lv.Nodes)
 	for i := range nodes {
-		nodes[i] = &simNode{reg: reg, id: fmt.Sprintf("sim-%d", i)}
+		nodes[i] = &simNode{reg: reg, ver: reg.NewVerifier(), id: fmt.Sprintf("sim-%d", i)}
 		if err := nodes[i].beat(ctx); err != nil {
 			return 0, err
 		}
@@ -230,6 +231,7 @@ func (e *env) scaleLevel(ctx context.Context, f *Figure, rdb *redis.Client, lv S
 // the sidecar's default interval, and holds rooms in its session.
 type simNode struct {
 	reg  *registry.Registry
+	ver  *registry.Verifier
 	id   string
 	ctx  context.Context
 	stop context.CancelFunc
@@ -251,13 +253,19 @@ func (n *simNode) add(l registry.Lease) {
 
 func (n *simNode) beat(ctx context.Context) error {
 	n.mu.Lock()
-	rooms := len(n.leases)
+	held := slices.Clone(n.leases)
 	n.mu.Unlock()
+	rooms := len(held)
 	b, err := n.reg.Beat(ctx, registry.Node{
 		ID: n.id, Addr: "127.0.0.1:1", Region: "sim", State: registry.StateActive,
 		Rooms: rooms, Load: float64(rooms), Version: "bench", Started: time.Now(),
 	}, sidecar.DefaultHeartbeatTTL)
 	if err != nil {
+		return err
+	}
+	// The check of the rooms' slots' marks that goes with each of a
+	// sidecar's heartbeats (registry.Verifier).
+	if _, err := n.ver.Verify(ctx, held); err != nil {
 		return err
 	}
 	n.mu.Lock()

@@ -7,20 +7,23 @@
 -- KEYS[1] owner key   roomlb:room:{r}        "node:session:epoch", no TTL
 -- KEYS[2] epoch key   roomlb:room:{r}:epoch  last epoch handed out
 -- KEYS[3] meta key    roomlb:room:{r}:meta   its "name" is the canonical casing
--- KEYS[4] generation key roomlb:generation, KEYS[5] recovery key roomlb:recovery
+-- KEYS[4] the slot's mark key roomlb:slot:N:{t}, KEYS[5] its recovery key
+-- (t is a tag in the room's hash slot N)
 -- ARGV[1] node id, ARGV[2] its session, ARGV[3] epoch ttl ms,
 -- ARGV[4] events channel ('' for none), ARGV[5] room, ARGV[6] recovery window
 -- ms, ARGV[7] the owner value the caller found dead ('' for none)
--- Returns {1, epoch, name} when claimed, {0, owner value, name} when the
--- room has another value than ARGV[7], {-1, recovery ms left, name} when it
--- has none (or a dead one) but the registry is in a recovery window (only
--- its last owner may take it, with reclaim.lua); name is the room's
--- canonical casing as last recorded, or ''.
--- During a recovery window nothing is taken: Redis lost the registry, the
--- nodes' heartbeat keys with it, and a live owner's key is back only at its
--- next heartbeat (the window lasts at least a heartbeat TTL), so a missing
--- key does not mean a dead owner then.
+-- Returns {1, epoch, name, mark} when claimed, {0, owner value, name, mark}
+-- when the room has another value than ARGV[7], {-1, recovery ms left,
+-- name, mark} when it has none (or a dead one) but its slot is in a
+-- recovery window (only its last owner may take it, with reclaim.lua);
+-- name is the room's canonical casing as last recorded, or '', and mark
+-- the slot's mark (see slot_mark in prelude.lua), which owners check.
+-- The caller made sure the slot is in use before (admit.lua; birth.lua and
+-- mark.lua for its first claim). During a slot's recovery window nothing of the slot is
+-- taken: its shard lost the room's key, and its owner, which may still
+-- serve it, re-claims it once it notices, within the window.
 local name = redis.call('HGET', KEYS[3], 'name') or ''
+local mark, left = slot_mark(KEYS[4], KEYS[5], ARGV[6])
 local cur = redis.call('GET', KEYS[1])
 if cur and cur ~= ARGV[7] then
   local mine = owner(ARGV[1], ARGV[2], '')
@@ -30,11 +33,10 @@ if cur and cur ~= ARGV[7] then
     -- call covers the write that made it so, wherever it came from.
     redis.call('SET', KEYS[1], cur)
   end
-  return {0, cur, name}
+  return {0, cur, name, mark}
 end
-local _, left = generation(KEYS[4], KEYS[5], ARGV[6])
 if left > 0 then
-  return {-1, left, name}
+  return {-1, left, name, mark}
 end
 local e = next_epoch(KEYS[2], ARGV[3])
 redis.call('SET', KEYS[1], owner(ARGV[1], ARGV[2], num(e)))
@@ -43,4 +45,4 @@ if cur then
 else
   publish(ARGV[4], 'claim', ARGV[5], ARGV[1], e)
 end
-return {1, e, name}
+return {1, e, name, mark}

@@ -6,7 +6,8 @@
 // Scripts are go-redis Script objects: Run sends EVALSHA and falls back to
 // EVAL when the server answers NOSCRIPT (after a restart or SCRIPT FLUSH).
 // Every key a script touches is passed in KEYS; the keys of one room share a
-// hash tag. The registry package is the only caller.
+// hash tag, and no script touches keys of two hash slots (Redis Cluster).
+// The registry package is the only caller.
 package lua
 
 import (
@@ -19,8 +20,14 @@ var (
 	//go:embed prelude.lua
 	prelude string
 
+	//go:embed admit.lua
+	admit string
+	//go:embed birth.lua
+	birth string
 	//go:embed claim.lua
 	claim string
+	//go:embed mark.lua
+	mark string
 	//go:embed release.lua
 	release string
 	//go:embed transfer.lua
@@ -42,7 +49,10 @@ var (
 // The scripts. Their calling conventions (KEYS, ARGV, replies) are documented
 // at the top of each .lua file.
 var (
+	Admit       = script(admit)
+	Birth       = script(birth)
 	Claim       = script(claim)
+	Mark        = script(mark)
 	Release     = script(release)
 	Transfer    = script(transfer)
 	FencedWrite = script(fencedWrite)
@@ -55,7 +65,10 @@ var (
 
 // All lists every script, for tests and for preloading.
 var All = map[string]*redis.Script{
+	"admit":        Admit,
+	"birth":        Birth,
 	"claim":        Claim,
+	"mark":         Mark,
 	"release":      Release,
 	"transfer":     Transfer,
 	"fenced_write": FencedWrite,

@@ -14,17 +14,26 @@
 //
 // The schema, readable with redis-cli (prefix "roomlb:" by default):
 //
-//	roomlb:room:{r}         string "node:session:epoch"       owner of room r (no TTL)
-//	roomlb:room:{r}:epoch   integer, PX epoch TTL             last epoch handed out
-//	roomlb:room:{r}:meta    hash, written fenced               the monolith's room metadata
-//	roomlb:node:N           hash, PX heartbeat TTL             address, region, state, load, session...
-//	roomlb:nodes            sorted set, score = load           live nodes for placement
-//	roomlb:events           pub/sub channel, JSON              ownership and node changes
-//	roomlb:handoff:N        stream                             rooms offered to node N
-//	roomlb:handoffs         set                                nodes with a handoff stream
-//	roomlb:sweep            integer                            raised when a session may have ended
-//	roomlb:lock:housekeeping  redsync mutex                    singleton pruning of dead nodes and stale rooms
-//	roomlb:lock:room:{r}      redsync mutex                    one admin operation on a room at a time (ctl move)
+//	roomlb:room:{r}              string "node:session:epoch"  owner of room r (no TTL)
+//	roomlb:room:{r}:epoch        integer, PX epoch TTL        last epoch handed out
+//	roomlb:room:{r}:meta         hash, written fenced          the monolith's room metadata
+//	roomlb:slot:N:{t}            string, no TTL                mark of hash slot N (t: a tag in slot N)
+//	roomlb:slot:N:{t}:recovery   string, PX window             the slot's recovery window
+//	roomlb:{fleet}:node:N        hash, PX heartbeat TTL        address, region, state, load, session...
+//	roomlb:{fleet}:nodes         sorted set, score = load      live nodes for placement
+//	roomlb:{fleet}:generation    string, no TTL                the registry's generation
+//	roomlb:{fleet}:recovery      string, PX window             the fleet's recovery window
+//	roomlb:{fleet}:slots         bitmap                        hash slots that may hold served rooms
+//	roomlb:{fleet}:handoff:N     stream                        rooms offered to node N
+//	roomlb:{fleet}:handoffs      set                           nodes with a handoff stream
+//	roomlb:{fleet}:sweep         integer                       raised when a session may have ended
+//	roomlb:events                pub/sub channel, JSON         ownership and node changes
+//	roomlb:lock:housekeeping     redsync mutex                 singleton pruning of dead nodes and stale rooms
+//	roomlb:lock:room:{r}         redsync mutex                 one admin operation on a room at a time (ctl move)
+//
+// Every script touches the keys of one hash slot (Redis Cluster): a room's
+// keys share its tag, the fleet's the tag {fleet}. See recovery.go and
+// verify.go for how a loss of Redis's data, or of one shard's, is found.
 //
 // r is the room name in lower case (rooms are case-insensitive); the
 // canonical casing is kept in the meta hash.

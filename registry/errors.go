@@ -54,6 +54,9 @@ type OwnerError struct {
 	Owner Owner
 	// Name is the room's canonical casing when known (set by Claim).
 	Name string
+	// Mark is the mark of the room's hash slot when known (set by Claim):
+	// a node that adopts the room holds its lease under it (Lease.Mark).
+	Mark string
 	Err  error
 }
 

@@ -28,7 +28,7 @@ type Handoff struct {
 	Cost int
 }
 
-// Each node has its own handoff stream, roomlb:handoff:N, read through a
+// Each node has its own handoff stream, roomlb:{fleet}:handoff:N, read through a
 // consumer group so that an entry taken but not acknowledged (the node died
 // while taking it) can be found and offered again.
 const handoffGroup = "takers"
@@ -37,11 +37,11 @@ const handoffGroup = "takers"
 // deleted within seconds, so only a stuck node gets near it.
 const handoffMaxLen = 100000
 
-func (r *Registry) handoffKey(node string) string { return r.prefix + "handoff:" + node }
+func (r *Registry) handoffKey(node string) string { return r.fleetKey("handoff:" + node) }
 
 // handoffsKey is the set of the nodes that have a handoff stream, so that
 // housekeeping finds the streams without scanning the keyspace.
-func (r *Registry) handoffsKey() string { return r.prefix + "handoffs" }
+func (r *Registry) handoffsKey() string { return r.fleetKey("handoffs") }
 
 // OfferHandoff offers a released room to node to.
 func (r *Registry) OfferHandoff(ctx context.Context, to string, h Handoff) error {

@@ -78,7 +78,7 @@ func TestHandoff(t *testing.T) {
 	}
 
 	// After Redis lost its data the group is made again.
-	r.Client().FlushAll(ctx)
+	flushAll(t, r)
 	r.OfferHandoff(ctx, "node-b", Handoff{Room: "again", Name: "again", From: "node-a", Epoch: 1})
 	if got, err := r.TakeHandoffs(ctx, "node-b", 10, time.Second); err != nil || handoffRooms(got) != "[again]" {
 		t.Fatalf("after FLUSHALL took %v, %v; want the room offered", got, err)

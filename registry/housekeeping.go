@@ -34,11 +34,11 @@ type Housekeeper struct {
 	mutex    *redsync.Mutex
 	interval time.Duration
 	held     bool
-	// The sweep for stale owner keys: cursor is where it goes on (0: none
-	// under way); sweeping is the sweep counter it answers, swept the one
+	// The sweep for stale owner keys: cursor is where it goes on (zero:
+	// none under way); sweeping is the sweep counter it answers, swept the one
 	// the last finished sweep answered ("" before the first: a new
 	// housekeeper sweeps once).
-	cursor          uint64
+	cursor          SweepCursor
 	sweeping, swept string
 
 	// OnPrune, when set, is called with the nodes each pass removed.
@@ -130,7 +130,7 @@ func (h *Housekeeper) Pass(ctx context.Context) bool {
 // heartbeat key, a deregistration and a prune, has changed), so a fleet at
 // rest costs Redis one GET per pass, whatever its number of rooms.
 func (h *Housekeeper) sweep(ctx context.Context) {
-	if h.cursor == 0 {
+	if h.cursor == (SweepCursor{}) {
 		want, err := h.reg.rdb.Get(ctx, h.reg.sweepKey()).Result()
 		switch {
 		case errors.Is(err, redis.Nil):
@@ -153,7 +153,7 @@ func (h *Housekeeper) sweep(ctx context.Context) {
 			break
 		}
 		h.cursor, dropped = next, dropped+n
-		if next == 0 {
+		if next == (SweepCursor{}) {
 			// Done: a session that ended after the sweep began raised
 			// the counter again, and the next pass sweeps again.
 			h.swept = h.sweeping

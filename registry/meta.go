@@ -78,7 +78,7 @@ func (r *Registry) WriteMetas(ctx context.Context, ms []LeaseMeta) ([]error, err
 // refused) from one that failed.
 func isScriptReplyError(err error) bool {
 	var re redis.Error
-	return errors.As(err, &re) && !redis.HasErrorPrefix(err, "NOSCRIPT")
+	return errors.As(err, &re) && !redis.HasErrorPrefix(err, "NOSCRIPT") && !errors.Is(err, ErrNotReplicated)
 }
 
 // metaKeys are the fenced_write keys of a metadata write.
@@ -154,13 +154,19 @@ type Room struct {
 // refreshed at most every second or so, not for a request path.
 func (r *Registry) Rooms(ctx context.Context) ([]Room, error) {
 	match := r.prefix + "room:{*}"
-	var keys []string
-	iter := r.rdb.Scan(ctx, 0, match, 1000).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
+	masters, err := r.masters(ctx)
+	if err != nil {
 		return nil, fmt.Errorf("rooms: %w", err)
+	}
+	var keys []string
+	for _, m := range masters {
+		iter := m.Scan(ctx, 0, match, 1000).Iterator()
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if err := iter.Err(); err != nil {
+			return nil, fmt.Errorf("rooms: %w", err)
+		}
 	}
 	var out []Room
 	const page = 1000

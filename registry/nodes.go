@@ -113,6 +113,7 @@ func (r *Registry) Beat(ctx context.Context, n Node, ttl time.Duration) (BeatRes
 	if err != nil {
 		return BeatResult{}, fmt.Errorf("heartbeat %s: %w", n.ID, err)
 	}
+	r.born.sawGeneration(a.str(1))
 	return BeatResult{
 		Fresh:      a.int(0) == 1,
 		Generation: a.str(1),

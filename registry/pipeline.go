@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
@@ -35,10 +36,47 @@ func (r *Registry) durable(ctx context.Context, script *redis.Script, keys []str
 	return c.cmd
 }
 
+// send runs calls of script in one pipeline, with WAIT after them when
+// wait is set. In a Redis Cluster, WAIT counts the replicas of the
+// connection it is sent on, so the calls are sent master by master, each
+// group with its own WAIT, on that master's connection.
 func (r *Registry) send(ctx context.Context, script *redis.Script, calls []*scriptCall, wait bool) error {
+	cc, ok := r.rdb.(*redis.ClusterClient)
+	if !ok || !wait {
+		return r.sendOn(ctx, r.rdb, script, calls, wait)
+	}
+	type group struct {
+		conn  *redis.Client
+		calls []*scriptCall
+	}
+	var groups []*group
+	byAddr := map[string]*group{}
+	for _, c := range calls {
+		m, err := cc.MasterForKey(ctx, c.keys[0])
+		if err != nil {
+			return err
+		}
+		g := byAddr[m.Options().Addr]
+		if g == nil {
+			g = &group{conn: m}
+			byAddr[m.Options().Addr] = g
+			groups = append(groups, g)
+		}
+		g.calls = append(g.calls, c)
+	}
+	var errs []error
+	for _, g := range groups {
+		if err := r.sendOn(ctx, g.conn, script, g.calls, wait); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Registry) sendOn(ctx context.Context, conn redis.Cmdable, script *redis.Script, calls []*scriptCall, wait bool) error {
 	send := func(useEval bool) error {
 		var acks *redis.Cmd
-		_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		_, err := conn.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, c := range calls {
 				if useEval {
 					c.cmd = script.Eval(ctx, p, c.keys, c.args...)

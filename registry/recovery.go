@@ -101,39 +101,74 @@ func (r *Registry) Reclaim(ctx context.Context, node, session string, leases []L
 		}
 	}
 	out := Reclamation{Sent: time.Now(), Leases: make([]Lease, len(leases))}
-	keys := make([]string, 2, 2+2*len(leases))
-	keys[0], keys[1] = r.generationKey(), r.recoveryKey()
-	args := make([]any, 5, 5+3*len(leases))
-	args[0], args[1], args[2], args[3], args[4] = node, session, ms(ClaimEpochTTL), r.Channel(), ms(r.recovery)
-	for _, l := range leases {
-		keys = append(keys, r.ownerKey(l.Room), r.epochKey(l.Room))
-		args = append(args, l.epoch(), l.Session, l.Room)
+	if len(leases) == 0 {
+		return out, nil
 	}
-	a, err := toReply(r.durable(ctx, lua.Reclaim, keys, args...).Result())
+	// The rooms of one hash slot go in one script call (a script touches
+	// one slot), after mark.lua has set the slots' bits in the fleet's
+	// bitmap: their rooms are served (see admit.lua).
+	bySlot := map[int][]int{}
+	var slots []int
+	for i, l := range leases {
+		s := RoomSlot(l.Room)
+		if bySlot[s] == nil {
+			slots = append(slots, s)
+		}
+		bySlot[s] = append(bySlot[s], i)
+	}
+	args := []any{ms(r.recovery)}
+	for _, s := range slots {
+		args = append(args, s)
+	}
+	gen, err := r.durable(ctx, lua.Mark, []string{r.generationKey(), r.recoveryKey(), r.slotsKey()}, args...).Text()
 	if err != nil {
+		return out, fmt.Errorf("reclaim %d rooms of %s: mark: %w", len(leases), node, err)
+	}
+	out.Generation = gen
+	calls := make([]*scriptCall, len(slots))
+	for j, s := range slots {
+		keys := []string{r.slotMarkKey(s), r.slotRecoveryKey(s)}
+		args := []any{node, session, ms(ClaimEpochTTL), r.Channel(), ms(r.recovery)}
+		for _, i := range bySlot[s] {
+			l := leases[i]
+			keys = append(keys, r.ownerKey(l.Room), r.epochKey(l.Room))
+			args = append(args, l.epoch(), l.Session, l.Room)
+		}
+		calls[j] = &scriptCall{keys: keys, args: args}
+	}
+	if err := r.send(ctx, lua.Reclaim, calls, r.replicas > 0); err != nil && !isScriptReplyError(err) {
 		return out, fmt.Errorf("reclaim %d rooms of %s: %w", len(leases), node, err)
 	}
-	if len(a) != 1+2*len(leases) {
-		return out, fmt.Errorf("reclaim: script answered %d values for %d rooms", len(a), len(leases))
-	}
-	out.Generation = a.str(0)
-	for i, l := range leases {
-		e, cur := a.int(1+2*i), a.str(2+2*i)
-		l.Epoch = e
-		if e != 0 {
-			l.Session = session
+	for j, s := range slots {
+		a, err := toReply(calls[j].cmd.Result())
+		if err != nil {
+			return out, fmt.Errorf("reclaim %d rooms of %s: %w", len(leases), node, err)
 		}
-		out.Leases[i] = l
-		if e != 0 {
-			continue
+		idx := bySlot[s]
+		if len(a) != 1+2*len(idx) {
+			return out, fmt.Errorf("reclaim: script answered %d values for %d rooms", len(a), len(idx))
 		}
-		lost := Lost{Lease: leases[i]}
-		if cur != "" {
-			if lost.Owner, err = parseOwner(cur); err != nil {
-				return out, err
+		mark := a.str(0)
+		for k, i := range idx {
+			e, cur := a.int(1+2*k), a.str(2+2*k)
+			l := leases[i]
+			l.Epoch = e
+			if e != 0 {
+				l.Session = session
+				l.Mark = mark
 			}
+			out.Leases[i] = l
+			if e != 0 {
+				continue
+			}
+			lost := Lost{Lease: leases[i]}
+			if cur != "" {
+				if lost.Owner, err = parseOwner(cur); err != nil {
+					return out, err
+				}
+			}
+			out.Lost = append(out.Lost, lost)
 		}
-		out.Lost = append(out.Lost, lost)
 	}
 	return out, nil
 }

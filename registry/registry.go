@@ -61,9 +61,11 @@ type Config struct {
 }
 
 // Registry is the room registry in one Redis deployment. It is safe for
-// concurrent use and holds no state of its own beyond the client.
+// concurrent use and holds no state of its own beyond the client and the
+// slots it has seen in use (bornSlots).
 type Registry struct {
 	rdb      redis.UniversalClient
+	born     bornSlots
 	prefix   string
 	epochTTL time.Duration
 	metaTTL  time.Duration
@@ -127,20 +129,31 @@ func (r *Registry) RecoveryWindow() time.Duration { return r.recovery }
 // Prefix is the key prefix in use.
 func (r *Registry) Prefix() string { return r.prefix }
 
-// Keys. A room's keys share the hash tag {room}.
+// Keys. A room's keys share the hash tag {room}; every fleet-wide key has
+// the tag {fleet}; each hash slot's mark keys have a tag of that slot (see
+// slots.go).
 func (r *Registry) ownerKey(room string) string { return r.prefix + "room:{" + room + "}" }
 func (r *Registry) epochKey(room string) string { return r.prefix + "room:{" + room + "}:epoch" }
 func (r *Registry) metaKey(room string) string  { return r.prefix + "room:{" + room + "}:meta" }
-func (r *Registry) nodeKey(id string) string    { return r.prefix + "node:" + id }
-func (r *Registry) nodesKey() string            { return r.prefix + "nodes" }
+func (r *Registry) fleetKey(name string) string { return r.prefix + "{fleet}:" + name }
+func (r *Registry) nodeKey(id string) string    { return r.fleetKey("node:" + id) }
+func (r *Registry) nodesKey() string            { return r.fleetKey("nodes") }
 func (r *Registry) lockKey(name string) string  { return r.prefix + "lock:" + name }
 
 // RoomLockKey is the key of the redsync mutex that serializes admin
 // operations on one room (roomlb ctl move).
 func (r *Registry) RoomLockKey(room string) string { return r.lockKey("room:{" + room + "}") }
-func (r *Registry) generationKey() string          { return r.prefix + "generation" }
-func (r *Registry) recoveryKey() string            { return r.prefix + "recovery" }
-func (r *Registry) sweepKey() string               { return r.prefix + "sweep" }
+func (r *Registry) generationKey() string          { return r.fleetKey("generation") }
+func (r *Registry) recoveryKey() string            { return r.fleetKey("recovery") }
+func (r *Registry) sweepKey() string               { return r.fleetKey("sweep") }
+func (r *Registry) slotsKey() string               { return r.fleetKey("slots") }
+
+// slotMarkKey is the mark key of hash slot slot, PREFIX slot:N:{t} (t a
+// tag in that slot); slotRecoveryKey its recovery window.
+func (r *Registry) slotMarkKey(slot int) string {
+	return r.prefix + "slot:" + strconv.Itoa(slot) + ":{" + slotTags()[slot] + "}"
+}
+func (r *Registry) slotRecoveryKey(slot int) string { return r.slotMarkKey(slot) + ":recovery" }
 
 // Channel is the pub/sub channel of registry events.
 func (r *Registry) Channel() string { return r.prefix + "events" }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,9 +17,9 @@ import (
 )
 
 // newRegistry returns a registry over a fresh redis-server, and the server.
-func newRegistry(t testing.TB) (*Registry, *redistest.Server) {
+func newRegistry(t testing.TB) (*Registry, *testRedis) {
 	t.Helper()
-	srv := redistest.New(t)
+	srv := newTestRedis(t)
 	r, err := New(srv.Client(), Config{Logger: testLogger(t), RecoveryWindow: testRecoveryWindow})
 	if err != nil {
 		t.Fatal(err)
@@ -27,6 +28,71 @@ func newRegistry(t testing.TB) (*Registry, *redistest.Server) {
 		t.Fatal(err)
 	}
 	return r, srv
+}
+
+// testRedis is what a test's registry runs on: one redis-server, or, when
+// the environment has ROOMLB_TEST_CLUSTER=1 (see TestOnRedisCluster), a
+// local Redis Cluster of three masters.
+type testRedis struct {
+	t       testing.TB
+	srv     *redistest.Server
+	cluster *redistest.Cluster
+}
+
+func newTestRedis(t testing.TB) *testRedis {
+	t.Helper()
+	if onCluster() {
+		return &testRedis{t: t, cluster: redistest.NewCluster(t)}
+	}
+	return &testRedis{t: t, srv: redistest.New(t)}
+}
+
+func onCluster() bool { return os.Getenv("ROOMLB_TEST_CLUSTER") == "1" }
+
+// Client is a new client of the test's Redis, closed when the test ends.
+func (b *testRedis) Client() redis.UniversalClient {
+	if b.cluster != nil {
+		return b.cluster.Client()
+	}
+	return b.srv.Client()
+}
+
+// Restart loses every server's data: each is stopped and started again,
+// empty.
+func (b *testRedis) Restart() {
+	b.t.Helper()
+	if b.cluster != nil {
+		b.cluster.Restart()
+		return
+	}
+	b.srv.Restart()
+}
+
+// Stop stops every server.
+func (b *testRedis) Stop() {
+	b.t.Helper()
+	if b.cluster != nil {
+		for _, m := range b.cluster.Masters {
+			m.Stop()
+		}
+		return
+	}
+	b.srv.Stop()
+}
+
+// flushAll empties the registry's Redis: every master of a cluster.
+func flushAll(t testing.TB, r *Registry) {
+	t.Helper()
+	ctx := context.Background()
+	var err error
+	if cc, ok := r.Client().(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error { return m.FlushAll(ctx).Err() })
+	} else {
+		err = r.Client().FlushAll(ctx).Err()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // testRecoveryWindow is the recovery window of test registries: short, so
@@ -56,7 +122,7 @@ func (c *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 }
 
 // counted returns a registry whose client counts its round trips.
-func counted(t testing.TB, srv *redistest.Server) (*Registry, *roundTrips) {
+func counted(t testing.TB, srv *testRedis) (*Registry, *roundTrips) {
 	t.Helper()
 	c := srv.Client()
 	rt := &roundTrips{}
@@ -165,9 +231,7 @@ func TestEpochsIncrease(t *testing.T) {
 			srv.Restart()
 			restarts++
 		case i%100 == 50:
-			if err := r.Client().FlushAll(ctx).Err(); err != nil {
-				t.Fatal(err)
-			}
+			flushAll(t, r)
 			flushes++
 		}
 		// node-a claims without heartbeating: a heartbeat after a
@@ -244,35 +308,74 @@ func TestOwnershipIsBoundToTheSession(t *testing.T) {
 	wantOwnerErr(t, err, ErrOwned, "node-a", now.Epoch)
 }
 
-// Claiming a free room is one round trip; one whose owner's session ended
-// costs two more (the session is read, then the room taken if its value is
-// still the one found dead). Nothing is sent for a room while it is owned.
+// Claiming a free room is one round trip once its hash slot is known to be
+// in use (the first claim of a slot by a process admits it first: two; four
+// when the slot is new to the fleet: its mark, then its bit); one
+// whose owner's session ended costs two more (the session is read, then the
+// room taken if its value is still the one found dead). Nothing is sent for
+// a room while it is owned.
 func TestClaimRoundTrips(t *testing.T) {
 	_, srv := newRegistry(t)
 	r, rt := counted(t, srv)
 	ctx := context.Background()
 	sa := live(t, r, "node-a")
 	sb := live(t, r, "node-b")
-	if _, err := r.Claim(ctx, "warm", "node-a", sa); err != nil { // loads the script
+	if _, err := r.Claim(ctx, "warm", "node-a", sa); err != nil { // loads the scripts
 		t.Fatal(err)
 	}
+	free := sameSlot(t, "warm", "free")
 	before := rt.n.Load()
-	if _, err := r.Claim(ctx, "free", "node-a", sa); err != nil {
+	if _, err := r.Claim(ctx, free, "node-a", sa); err != nil {
 		t.Fatal(err)
 	}
 	if n := rt.n.Load() - before; n != 1 {
-		t.Errorf("claim of a free room: %d round trips, want 1", n)
+		t.Errorf("claim of a free room of a slot in use: %d round trips, want 1", n)
 	}
-	if _, err := r.Claim(ctx, "dead", "node-c", "gone"); err != nil {
+	other := "other"
+	for RoomSlot(other) == RoomSlot("warm") {
+		other += "x"
+	}
+	before = rt.n.Load()
+	if _, err := r.Claim(ctx, other, "node-a", sa); err != nil {
+		t.Fatal(err)
+	}
+	if n := rt.n.Load() - before; n != 4 {
+		t.Errorf("first claim of a slot new to the fleet: %d round trips, want 4", n)
+	}
+	r2, rt2 := counted(t, srv)
+	// The set-up of the connection pipelines use.
+	r2.Client().Pipelined(ctx, func(p redis.Pipeliner) error { return p.Ping(ctx).Err() })
+	before = rt2.n.Load()
+	if _, err := r2.Claim(ctx, sameSlot(t, other, "another"), "node-a", sa); err != nil {
+		t.Fatal(err)
+	}
+	if n := rt2.n.Load() - before; n != 2 {
+		t.Errorf("first claim by a process of a slot in use: %d round trips, want 2", n)
+	}
+	dead := sameSlot(t, "warm", "dead")
+	if _, err := r.Claim(ctx, dead, "node-c", "gone"); err != nil {
 		t.Fatal(err)
 	}
 	before = rt.n.Load()
-	if _, err := r.Claim(ctx, "dead", "node-b", sb); err != nil {
+	if _, err := r.Claim(ctx, dead, "node-b", sb); err != nil {
 		t.Fatal(err)
 	}
 	if n := rt.n.Load() - before; n != 3 {
 		t.Errorf("claim of a room of an ended session: %d round trips, want 3", n)
 	}
+}
+
+// sameSlot returns a room name that starts with prefix and whose keys are in
+// the hash slot of room's.
+func sameSlot(t *testing.T, room, prefix string) string {
+	t.Helper()
+	for i := range 1_000_000 {
+		if n := fmt.Sprintf("%s-%d", prefix, i); RoomSlot(n) == RoomSlot(room) {
+			return n
+		}
+	}
+	t.Fatalf("no room %s-N in the slot of %s", prefix, room)
+	return ""
 }
 
 func TestSteal(t *testing.T) {
@@ -460,7 +563,7 @@ func TestScriptFlush(t *testing.T) {
 			if _, err := r.Claim(ctx, "orphan", "node-z", "z"); err != nil {
 				return err
 			}
-			_, n, err := r.DropStale(ctx, 0)
+			n, err := sweepAll(ctx, r)
 			if err == nil && n != 1 {
 				err = fmt.Errorf("dropped %d keys, want 1", n)
 			}
@@ -929,5 +1032,23 @@ func TestHeartbeatLeft(t *testing.T) {
 	}
 	if _, err := r.HeartbeatLeft(ctx, "bad node!"); !errors.Is(err, ErrBadNode) {
 		t.Fatalf("bad node id: %v, want ErrBadNode", err)
+	}
+}
+
+// sweepAll runs a whole sweep for stale owner keys (every master's
+// keyspace) and returns how many it dropped.
+func sweepAll(ctx context.Context, r *Registry) (int, error) {
+	var c SweepCursor
+	total := 0
+	for {
+		next, n, err := r.DropStale(ctx, c)
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if next == (SweepCursor{}) {
+			return total, nil
+		}
+		c = next
 	}
 }

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"strconv"
@@ -50,6 +51,10 @@ type Lease struct {
 	// the metadata, "" when unknown (set by Claim). OpenTogetherTube keeps a
 	// room's state under its exact casing, so a new owner must load it by it.
 	Name string
+	// Mark is the mark of the room's hash slot the lease was granted under
+	// (set by Claim, Transfer and Reclaim): while the slot keeps it, its
+	// shard has not lost the room's key (see Verify). "" when unknown.
+	Mark string
 }
 
 func (l Lease) epoch() string { return strconv.FormatInt(l.Epoch, 10) }
@@ -104,45 +109,83 @@ func (r *Registry) Claim(ctx context.Context, room, node, session string) (Lease
 // whose owner's session is gone; when victim is not "", an owner must be
 // that node (Steal).
 //
-// A session is checked outside the script (the heartbeat key is in another
-// hash slot than the room's keys) and the script replaces only the value
-// found dead. That is safe because a session never lives again: a heartbeat
-// that finds its key gone starts a new session.
+// A claim may take several scripts, since the fleet's keys (the heartbeat
+// keys, the generation) and the room's are in different hash slots:
+// admit.lua on the fleet's keys refuses during the fleet's recovery
+// window, tells whether the room's slot is in use (if not, birth puts it in
+// use first), and whether the owner found by the previous try still lives;
+// claim.lua on the room's keys replaces only the value found dead. That is
+// safe because a session never lives again: a heartbeat that finds its key
+// gone starts a new session. A free room of a slot this process has seen
+// in use (bornSlots) needs no admit: one round trip. The fleet's recovery
+// window does not concern it: a room without a value is free unless its
+// slot lost its data, which its mark tells.
 func (r *Registry) take(ctx context.Context, room, victim, node, session string) (Lease, error) {
-	keys := []string{r.ownerKey(room), r.epochKey(room), r.metaKey(room), r.generationKey(), r.recoveryKey()}
-	dead := ""
+	slot := RoomSlot(room)
+	keys := []string{r.ownerKey(room), r.epochKey(room), r.metaKey(room), r.slotMarkKey(slot), r.slotRecoveryKey(slot)}
+	var (
+		dead  string
+		owned *OwnerError // the owner found by the previous try, whose session admit checks
+		check Owner
+	)
 	for try := 0; ; try++ {
+		if owned != nil || !r.born.has(slot) {
+			check = Owner{}
+			nodeKey := r.nodesKey()
+			if owned != nil {
+				check = owned.Owner
+				nodeKey = r.nodeKey(check.Node)
+			}
+			a, err := toReply(r.durable(ctx, lua.Admit,
+				[]string{r.generationKey(), r.recoveryKey(), r.slotsKey(), nodeKey},
+				ms(r.recovery), slot, check.Session).Result())
+			if err != nil {
+				return Lease{}, fmt.Errorf("claim %s: admit: %w", room, err)
+			}
+			if a.int(0) == -1 {
+				if err := waitRecovery(ctx, room, a.int(1)); err != nil {
+					return Lease{}, err
+				}
+				continue
+			}
+			if a.int(1) == 0 {
+				if err := r.birth(ctx, slot); err != nil {
+					return Lease{}, fmt.Errorf("claim %s: %w", room, err)
+				}
+			}
+			r.born.add(slot)
+			if owned != nil {
+				if a.int(2) == 1 {
+					if victim != "" {
+						owned.Err = ErrOwnerAlive
+					}
+					return Lease{}, owned
+				}
+				dead = check.value()
+			}
+		}
 		a, err := toReply(r.durable(ctx, lua.Claim, keys,
 			node, session, ms(ClaimEpochTTL), r.Channel(), room, ms(r.recovery), dead).Result())
 		if err != nil {
 			return Lease{}, fmt.Errorf("claim %s: %w", room, err)
 		}
+		name, mark := a.str(2), a.str(3)
 		switch a.int(0) {
 		case 1:
-			return Lease{Room: room, Node: node, Session: session, Epoch: a.int(1), Name: a.str(2)}, nil
+			return Lease{Room: room, Node: node, Session: session, Epoch: a.int(1), Name: name, Mark: mark}, nil
 		case -1:
 			if err := waitRecovery(ctx, room, a.int(1)); err != nil {
 				return Lease{}, err
 			}
+			owned = nil
 			continue
 		}
-		name := a.str(2)
 		o, err := parseOwner(a.str(1))
 		if err != nil {
 			return Lease{}, fmt.Errorf("claim %s: %w", room, err)
 		}
-		owned := &OwnerError{Room: room, Name: name, Owner: o, Err: ErrOwned}
+		owned = &OwnerError{Room: room, Name: name, Mark: mark, Owner: o, Err: ErrOwned}
 		if victim != "" && o.Node != victim || o.Node == node && o.Session == session {
-			return Lease{}, owned
-		}
-		alive, err := r.sessionAlive(ctx, o)
-		if err != nil {
-			return Lease{}, fmt.Errorf("claim %s: %w", room, err)
-		}
-		if alive {
-			if victim != "" {
-				owned.Err = ErrOwnerAlive
-			}
 			return Lease{}, owned
 		}
 		if try >= 3 {
@@ -150,8 +193,19 @@ func (r *Registry) take(ctx context.Context, room, victim, node, session string)
 			// are claiming it too.
 			return Lease{}, owned
 		}
-		dead = o.value()
 	}
+}
+
+// birth puts a slot in use: its first mark (unless it has one), then its
+// bit in the fleet's slot bitmap, in that order (see admit.lua).
+func (r *Registry) birth(ctx context.Context, slot int) error {
+	if err := r.durable(ctx, lua.Birth, []string{r.slotMarkKey(slot)}, rand.Text()).Err(); err != nil {
+		return fmt.Errorf("mark slot %d: %w", slot, err)
+	}
+	if err := r.durable(ctx, lua.Mark, []string{r.generationKey(), r.recoveryKey(), r.slotsKey()}, ms(r.recovery), slot).Err(); err != nil {
+		return fmt.Errorf("put slot %d in use: %w", slot, err)
+	}
+	return nil
 }
 
 // sessionAlive reports whether o's node heartbeats in o's session.
@@ -216,13 +270,13 @@ func (r *Registry) Transfer(ctx context.Context, l Lease, to, toSession string) 
 		return Lease{}, err
 	}
 	a, err := toReply(r.durable(ctx, lua.Transfer,
-		[]string{r.ownerKey(l.Room), r.epochKey(l.Room)},
+		[]string{r.ownerKey(l.Room), r.epochKey(l.Room), r.slotMarkKey(RoomSlot(l.Room))},
 		l.Node, l.Session, l.epoch(), to, toSession, ms(ClaimEpochTTL), r.Channel(), l.Room).Result())
 	if err != nil {
 		return Lease{}, fmt.Errorf("transfer %s: %w", l.Room, err)
 	}
 	if a.int(0) == 1 {
-		return Lease{Room: l.Room, Node: to, Session: toSession, Epoch: a.int(1)}, nil
+		return Lease{Room: l.Room, Node: to, Session: toSession, Epoch: a.int(1), Mark: a.str(2)}, nil
 	}
 	return Lease{}, refused(l.Room, a.str(1), ErrOwned)
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 
@@ -19,12 +22,21 @@ import (
 // StaleScan is how many keys one DropStale step asks SCAN to look at.
 const StaleScan = 1000
 
+// SweepCursor is where a sweep for stale owner keys goes on: the master (of
+// a Redis Cluster; 0 on a single Redis) and the SCAN cursor in its
+// keyspace. The zero value starts a sweep, and a sweep is done when
+// DropStale returns the zero value again.
+type SweepCursor struct {
+	master int
+	at     uint64
+}
+
 // DropStale looks at the owner keys of one SCAN step from cursor (about
 // StaleScan keys) and deletes those whose owner's session has ended. It
-// returns the cursor of the next step (0 once a whole sweep is done) and how
-// many keys it deleted. During a recovery window it deletes nothing: then a
-// heartbeat key may be missing only because Redis lost it.
-func (r *Registry) DropStale(ctx context.Context, cursor uint64) (next uint64, dropped int, err error) {
+// returns the cursor of the next step (the zero value once a whole sweep is
+// done) and how many keys it deleted. During a recovery window it deletes
+// nothing: then a heartbeat key may be missing only because Redis lost it.
+func (r *Registry) DropStale(ctx context.Context, cursor SweepCursor) (next SweepCursor, dropped int, err error) {
 	_, left, err := r.Generation(ctx)
 	if err != nil {
 		return cursor, 0, err
@@ -32,11 +44,25 @@ func (r *Registry) DropStale(ctx context.Context, cursor uint64) (next uint64, d
 	if left > 0 {
 		return cursor, 0, nil
 	}
-	// Owner keys are PREFIX room:{r}; the epoch and meta keys of a room
-	// end in :epoch and :meta, which the pattern does not match.
-	keys, next, err := r.rdb.Scan(ctx, cursor, r.prefix+"room:{*}", StaleScan).Result()
+	masters, err := r.masters(ctx)
 	if err != nil {
 		return cursor, 0, fmt.Errorf("drop stale rooms: %w", err)
+	}
+	if cursor.master >= len(masters) {
+		return SweepCursor{}, 0, nil // the cluster has fewer masters now
+	}
+	// Owner keys are PREFIX room:{r}; the epoch and meta keys of a room
+	// end in :epoch and :meta, which the pattern does not match.
+	keys, at, err := masters[cursor.master].Scan(ctx, cursor.at, r.prefix+"room:{*}", StaleScan).Result()
+	if err != nil {
+		return cursor, 0, fmt.Errorf("drop stale rooms: %w", err)
+	}
+	next = SweepCursor{master: cursor.master, at: at}
+	if at == 0 {
+		next = SweepCursor{master: cursor.master + 1}
+		if next.master == len(masters) {
+			next = SweepCursor{}
+		}
 	}
 	if len(keys) == 0 {
 		return next, 0, nil
@@ -109,4 +135,32 @@ func (r *Registry) sessions(ctx context.Context, owners []Owner) (map[string]str
 		out[node] = c.Val()
 	}
 	return out, nil
+}
+
+// masters are the servers that hold the registry's keys: every master of a
+// Redis Cluster, in the order of their addresses; the one client otherwise.
+func (r *Registry) masters(ctx context.Context) ([]redis.Cmdable, error) {
+	cc, ok := r.rdb.(*redis.ClusterClient)
+	if !ok {
+		return []redis.Cmdable{r.rdb}, nil
+	}
+	var (
+		mu  sync.Mutex
+		out []*redis.Client
+	)
+	err := cc.ForEachMaster(ctx, func(_ context.Context, m *redis.Client) error {
+		mu.Lock()
+		out = append(out, m)
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b *redis.Client) int { return strings.Compare(a.Options().Addr, b.Options().Addr) })
+	cmds := make([]redis.Cmdable, len(out))
+	for i, m := range out {
+		cmds[i] = m
+	}
+	return cmds, nil
 }

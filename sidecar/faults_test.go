@@ -365,38 +365,51 @@ func TestRedisDataLossKeepsRooms(t *testing.T) {
 	}
 }
 
-func testRedisDataLoss(t *testing.T, lose func(*redistest.Server) error) {
-	reg, srv := newTestRegistry(t)
+// lagoonOnNodeA starts node-a and node-b (1 s heartbeats) on one Redis,
+// and a client of room Lagoon on node-a; it returns the client, its token
+// and the room's owner.
+func lagoonOnNodeA(t *testing.T) (reg *registry.Registry, srv *redistest.Server, a, b *running, cl *wsClient, token string, owner registry.Owner) {
+	t.Helper()
+	reg, srv = newTestRegistry(t)
 	monoA := nodemonolith.Start(t, srv.URL())
 	monoB := nodemonolith.Start(t, srv.URL())
-	slow := func(c *Config) {
-		c.HeartbeatTTL = time.Second
-	}
-	a := startSidecar(t, reg, "node-a", monoA.BalancerAddr, slow)
-	b := startSidecar(t, reg, "node-b", monoB.BalancerAddr, slow)
+	slow := func(c *Config) { c.HeartbeatTTL = time.Second }
+	a = startSidecar(t, reg, "node-a", monoA.BalancerAddr, slow)
+	b = startSidecar(t, reg, "node-b", monoB.BalancerAddr, slow)
 	createRoom(t, a.Addr(), "Lagoon")
-	token := grant(t, a.Addr())
+	token = grant(t, a.Addr())
 	cl, _, err := dial(t, a.Addr(), "lagoon", token)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cl.next("you", 5*time.Second)
-	ctx := context.Background()
-	before, err := reg.Owner(ctx, "lagoon")
-	if err != nil {
+	if owner, err = reg.Owner(context.Background(), "lagoon"); err != nil {
 		t.Fatal(err)
 	}
+	return reg, srv, a, b, cl, token, owner
+}
 
-	if err := lose(srv); err != nil {
-		t.Fatal(err)
-	}
-	// A client sent to node-b right after the loss: node-b must not claim.
+// refusedAt wants node b to refuse a client of lagoon with 421 naming
+// node-a.
+func refusedAt(t *testing.T, b *running, token string) {
+	t.Helper()
 	if cb, res, err := dial(t, b.Addr(), "lagoon", token); err == nil {
 		cb.Conn.Close()
 		t.Fatalf("node-b took the room while node-a still served it")
 	} else if res == nil || res.StatusCode != 421 || !strings.HasPrefix(res.Header.Get(contract.HeaderOwner), "node-a:") {
 		t.Fatalf("join at node-b after the loss: %v, want 421 naming node-a", err)
 	}
+}
+
+func testRedisDataLoss(t *testing.T, lose func(*redistest.Server) error) {
+	reg, srv, a, b, cl, token, before := lagoonOnNodeA(t)
+	ctx := context.Background()
+
+	if err := lose(srv); err != nil {
+		t.Fatal(err)
+	}
+	// A client sent to node-b right after the loss: node-b must not claim.
+	refusedAt(t, b, token)
 	after, err := reg.Owner(ctx, "lagoon")
 	if err != nil || after.Node != "node-a" || after.Epoch <= before.Epoch {
 		t.Fatalf("owner after the loss: %+v, %v; want node-a above epoch %d", after, err, before.Epoch)
@@ -411,5 +424,54 @@ func testRedisDataLoss(t *testing.T, lose func(*redistest.Server) error) {
 	// generation and re-claims every room (binding it to the new session).
 	if n := roomlbtest.Counter(t, a.Sidecar.Gatherer(), "roomlb_sidecar_reclaims_total"); n < 1 || n > 2 {
 		t.Fatalf("reclaims = %v, want 1 or 2", n)
+	}
+}
+
+// A shard of a Redis Cluster may lose its data alone: a room's keys and its
+// hash slot's mark gone, the fleet's keys (the generation, the heartbeat
+// keys) kept, so no heartbeat reports a new generation. The owner's next
+// heartbeat checks its rooms' slots' marks, finds the loss and re-claims
+// the room, within the slot's recovery window, during which another node
+// takes nothing of the slot; the owner's client is never disturbed. Here
+// the shard's loss is the slot's keys deleted on a single Redis.
+func TestShardLossIsReclaimed(t *testing.T) {
+	reg, srv, a, b, cl, token, before := lagoonOnNodeA(t)
+	ctx := context.Background()
+	gen, _, _ := reg.Generation(ctx)
+	// The room's metadata written with its client, and nothing left to
+	// write: a refused write would find the loss too (see
+	// TestRedisDataLossKeepsRooms), and this test is about the heartbeat's
+	// check.
+	rdb := srv.Client()
+	deadline := time.Now().Add(10 * time.Second)
+	for rdb.HGet(ctx, "roomlb:room:{lagoon}:meta", "users").Val() != "1" {
+		if time.Now().After(deadline) {
+			t.Fatal("lagoon's metadata does not count its client")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	marks, err := rdb.Keys(ctx, fmt.Sprintf("roomlb:slot:%d:*", registry.RoomSlot("lagoon"))).Result()
+	if err != nil || len(marks) == 0 {
+		t.Fatalf("the mark of lagoon's slot: %v, %v", marks, err)
+	}
+	if err := rdb.Del(ctx, append(marks, "roomlb:room:{lagoon}", "roomlb:room:{lagoon}:epoch")...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// A client sent to node-b right after the loss: node-b must not claim.
+	refusedAt(t, b, token)
+	after, err := reg.Owner(ctx, "lagoon")
+	if err != nil || after.Node != "node-a" || after.Epoch <= before.Epoch || after.Session != before.Session {
+		t.Fatalf("owner after the loss: %+v, %v; want node-a in session %s above epoch %d", after, err, before.Session, before.Epoch)
+	}
+	if g, _, _ := reg.Generation(ctx); g != gen {
+		t.Fatalf("the generation changed (%s to %s): the loss was to be the slot's alone", gen, g)
+	}
+	cl.Chat("still here")
+	if m := cl.next("chat", 5*time.Second); m["text"] != "still here" {
+		t.Fatalf("chat after the loss: %v", m)
+	}
+	if n := roomlbtest.Counter(t, a.Sidecar.Gatherer(), "roomlb_sidecar_reclaims_total"); n < 1 {
+		t.Fatalf("reclaims = %v, want at least 1", n)
 	}
 }

@@ -1,8 +1,10 @@
 package sidecar
 
 import (
+	"cmp"
 	"context"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/roomlb/roomlb/registry"
@@ -34,6 +36,44 @@ func (s locked) registryLost(hbUntil int64) {
 	s.signalReclaim()
 }
 
+// shardLost has the rooms whose keys a shard of the registry may have lost
+// (registry.Verifier) re-claimed, serving them until hbUntil, the last
+// heartbeat before the loss was seen, at most. leases are the rooms' leases
+// as they were checked: a room granted another lease since keeps it.
+func (s locked) shardLost(leases []registry.Lease, hbUntil int64) {
+	s.genSeq++
+	s.staleUntil = hbUntil
+	for _, l := range leases {
+		if rm := s.rooms[l.Room]; rm != nil && rm.lease == l {
+			s.markStale(rm)
+		}
+	}
+	s.signalReclaim()
+}
+
+// setLease gives rm the lease l, granted now.
+func (s locked) setLease(rm *room, l registry.Lease) {
+	s.grants++
+	rm.lease, rm.grant = l, s.grants
+}
+
+// heldLeases are the leases of the rooms held (claimed, not stale), the
+// oldest grant first.
+func (s locked) heldLeases() []registry.Lease {
+	held := make([]*room, 0, len(s.rooms))
+	for _, rm := range s.rooms {
+		if rm.lease.Epoch != 0 && !rm.stale && !rm.gone {
+			held = append(held, rm)
+		}
+	}
+	slices.SortFunc(held, func(a, b *room) int { return cmp.Compare(a.grant, b.grant) })
+	out := make([]registry.Lease, len(held))
+	for i, rm := range held {
+		out[i] = rm.lease
+	}
+	return out
+}
+
 // signalReclaim asks reclaimLoop for a reclaim now.
 func (s *Sidecar) signalReclaim() {
 	select {
@@ -58,10 +98,16 @@ func (s locked) markStale(rm *room) {
 // they are still valid here. A room another node holds now is fenced; one
 // that could not be re-claimed in time is fenced by its deadline.
 func (s *Sidecar) reclaim(ctx context.Context) {
+	// The session the rooms are bound to: read under the presence's lock,
+	// since a heartbeat that found the loss asks for this reclaim before it
+	// stores the session it started (a new one after the loss), and the
+	// rooms must not be bound to the ended one.
+	s.presence.mu.Lock()
+	session := s.presence.hb.Load().session
+	s.presence.mu.Unlock()
 	now := s.now()
 	lk := s.lock()
 	seq := s.genSeq
-	session := s.presence.hb.Load().session
 	var leases []registry.Lease
 	var held []*room
 	for _, rm := range s.rooms {
@@ -108,7 +154,7 @@ func (s *Sidecar) reclaim(ctx context.Context) {
 				if got.Epoch != rm.lease.Epoch {
 					lk.endSpan(rm)
 				}
-				rm.lease = got
+				lk.setLease(rm, got)
 			}
 		case got.Epoch == 0:
 			lk.fence(rm, "lost")
@@ -116,7 +162,7 @@ func (s *Sidecar) reclaim(ctx context.Context) {
 			if got.Epoch != rm.lease.Epoch {
 				lk.endSpan(rm)
 			}
-			rm.lease = got
+			lk.setLease(rm, got)
 			rm.stale = false
 			rm.metaDirty = true // the metadata went with the rest
 			if rm.valid(s.now()) {

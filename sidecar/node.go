@@ -256,14 +256,21 @@ func (s *Sidecar) writeMetas(ctx context.Context) {
 		if rm.gone || rm.lease != batch[i].Lease {
 			continue
 		}
-		if oe.Owner.Node == "" {
+		switch oe.Owner.Node {
+		case "":
 			// Unowned: Redis lost the key. The room is still ours to
 			// take back; the reclaim decides.
 			rm.stale = true
 			reclaim = true
-			continue
+		case s.cfg.NodeID:
+			// This node's at another epoch or session: a reclaim of its
+			// own bound the room anew while the write was on its way,
+			// and its answer has not been applied yet. Written again
+			// with the lease it gives.
+			rm.metaDirty = true
+		default:
+			lk.fence(rm, "lost")
 		}
-		lk.fence(rm, "lost")
 	}
 	if reclaim {
 		s.signalReclaim()

@@ -32,6 +32,12 @@ type presence struct {
 	// lost has every room re-claimed after Redis lost the registry,
 	// serving them until hbUntil at most (locked.registryLost).
 	lost func(hbUntil int64)
+	// held are the leases the heartbeat checks (locked.heldLeases);
+	// verifier checks them; shardLost has those it finds lost re-claimed,
+	// serving them until hbUntil at most (locked.shardLost).
+	held      func() []registry.Lease
+	verifier  *registry.Verifier
+	shardLost func(leases []registry.Lease, hbUntil int64)
 	// took observes how long each successful heartbeat took.
 	took prometheus.Observer
 
@@ -146,10 +152,29 @@ func (p *presence) beat(ctx context.Context) (up bool, err error) {
 	if err != nil {
 		return true, err
 	}
+	lostAll := p.generation != "" && res.Generation != p.generation
+	if !lostAll {
+		// A shard of a Redis Cluster may lose its data alone, the
+		// generation with none: the rooms' slots' marks tell. The
+		// heartbeat counts only once they were checked.
+		held := p.held()
+		suspect, err := p.verifier.Verify(ctx, held)
+		if err != nil {
+			return true, err
+		}
+		if len(suspect) > 0 {
+			lost := make([]registry.Lease, len(suspect))
+			for i, j := range suspect {
+				lost[i] = held[j]
+			}
+			p.log.Warn("sidecar: Redis lost room keys of this node: re-claiming them", "rooms", len(lost))
+			p.shardLost(lost, prev.until)
+		}
+	}
 	p.took.Observe(time.Since(sent).Seconds())
 	next := heartbeat{life: prev.life, session: res.Session, until: prev.until}
 	switch {
-	case p.generation != "" && res.Generation != p.generation:
+	case lostAll:
 		// Redis lost the registry (a restart without persistence, a
 		// flush): the rooms' keys are gone. Until each room is re-claimed
 		// it may be served only as long as the last heartbeat of the old

@@ -21,6 +21,9 @@ type room struct {
 	name string // canonical casing once the monolith reported it
 
 	lease registry.Lease
+	// grant orders the leases by when this node was granted them (see
+	// setLease).
+	grant uint64
 	// span is when the room was served at its epoch, for the serve log.
 	span span
 	// stale: Redis lost the registry since the lease was granted; the
@@ -258,7 +261,7 @@ func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 		} else if wait != nil {
 			break // still ours at a retired epoch: refuse, the router retries
 		}
-		lease = registry.Lease{Room: rm.key, Node: s.cfg.NodeID, Session: hb.session, Epoch: oe.Owner.Epoch, Name: oe.Name}
+		lease = registry.Lease{Room: rm.key, Node: s.cfg.NodeID, Session: hb.session, Epoch: oe.Owner.Epoch, Name: oe.Name, Mark: oe.Mark}
 		err = nil
 		break
 	}
@@ -282,7 +285,7 @@ func (s *Sidecar) finishClaim(ctx context.Context, rm *room) error {
 		}
 		return err
 	}
-	rm.lease = lease
+	lk.setLease(rm, lease)
 	if rm.gone {
 		// Dropped while the claim was in flight (a drain, the link lost):
 		// the lease must not stay behind in Redis.

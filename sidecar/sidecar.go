@@ -107,6 +107,17 @@ func New(cfg Config) (*Sidecar, error) {
 		defer lk.unlock()
 		lk.registryLost(hbUntil)
 	}
+	s.presence.verifier = cfg.Registry.NewVerifier()
+	s.presence.held = func() []registry.Lease {
+		lk := s.lock()
+		defer lk.unlock()
+		return lk.heldLeases()
+	}
+	s.presence.shardLost = func(leases []registry.Lease, hbUntil int64) {
+		lk := s.lock()
+		defer lk.unlock()
+		lk.shardLost(leases, hbUntil)
+	}
 	s.monolithRedis = cfg.MonolithRedis
 	if s.monolithRedis == nil {
 		s.monolithRedis = cfg.Registry.Client()

@@ -31,6 +31,9 @@ type table struct {
 	// may be served until unless re-claimed.
 	genSeq     uint64
 	staleUntil int64
+	// grants counts the leases this node was granted (room.grant), so that
+	// Verify gets them oldest first.
+	grants uint64
 }
 
 // locked is the sidecar while its table's lock is held. What must run under

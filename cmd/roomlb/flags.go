@@ -52,18 +52,37 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return err
 }
 
-// redisClient connects to the Redis at u: a redis:// or rediss:// URL, or,
+// redisClient connects to the Redis at u: a redis:// or rediss:// URL; or,
 // with a master_name parameter, go-redis's Sentinel form
 // (redis://SENTINEL:26379?master_name=NAME&addr=SENTINEL2:26379&...), for a
-// client that follows the master Sentinel names. sentinel says which.
+// client that follows the master Sentinel names (sentinel says so); or,
+// with addr parameters and no master_name, or cluster=true, go-redis's
+// Cluster form (redis://NODE1:6379?addr=NODE2:6379&addr=NODE3:6379), for a
+// Redis Cluster client.
 func redisClient(u string) (rdb redis.UniversalClient, sentinel bool, err error) {
-	if pu, perr := url.Parse(u); perr == nil && pu.Query().Has("master_name") {
+	pu, perr := url.Parse(u)
+	if perr == nil && pu.Query().Has("master_name") {
 		opt, err := redis.ParseFailoverURL(u)
 		if err != nil {
 			return nil, false, err
 		}
 		opt.ContextTimeoutEnabled = true
 		return redis.NewFailoverClient(opt), true, nil
+	}
+	if q := pu.Query(); perr == nil && (q.Has("addr") || q.Has("cluster")) {
+		switch c := q.Get("cluster"); c {
+		case "", "true":
+		default:
+			return nil, false, fmt.Errorf("cluster=%q: the only value is true", c)
+		}
+		q.Del("cluster")
+		pu.RawQuery = q.Encode()
+		opt, err := redis.ParseClusterURL(pu.String())
+		if err != nil {
+			return nil, false, err
+		}
+		opt.ContextTimeoutEnabled = true
+		return redis.NewClusterClient(opt), false, nil
 	}
 	opt, err := redis.ParseURL(u)
 	if err != nil {

@@ -127,7 +127,7 @@ func TestOpenRegistryThroughSentinel(t *testing.T) {
 	if err := reg.Heartbeat(ctx, node, time.Minute); err != nil {
 		t.Fatalf("heartbeat through Sentinel: %v", err)
 	}
-	if n, err := master.Client().Exists(ctx, registry.DefaultPrefix+"node:node-a").Result(); err != nil || n != 1 {
+	if n, err := master.Client().Exists(ctx, registry.DefaultPrefix+"{fleet}:node:node-a").Result(); err != nil || n != 1 {
 		t.Fatalf("the heartbeat is not on the master Sentinel names: %v %v", n, err)
 	}
 	replica.Stop()
@@ -142,5 +142,39 @@ func TestOpenRegistryThroughSentinel(t *testing.T) {
 	defer close0()
 	if err := reg0.Heartbeat(ctx, node, time.Minute); err != nil {
 		t.Fatalf("heartbeat with --redis-replicas 0: %v", err)
+	}
+}
+
+// A --redis-url with addr parameters (or cluster=true) and no master_name
+// is a Redis Cluster: the registry's keys land on the masters of their hash
+// slots.
+func TestOpenRegistryOnCluster(t *testing.T) {
+	cluster := redistest.NewCluster(t)
+	for _, u := range []string{cluster.URL(), cluster.Masters[0].URL() + "?cluster=true"} {
+		reg, closeRedis, err := openRegistry(u, registry.DefaultPrefix, 0, -1, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatalf("%s: %v", u, err)
+		}
+		ctx := context.Background()
+		// A fresh registry: no recovery window for the first claim.
+		if err := reg.Bootstrap(ctx); err != nil {
+			t.Fatalf("%s: bootstrap: %v", u, err)
+		}
+		b, err := reg.Beat(ctx, registry.Node{ID: "node-a", Addr: "127.0.0.1:1"}, time.Minute)
+		if err != nil {
+			t.Fatalf("%s: heartbeat: %v", u, err)
+		}
+		if _, err := reg.Claim(ctx, "lobby", "node-a", b.Session); err != nil {
+			t.Fatalf("%s: claim: %v", u, err)
+		}
+		key := registry.DefaultPrefix + "room:{lobby}"
+		if n, err := cluster.MasterOf(key).Client().Exists(ctx, key).Result(); err != nil || n != 1 {
+			t.Fatalf("%s: the room's key is not on the master of its slot: %v %v", u, n, err)
+		}
+		closeRedis()
+		cluster.FlushAll()
+	}
+	if _, _, err := openRegistry(cluster.Masters[0].URL()+"?cluster=yes", registry.DefaultPrefix, 0, -1, slog.New(slog.DiscardHandler)); err == nil {
+		t.Fatal("cluster=yes accepted")
 	}
 }

@@ -1,0 +1,137 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Loss of part of the registry.
+//
+// A single Redis loses all of its data at once, and the fleet's generation
+// key with it (see recovery.go). A Redis Cluster shard may lose its data
+// alone (a restart without persistence, a flush) while the fleet's keys,
+// on another shard, keep theirs: the generation does not change, yet the
+// room keys of that shard's slots are gone while their owners still serve
+// the rooms. Each hash slot therefore has a mark key on the slot's own
+// shard (no TTL), given by the first claim of a room of the slot and
+// returned with every lease (Lease.Mark):
+//
+//   - A claim that finds no mark starts a new mark and a recovery window
+//     for the slot, during which no room of the slot without an owner is
+//     taken (claim.lua); only its owner re-claims it (Reclaim). A slot is
+//     put in use (its bit in the fleet's slot bitmap) only once it has its
+//     mark, and a claim of a slot not in use gives it one first, so a
+//     missing mark is a loss.
+//   - Owners check their slots' marks with every heartbeat (Verify): per
+//     shard the mark of the lease held longest, whose mark is surely older
+//     than any loss that lease survived, so a loss of the whole shard is
+//     seen; and the mark of every slot not checked before or that moved to
+//     another shard since (a slot may move without its data). A heartbeat
+//     whose check failed does not extend the rooms, as one that did not
+//     reach Redis; a mark that differs has the rooms of its shard
+//     re-claimed, served meanwhile only until the last heartbeat before.
+//
+// So an owner stops serving a room of a lost slot less than a heartbeat TTL
+// after the loss unless it re-claimed it, and the slot's window (at least
+// the longest heartbeat TTL) outlasts that. On a single Redis the marks
+// cost one GET per heartbeat and add nothing to the generation's guard.
+
+// A Verifier checks one node's leases against the marks of their hash
+// slots (see Verify). It remembers which shard each slot was last checked
+// on; one per node. It is safe for concurrent use.
+type Verifier struct {
+	reg *Registry
+	mu  sync.Mutex
+	at  map[int]string // slot -> shard it was last found on with the mark expected
+}
+
+// NewVerifier returns a Verifier of leases in this registry.
+func (r *Registry) NewVerifier() *Verifier {
+	return &Verifier{reg: r, at: map[int]string{}}
+}
+
+// shard names the Redis server that serves slot: its master's address in
+// a Redis Cluster, "" otherwise.
+func (r *Registry) shard(ctx context.Context, slot int) (string, error) {
+	c, ok := r.rdb.(*redis.ClusterClient)
+	if !ok {
+		return "", nil
+	}
+	m, err := c.MasterForKey(ctx, r.slotMarkKey(slot))
+	if err != nil {
+		return "", err
+	}
+	return m.Options().Addr, nil
+}
+
+// Verify checks, in one round trip, that Redis lost none of the room keys
+// of leases since they were granted, and returns the indexes of the leases
+// that it may have lost: every lease of a shard where a mark checked was
+// not the one expected (see above). leases must be in the order they were
+// granted in, the oldest first; a lease without a Mark is always suspect.
+// An error means nothing was checked.
+func (v *Verifier) Verify(ctx context.Context, leases []Lease) (suspect []int, err error) {
+	type check struct {
+		slot, lease int
+		shard       string
+		get         *redis.StringCmd
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	shardOf := make([]string, len(leases))
+	var checks []*check
+	seenShard := map[string]bool{}
+	seenSlot := map[int]bool{}
+	shards := map[int]string{} // slot -> shard, for this call
+	for i, l := range leases {
+		slot := RoomSlot(l.Room)
+		shard, ok := shards[slot]
+		if !ok {
+			var err error
+			if shard, err = v.reg.shard(ctx, slot); err != nil {
+				return nil, fmt.Errorf("verify: %w", err)
+			}
+			shards[slot] = shard
+		}
+		shardOf[i] = shard
+		if l.Mark == "" {
+			continue
+		}
+		rep := !seenShard[shard]
+		seenShard[shard] = true
+		if at, ok := v.at[slot]; (rep || !ok || at != shard) && !seenSlot[slot] {
+			seenSlot[slot] = true
+			checks = append(checks, &check{slot: slot, lease: i, shard: shard})
+		}
+	}
+	if len(checks) > 0 {
+		_, err := v.reg.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, c := range checks {
+				c.get = p.Get(ctx, v.reg.slotMarkKey(c.slot))
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("verify: %w", err)
+		}
+	}
+	lost := map[string]bool{}
+	for _, c := range checks {
+		if c.get.Val() != leases[c.lease].Mark {
+			lost[c.shard] = true
+			delete(v.at, c.slot)
+			continue
+		}
+		v.at[c.slot] = c.shard
+	}
+	for i, l := range leases {
+		if l.Mark == "" || lost[shardOf[i]] {
+			suspect = append(suspect, i)
+		}
+	}
+	return suspect, nil
+}
