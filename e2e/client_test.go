@@ -35,6 +35,11 @@ func start(t testing.TB, nodes, routers int, change func(*cluster.Options)) (*cl
 		},
 		Log: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
+	if redistest.OnCluster() {
+		// The registry on a Redis Cluster; the monoliths keep the one
+		// server (see TestOnRedisCluster).
+		o.Registry = redistest.NewCluster(t).Client()
+	}
 	if change != nil {
 		change(&o)
 	}

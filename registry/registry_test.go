@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -31,7 +30,7 @@ func newRegistry(t testing.TB) (*Registry, *testRedis) {
 }
 
 // testRedis is what a test's registry runs on: one redis-server, or, when
-// the environment has ROOMLB_TEST_CLUSTER=1 (see TestOnRedisCluster), a
+// the tests run on a cluster (see TestOnRedisCluster), a
 // local Redis Cluster of three masters.
 type testRedis struct {
 	t       testing.TB
@@ -47,7 +46,7 @@ func newTestRedis(t testing.TB) *testRedis {
 	return &testRedis{t: t, srv: redistest.New(t)}
 }
 
-func onCluster() bool { return os.Getenv("ROOMLB_TEST_CLUSTER") == "1" }
+func onCluster() bool { return redistest.OnCluster() }
 
 // Client is a new client of the test's Redis, closed when the test ends.
 func (b *testRedis) Client() redis.UniversalClient {

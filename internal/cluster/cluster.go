@@ -38,6 +38,11 @@ const (
 // Options configures a cluster. RedisURL is required.
 type Options struct {
 	RedisURL string
+	// Registry, when set, is the registry's Redis (a Redis Cluster's
+	// client, say); RedisURL is then the monoliths' own Redis only, which
+	// the sidecars read as their --monolith-redis-url. The cluster does not
+	// close it.
+	Registry redis.UniversalClient
 	Nodes    int // 0 means 3
 	Routers  int // 0 means 2
 	Monolith MonolithKind
@@ -116,7 +121,11 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 		o.Secret = randomHex(16)
 	}
 	c := &Cluster{opts: o, rdb: redis.NewClient(opt), Secret: o.Secret}
-	c.Registry, err = registry.New(c.rdb, registry.Config{Logger: o.Log})
+	var reg redis.UniversalClient = c.rdb
+	if o.Registry != nil {
+		reg = o.Registry
+	}
+	c.Registry, err = registry.New(reg, registry.Config{Logger: o.Log})
 	if err != nil {
 		return nil, err
 	}
@@ -171,6 +180,9 @@ func (c *Cluster) AddNode(ctx context.Context, id string) (*Node, error) {
 		Secret:   c.Secret,
 		Registry: c.Registry,
 		Logger:   o.Log, // the sidecar adds node=ID itself
+	}
+	if o.Registry != nil {
+		cfg.MonolithRedis = c.rdb
 	}
 	if o.Sidecar != nil {
 		o.Sidecar(len(c.Nodes), &cfg)

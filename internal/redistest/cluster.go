@@ -3,6 +3,7 @@ package redistest
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -100,7 +101,7 @@ func (c *Cluster) URL() string {
 
 // Client returns a new cluster client, closed when the test ends.
 func (c *Cluster) Client() *redis.ClusterClient {
-	cl := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	cl := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), ContextTimeoutEnabled: true})
 	c.tb.Cleanup(func() { cl.Close() })
 	return cl
 }
@@ -147,3 +148,48 @@ func (c *Cluster) FlushAll() {
 }
 
 func (c *Cluster) String() string { return fmt.Sprintf("cluster %v", c.Addrs()) }
+
+// ClusterEnv is set to 1 in a test binary that RerunOnCluster started: its
+// tests should run their Redis as a Cluster (NewCluster).
+const ClusterEnv = "ROOMLB_TEST_CLUSTER"
+
+// OnCluster reports whether the tests run on a Redis Cluster (ClusterEnv).
+func OnCluster() bool { return os.Getenv(ClusterEnv) == "1" }
+
+// RerunOnCluster runs the tests of this test binary that match the -test.run
+// pattern run again, in a new process with ClusterEnv=1, and fails t with
+// their output if any fails. It is skipped in that process itself, with
+// -short, with REDIS_URL (one server), and without redis-server and
+// redis-cli.
+func RerunOnCluster(t *testing.T, run string) {
+	t.Helper()
+	switch {
+	case OnCluster():
+		t.Skip("already on a cluster")
+	case testing.Short():
+		t.Skip("runs tests again")
+	case os.Getenv("REDIS_URL") != "":
+		t.Skip("REDIS_URL names one server")
+	}
+	for _, bin := range []string{"redis-server", "redis-cli"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("needs %s on PATH", bin)
+		}
+	}
+	args := []string{"-test.count=1", "-test.run", run}
+	if testing.Verbose() {
+		args = append(args, "-test.v")
+	}
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), ClusterEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the tests on a Redis Cluster: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "PASS") {
+		t.Fatalf("the tests on a Redis Cluster ran nothing:\n%s", out)
+	}
+	if testing.Verbose() {
+		t.Logf("the tests on a Redis Cluster:\n%s", out)
+	}
+}
