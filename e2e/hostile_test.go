@@ -73,7 +73,9 @@ func TestMalformedFramesHurtOnlyTheirSender(t *testing.T) {
 			t.Fatalf("%s: join: %v", tc.name, err)
 		}
 		mallory.mustNext("you")
-		if err := mallory.Conn.WriteMessage(tc.kind, []byte(tc.data)); err != nil {
+		if err := mallory.Conn.WriteMessage(tc.kind, []byte(tc.data)); err != nil && len(tc.data) <= 64<<10 {
+			// (A frame too large may be refused, from its header, while
+			// its rest is still being written: the write then fails.)
 			t.Fatalf("%s: write: %v", tc.name, err)
 		}
 		if tc.closed {

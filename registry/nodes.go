@@ -83,35 +83,53 @@ type BeatResult struct {
 // that finds the registry lost starts a new generation with a recovery
 // window of the longer of ttl and Config.RecoveryWindow.
 func (r *Registry) Beat(ctx context.Context, n Node, ttl time.Duration) (BeatResult, error) {
-	if err := ValidNode(n.ID); err != nil {
+	call, err := r.beatCall(n, ttl)
+	if err != nil {
 		return BeatResult{}, err
+	}
+	if err := r.send(ctx, lua.Heartbeat, []*scriptCall{call}, r.replicas > 0); err != nil && call.cmd.Err() == nil {
+		call.cmd.SetErr(err)
+	}
+	return r.beatResult(n.ID, call.cmd)
+}
+
+// beatCall is the heartbeat script's call for n.
+func (r *Registry) beatCall(n Node, ttl time.Duration) (*scriptCall, error) {
+	if err := ValidNode(n.ID); err != nil {
+		return nil, err
 	}
 	if n.State == "" {
 		n.State = StateActive
 	}
 	if n.State != StateActive && n.State != StateDraining {
-		return BeatResult{}, fmt.Errorf("registry: node %s: unknown state %q", n.ID, n.State)
+		return nil, fmt.Errorf("registry: node %s: unknown state %q", n.ID, n.State)
 	}
 	load := strconv.FormatFloat(n.Load, 'f', -1, 64)
 	if n.Session == "" {
 		n.Session = rand.Text()
 	} else if err := validSession(n.Session); err != nil {
-		return BeatResult{}, err
+		return nil, err
 	}
-	a, err := toReply(r.durable(ctx, lua.Heartbeat,
-		[]string{r.nodeKey(n.ID), r.nodesKey(), r.generationKey(), r.recoveryKey(), r.sweepKey()},
-		n.ID, ms(ttl), load, r.Channel(), string(n.State), ms(max(ttl, r.recovery)),
-		n.Session,
-		"addr", n.Addr,
-		"region", n.Region,
-		"rooms", n.Rooms,
-		"clients", n.Clients,
-		"capacity", n.Capacity,
-		"version", n.Version,
-		"started", n.Started.UTC().Format(time.RFC3339),
-	).Result())
+	return &scriptCall{
+		keys: []string{r.nodeKey(n.ID), r.nodesKey(), r.generationKey(), r.recoveryKey(), r.sweepKey()},
+		args: []any{n.ID, ms(ttl), load, r.Channel(), string(n.State), ms(max(ttl, r.recovery)),
+			n.Session,
+			"addr", n.Addr,
+			"region", n.Region,
+			"rooms", n.Rooms,
+			"clients", n.Clients,
+			"capacity", n.Capacity,
+			"version", n.Version,
+			"started", n.Started.UTC().Format(time.RFC3339),
+		},
+	}, nil
+}
+
+// beatResult reads the heartbeat script's reply.
+func (r *Registry) beatResult(node string, cmd *redis.Cmd) (BeatResult, error) {
+	a, err := toReply(cmd.Result())
 	if err != nil {
-		return BeatResult{}, fmt.Errorf("heartbeat %s: %w", n.ID, err)
+		return BeatResult{}, fmt.Errorf("heartbeat %s: %w", node, err)
 	}
 	r.born.sawGeneration(a.str(1))
 	return BeatResult{

@@ -41,9 +41,15 @@ func (r *Registry) durable(ctx context.Context, script *redis.Script, keys []str
 // connection it is sent on, so the calls are sent master by master, each
 // group with its own WAIT, on that master's connection.
 func (r *Registry) send(ctx context.Context, script *redis.Script, calls []*scriptCall, wait bool) error {
+	return r.sendWith(ctx, script, calls, wait, nil)
+}
+
+// sendWith is send with the commands extra adds to the pipeline after the
+// calls (before WAIT); on a Redis Cluster with wait set, extra must be nil.
+func (r *Registry) sendWith(ctx context.Context, script *redis.Script, calls []*scriptCall, wait bool, extra func(redis.Pipeliner)) error {
 	cc, ok := r.rdb.(*redis.ClusterClient)
 	if !ok || !wait {
-		return r.sendOn(ctx, r.rdb, script, calls, wait)
+		return r.sendOn(ctx, r.rdb, script, calls, wait, extra)
 	}
 	type group struct {
 		conn  *redis.Client
@@ -66,14 +72,14 @@ func (r *Registry) send(ctx context.Context, script *redis.Script, calls []*scri
 	}
 	var errs []error
 	for _, g := range groups {
-		if err := r.sendOn(ctx, g.conn, script, g.calls, wait); err != nil {
+		if err := r.sendOn(ctx, g.conn, script, g.calls, wait, nil); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (r *Registry) sendOn(ctx context.Context, conn redis.Cmdable, script *redis.Script, calls []*scriptCall, wait bool) error {
+func (r *Registry) sendOn(ctx context.Context, conn redis.Cmdable, script *redis.Script, calls []*scriptCall, wait bool, extra func(redis.Pipeliner)) error {
 	send := func(useEval bool) error {
 		var acks *redis.Cmd
 		_, err := conn.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -83,6 +89,9 @@ func (r *Registry) sendOn(ctx context.Context, conn redis.Cmdable, script *redis
 				} else {
 					c.cmd = script.EvalSha(ctx, p, c.keys, c.args...)
 				}
+			}
+			if extra != nil {
+				extra(p)
 			}
 			if wait {
 				acks = p.Do(ctx, "WAIT", r.replicas, r.waitFor.Milliseconds())

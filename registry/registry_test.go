@@ -351,6 +351,19 @@ func TestClaimRoundTrips(t *testing.T) {
 	if n := rt2.n.Load() - before; n != 2 {
 		t.Errorf("first claim by a process of a slot in use: %d round trips, want 2", n)
 	}
+	// A heartbeat and the check of its rooms' marks: one round trip on a
+	// single Redis.
+	held, err := r.Claim(ctx, sameSlot(t, "warm", "held"), "node-a", sa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before = rt.n.Load()
+	if _, suspect, err := r.BeatVerified(ctx, Node{ID: "node-a", Addr: "127.0.0.1:1", Session: sa}, time.Minute, r.NewVerifier(), []Lease{held}); err != nil || len(suspect) != 0 {
+		t.Fatalf("heartbeat with its check: %v, %v", suspect, err)
+	}
+	if n := rt.n.Load() - before; n != 1 && !onCluster() {
+		t.Errorf("heartbeat with its check: %d round trips, want 1", n)
+	}
 	dead := sameSlot(t, "warm", "dead")
 	if _, err := r.Claim(ctx, dead, "node-c", "gone"); err != nil {
 		t.Fatal(err)

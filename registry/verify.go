@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/roomlb/roomlb/lua"
 )
 
 // Loss of part of the registry.
@@ -73,17 +76,45 @@ func (r *Registry) shard(ctx context.Context, slot int) (string, error) {
 // that it may have lost: every lease of a shard where a mark checked was
 // not the one expected (see above). leases must be in the order they were
 // granted in, the oldest first; a lease without a Mark is always suspect.
-// An error means nothing was checked.
+// An error means nothing was checked. (Registry.BeatVerified sends the
+// check with a heartbeat.)
 func (v *Verifier) Verify(ctx context.Context, leases []Lease) (suspect []int, err error) {
-	type check struct {
-		slot, lease int
-		shard       string
-		get         *redis.StringCmd
-	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	shardOf := make([]string, len(leases))
-	var checks []*check
+	p, err := v.plan(ctx, leases)
+	if err != nil {
+		return nil, err
+	}
+	if len(p.checks) > 0 {
+		_, err := v.reg.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+			p.queue(ctx, pipe)
+			return nil
+		})
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("verify: %w", err)
+		}
+	}
+	return p.finish(), nil
+}
+
+// verifyPlan is one Verify: the marks to read, then what they say. v.mu is
+// held from plan to finish.
+type verifyPlan struct {
+	v       *Verifier
+	leases  []Lease
+	shardOf []string
+	checks  []*markCheck
+}
+
+type markCheck struct {
+	slot, lease int
+	shard       string
+	get         *redis.StringCmd
+}
+
+// plan picks the marks to read for leases (see Verify).
+func (v *Verifier) plan(ctx context.Context, leases []Lease) (*verifyPlan, error) {
+	p := &verifyPlan{v: v, leases: leases, shardOf: make([]string, len(leases))}
 	seenShard := map[string]bool{}
 	seenSlot := map[int]bool{}
 	shards := map[int]string{} // slot -> shard, for this call
@@ -97,7 +128,7 @@ func (v *Verifier) Verify(ctx context.Context, leases []Lease) (suspect []int, e
 			}
 			shards[slot] = shard
 		}
-		shardOf[i] = shard
+		p.shardOf[i] = shard
 		if l.Mark == "" {
 			continue
 		}
@@ -105,33 +136,89 @@ func (v *Verifier) Verify(ctx context.Context, leases []Lease) (suspect []int, e
 		seenShard[shard] = true
 		if at, ok := v.at[slot]; (rep || !ok || at != shard) && !seenSlot[slot] {
 			seenSlot[slot] = true
-			checks = append(checks, &check{slot: slot, lease: i, shard: shard})
+			p.checks = append(p.checks, &markCheck{slot: slot, lease: i, shard: shard})
 		}
 	}
-	if len(checks) > 0 {
-		_, err := v.reg.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, c := range checks {
-				c.get = p.Get(ctx, v.reg.slotMarkKey(c.slot))
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, fmt.Errorf("verify: %w", err)
-		}
+	return p, nil
+}
+
+// queue adds the reads of the marks to pipe.
+func (p *verifyPlan) queue(ctx context.Context, pipe redis.Pipeliner) {
+	for _, c := range p.checks {
+		c.get = pipe.Get(ctx, p.v.reg.slotMarkKey(c.slot))
 	}
+}
+
+// finish returns the suspect leases from the marks read, and remembers the
+// slots found as expected.
+func (p *verifyPlan) finish() (suspect []int) {
 	lost := map[string]bool{}
-	for _, c := range checks {
-		if c.get.Val() != leases[c.lease].Mark {
+	for _, c := range p.checks {
+		if c.get.Val() != p.leases[c.lease].Mark {
 			lost[c.shard] = true
-			delete(v.at, c.slot)
+			delete(p.v.at, c.slot)
 			continue
 		}
-		v.at[c.slot] = c.shard
+		p.v.at[c.slot] = c.shard
 	}
-	for i, l := range leases {
-		if l.Mark == "" || lost[shardOf[i]] {
+	for i, l := range p.leases {
+		if l.Mark == "" || lost[p.shardOf[i]] {
 			suspect = append(suspect, i)
 		}
 	}
-	return suspect, nil
+	return suspect
+}
+
+// BeatVerified is Beat and v.Verify(leases) in one round trip on a single
+// Redis (or Sentinel's master); on a Redis Cluster, where the marks are on
+// other shards, the check follows the heartbeat. An error means the
+// heartbeat or the check failed: a heartbeat counts only once its rooms'
+// marks were checked.
+func (r *Registry) BeatVerified(ctx context.Context, n Node, ttl time.Duration, v *Verifier, leases []Lease) (BeatResult, []int, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	p, err := v.plan(ctx, leases)
+	if err != nil {
+		return BeatResult{}, nil, err
+	}
+	call, err := r.beatCall(n, ttl)
+	if err != nil {
+		return BeatResult{}, nil, err
+	}
+	if _, cluster := r.rdb.(*redis.ClusterClient); cluster || len(p.checks) == 0 {
+		if err := r.sendWith(ctx, lua.Heartbeat, []*scriptCall{call}, r.replicas > 0, nil); err != nil && call.cmd.Err() == nil {
+			call.cmd.SetErr(err)
+		}
+		res, err := r.beatResult(n.ID, call.cmd)
+		if err != nil {
+			return res, nil, err
+		}
+		if len(p.checks) == 0 {
+			return res, p.finish(), nil
+		}
+		_, err = r.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+			p.queue(ctx, pipe)
+			return nil
+		})
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return res, nil, fmt.Errorf("verify: %w", err)
+		}
+		return res, p.finish(), nil
+	}
+	err = r.sendWith(ctx, lua.Heartbeat, []*scriptCall{call}, r.replicas > 0, func(pipe redis.Pipeliner) { p.queue(ctx, pipe) })
+	if err != nil && !errors.Is(err, redis.Nil) && !isScriptReplyError(err) {
+		if call.cmd.Err() == nil {
+			call.cmd.SetErr(err)
+		}
+	}
+	res, err := r.beatResult(n.ID, call.cmd)
+	if err != nil {
+		return res, nil, err
+	}
+	for _, c := range p.checks {
+		if err := c.get.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return res, nil, fmt.Errorf("verify: %w", err)
+		}
+	}
+	return res, p.finish(), nil
 }

@@ -148,28 +148,23 @@ func (p *presence) beat(ctx context.Context) (up bool, err error) {
 	prev := p.hb.Load()
 	n.Session = rand.Text()
 	sent := time.Now()
-	res, err := p.reg.Beat(ctx, n, p.cfg.HeartbeatTTL)
+	// A shard of a Redis Cluster may lose its data alone, the generation
+	// with none: the rooms' slots' marks tell, checked with the heartbeat
+	// (in the same round trip on a single Redis). The heartbeat counts
+	// only once they were.
+	held := p.held()
+	res, suspect, err := p.reg.BeatVerified(ctx, n, p.cfg.HeartbeatTTL, p.verifier, held)
 	if err != nil {
 		return true, err
 	}
 	lostAll := p.generation != "" && res.Generation != p.generation
-	if !lostAll {
-		// A shard of a Redis Cluster may lose its data alone, the
-		// generation with none: the rooms' slots' marks tell. The
-		// heartbeat counts only once they were checked.
-		held := p.held()
-		suspect, err := p.verifier.Verify(ctx, held)
-		if err != nil {
-			return true, err
+	if !lostAll && len(suspect) > 0 {
+		lost := make([]registry.Lease, len(suspect))
+		for i, j := range suspect {
+			lost[i] = held[j]
 		}
-		if len(suspect) > 0 {
-			lost := make([]registry.Lease, len(suspect))
-			for i, j := range suspect {
-				lost[i] = held[j]
-			}
-			p.log.Warn("sidecar: Redis lost room keys of this node: re-claiming them", "rooms", len(lost))
-			p.shardLost(lost, prev.until)
-		}
+		p.log.Warn("sidecar: Redis lost room keys of this node: re-claiming them", "rooms", len(lost))
+		p.shardLost(lost, prev.until)
 	}
 	p.took.Observe(time.Since(sent).Seconds())
 	next := heartbeat{life: prev.life, session: res.Session, until: prev.until}
