@@ -41,7 +41,8 @@ import (
 // So an owner stops serving a room of a lost slot less than a heartbeat TTL
 // after the loss unless it re-claimed it, and the slot's window (at least
 // the longest heartbeat TTL) outlasts that. On a single Redis the marks
-// cost one GET per heartbeat and add nothing to the generation's guard.
+// cost one GET per heartbeat, in the heartbeat's round trip
+// (BeatVerified), and add nothing to the generation's guard.
 
 // A Verifier checks one node's leases against the marks of their hash
 // slots (see Verify). It remembers which shard each slot was last checked
