@@ -53,7 +53,7 @@ type Lease struct {
 	Name string
 	// Mark is the mark of the room's hash slot the lease was granted under
 	// (set by Claim, Transfer and Reclaim): while the slot keeps it, its
-	// shard has not lost the room's key (see Verify). "" when unknown.
+	// shard has not lost the room's key (see BeatVerified). "" when unknown.
 	Mark string
 }
 

@@ -29,7 +29,7 @@ import (
 //     put in use (its bit in the fleet's slot bitmap) only once it has its
 //     mark, and a claim of a slot not in use gives it one first, so a
 //     missing mark is a loss.
-//   - Owners check their slots' marks with every heartbeat (Verify): per
+//   - Owners check their slots' marks with every heartbeat (BeatVerified): per
 //     shard the mark of the lease held longest, whose mark is surely older
 //     than any loss that lease survived, so a loss of the whole shard is
 //     seen; and the mark of every slot not checked before or that moved to
@@ -45,7 +45,7 @@ import (
 // (BeatVerified), and add nothing to the generation's guard.
 
 // A Verifier checks one node's leases against the marks of their hash
-// slots (see Verify). It remembers which shard each slot was last checked
+// slots (see BeatVerified). It remembers which shard each slot was last checked
 // on; one per node. It is safe for concurrent use.
 type Verifier struct {
 	reg *Registry
@@ -72,33 +72,7 @@ func (r *Registry) shard(ctx context.Context, slot int) (string, error) {
 	return m.Options().Addr, nil
 }
 
-// Verify checks, in one round trip, that Redis lost none of the room keys
-// of leases since they were granted, and returns the indexes of the leases
-// that it may have lost: every lease of a shard where a mark checked was
-// not the one expected (see above). leases must be in the order they were
-// granted in, the oldest first; a lease without a Mark is always suspect.
-// An error means nothing was checked. (Registry.BeatVerified sends the
-// check with a heartbeat.)
-func (v *Verifier) Verify(ctx context.Context, leases []Lease) (suspect []int, err error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	p, err := v.plan(ctx, leases)
-	if err != nil {
-		return nil, err
-	}
-	if len(p.checks) > 0 {
-		_, err := v.reg.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-			p.queue(ctx, pipe)
-			return nil
-		})
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, fmt.Errorf("verify: %w", err)
-		}
-	}
-	return p.finish(), nil
-}
-
-// verifyPlan is one Verify: the marks to read, then what they say. v.mu is
+// verifyPlan is one check of marks (BeatVerified): the marks to read, then what they say. v.mu is
 // held from plan to finish.
 type verifyPlan struct {
 	v       *Verifier
@@ -113,7 +87,10 @@ type markCheck struct {
 	get         *redis.StringCmd
 }
 
-// plan picks the marks to read for leases (see Verify).
+// plan picks the marks to read for leases, which must be in the order they
+// were granted in, the oldest first: per shard, the mark of the slot of its
+// oldest lease, and the mark of every slot not checked before or that moved
+// to another shard. A lease without a Mark is always suspect.
 func (v *Verifier) plan(ctx context.Context, leases []Lease) (*verifyPlan, error) {
 	p := &verifyPlan{v: v, leases: leases, shardOf: make([]string, len(leases))}
 	seenShard := map[string]bool{}
@@ -170,11 +147,14 @@ func (p *verifyPlan) finish() (suspect []int) {
 	return suspect
 }
 
-// BeatVerified is Beat and v.Verify(leases) in one round trip on a single
+// BeatVerified is Beat and the check that Redis lost none of the room keys
+// of leases since they were granted (see above, and plan), in one round
+// trip on a single
 // Redis (or Sentinel's master); on a Redis Cluster, where the marks are on
 // other shards, the check follows the heartbeat. An error means the
 // heartbeat or the check failed: a heartbeat counts only once its rooms'
-// marks were checked.
+// marks were checked. The suspect leases are returned by index: every
+// lease of a shard where a mark checked was not the one expected.
 func (r *Registry) BeatVerified(ctx context.Context, n Node, ttl time.Duration, v *Verifier, leases []Lease) (BeatResult, []int, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()

@@ -32,7 +32,7 @@ type table struct {
 	genSeq     uint64
 	staleUntil int64
 	// grants counts the leases this node was granted (room.grant), so that
-	// Verify gets them oldest first.
+	// the heartbeat checks them oldest first (registry.BeatVerified).
 	grants uint64
 }
 
