@@ -83,6 +83,10 @@ type Config struct {
 	// WSIdleTimeout closes a relayed WebSocket after this long without a
 	// byte in either direction. 0 means never.
 	WSIdleTimeout time.Duration
+	// NoRelayLoops relays every WebSocket on two goroutines of its own
+	// rather than in the process's relay loops (README "The hot path"),
+	// which relay all but the rare cases with fewer wake-ups per message.
+	NoRelayLoops bool
 
 	// ReadTimeout bounds reading a request's header and body, from the
 	// first byte (slow clients); 0 means DefaultReadTimeout.

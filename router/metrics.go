@@ -65,6 +65,7 @@ type metrics struct {
 	carryLost  prometheus.Counter
 	nodes      prometheus.Gauge
 	cached     prometheus.GaugeFunc
+	looped     prometheus.Gauge
 }
 
 func newMetrics(cachedRooms func() float64) *metrics {
@@ -147,8 +148,12 @@ func newMetrics(cachedRooms func() float64) *metrics {
 		Name: "roomlb_router_cached_rooms",
 		Help: "Rooms in the router's owner cache.",
 	}, cachedRooms)
+	m.looped = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "roomlb_router_looped_websockets",
+		Help: "Relayed WebSockets a relay loop passes bytes on for (the others, for the rest of their turn, run on goroutines of their own).",
+	})
 
-	m.reg.MustRegister(conns, requests, lookups, retries, m.steals, m.tooBig, m.refused, m.placement, m.hold, carries, m.carryPause, m.carryLost, m.nodes, m.cached,
+	m.reg.MustRegister(conns, requests, lookups, retries, m.steals, m.tooBig, m.refused, m.placement, m.hold, carries, m.carryPause, m.carryLost, m.nodes, m.cached, m.looped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -50,11 +50,22 @@ var relayBufs = sync.Pool{New: func() any {
 type relay struct {
 	r      *Router
 	client net.Conn // the client's own connection, fasthttp's reader drained
-	// up is the sidecar connection; a carry-over replaces it (upMu guards
-	// the change against other goroutines; the relay's own reads it
-	// without the lock).
+	// up is the sidecar connection; a carry-over replaces it. upMu guards
+	// the change against other goroutines, as it guards lp and a relay
+	// loop's taking and giving back both connections (the relay's own
+	// goroutines read them without the lock).
 	upMu sync.Mutex
 	up   net.Conn
+	// lp is the relay loop that relays the current turn (nil: the relay's
+	// goroutines do), under upMu; lfd are the descriptors of the client's
+	// and the sidecar's sockets meanwhile, lslot and lgen the relay's
+	// place in it, and back where the loop hands the relay back (see
+	// loop_linux.go).
+	lp    *loop
+	lfd   [2]int
+	lslot uint32
+	lgen  uint32
+	back  chan *handback
 	// crc and urc wait for client and up to be readable; nil for a
 	// connection that is not a syscall.Conn, whose reads then wait holding
 	// a buffer.
@@ -211,44 +222,83 @@ func rawConn(c net.Conn) syscall.RawConn {
 // run relays until the WebSocket ends, carrying the client over to its
 // room's next owner whenever its owner lets the room go (see carry.go).
 // Each turn relays between the client and the current sidecar connection
-// until one of them ends (begin, pump, end). The idle relay's goroutine
-// waits in pump, called from here: the shallower its stack, the smaller
-// (the runtime shrinks a parked stack only when a quarter of it is in use).
+// until one of them ends (turn, end).
 func (rl *relay) run() {
 	for {
-		up := rl.up
-		res := rl.begin(up)
-		if res == pumpStopped {
-			res = rl.pump(1, rl.client, up, rl.urc)
-		}
+		res, up := rl.turn()
 		if !rl.end(res, up) || !rl.carry() {
 			return
 		}
 	}
 }
 
-// begin starts the client-to-sidecar pump of a turn with up, and passes on
-// what up sent right after its 101; pumpStopped when all is well.
-func (rl *relay) begin(up net.Conn) pumpResult {
+// turn relays between the client and the current sidecar connection, which
+// it returns, until one of them ends. It first passes on what the sidecar
+// sent right after its 101. A relay loop then relays for as long as
+// nothing but bytes to pass on comes; the rest of the turn runs on two
+// goroutines, one per direction: the idle relay's wait in pump, called
+// from here, so that their stacks stay shallow (the runtime shrinks a
+// parked stack only when a quarter of it is in use).
+func (rl *relay) turn() (pumpResult, net.Conn) {
+	if len(rl.early) > 0 {
+		err := rl.out.filter(rl.early, rl.toClient)
+		rl.early = nil
+		switch {
+		case errors.Is(err, errMoved):
+			return pumpMoved, rl.up
+		case err != nil:
+			return pumpWriteFailed, rl.up
+		}
+	}
+	var hb *handback
+	if lp := pickLoop(); lp != nil && !rl.r.cfg.NoRelayLoops {
+		if rl.back == nil {
+			rl.back = make(chan *handback, 1)
+		}
+		if lp.adopt(rl) {
+			rl.r.metrics.looped.Inc()
+			hb = <-rl.back
+			rl.r.metrics.looped.Dec()
+			rl.resume(hb)
+		}
+	}
+	var back [2]*backDir
+	if hb != nil {
+		back = [2]*backDir{&hb.dir[0], &hb.dir[1]}
+	}
+	up := rl.up
 	rl.upDone.Add(1)
-	go rl.fromClient(up)
-	if len(rl.early) == 0 {
-		return pumpStopped
+	go rl.fromClient(up, back[0])
+	return rl.pump(1, rl.client, up, rl.urc, back[1]), up
+}
+
+// resume takes the relay's sockets back from its loop as connections.
+func (rl *relay) resume(hb *handback) {
+	c, cerr := fdConn(hb.fd[0])
+	u, uerr := fdConn(hb.fd[1])
+	rl.upMu.Lock()
+	if cerr == nil {
+		rl.client = withSocket(rl.client, c)
 	}
-	err := rl.out.filter(rl.early, rl.toClient)
-	rl.early = nil
-	switch {
-	case errors.Is(err, errMoved):
-		return pumpMoved
-	case err != nil:
-		return pumpWriteFailed
+	if uerr == nil {
+		rl.up = u
 	}
-	return pumpStopped
+	rl.lp = nil
+	rl.upMu.Unlock()
+	rl.crc = rawConn(rl.client)
+	rl.bindUp(rl.up)
+	rl.clientDeadline = 0
+	if cerr != nil || uerr != nil {
+		// Out of descriptors: the old, closed connections fail at once.
+		rl.abort()
+	} else if rl.aborted.Load() {
+		rl.closeBoth()
+	}
 }
 
 // fromClient is a turn's client-to-sidecar pump, on a goroutine of its own.
-func (rl *relay) fromClient(up net.Conn) {
-	rl.clientEnded(rl.pump(0, up, rl.client, rl.crc), up)
+func (rl *relay) fromClient(up net.Conn, back *backDir) {
+	rl.clientEnded(rl.pump(0, up, rl.client, rl.crc, back), up)
 	rl.upDone.Done()
 }
 
@@ -366,9 +416,15 @@ const (
 // pump copies src to dst until src ends, an error, the relay goes idle,
 // it is stopped, ending or switching, or the sidecar says the room moves.
 // dir is 0 for client to sidecar, 1 for sidecar to client; rc reads src
-// (nil: its Read does). A relay is idle when no byte moved either way for
+// (nil: its Read does); back is what a relay loop left of the direction
+// (nil: nothing). A relay is idle when no byte moved either way for
 // rl.idle.
-func (rl *relay) pump(dir int, dst, src net.Conn, rc syscall.RawConn) pumpResult {
+func (rl *relay) pump(dir int, dst, src net.Conn, rc syscall.RawConn, back *backDir) pumpResult {
+	if back != nil {
+		if res := rl.takeBack(dir, src, back); res != pumpGoOn {
+			return res
+		}
+	}
 	rl.arm(dir, src)
 	for {
 		bp, n, err := readChunk(src, rc)
@@ -386,6 +442,27 @@ func (rl *relay) pump(dir int, dst, src net.Conn, rc syscall.RawConn) pumpResult
 			}
 		}
 	}
+}
+
+// takeBack finishes what a relay loop left of direction dir: it writes the
+// bytes the loop passed on but could not write, and acts on why the loop's
+// read stopped; pumpGoOn to go on pumping.
+func (rl *relay) takeBack(dir int, src net.Conn, back *backDir) pumpResult {
+	err := back.err
+	if len(back.pending) > 0 {
+		if dir == 0 {
+			if rl.toUp(back.pending) != nil && err != errTooBig {
+				err = errPumpUp
+				rl.in.failed2(back.chunk)
+			}
+		} else if rl.write(rl.client, &rl.clientDeadline, back.pending) != nil {
+			err = errPumpWrite
+		}
+	}
+	if err == nil {
+		return pumpGoOn
+	}
+	return rl.pumpErr(dir, src, err)
 }
 
 // readChunk reads what src has into a pooled buffer (returned, to be put
@@ -629,13 +706,18 @@ func (rl *relay) endIn(d time.Duration) {
 		}
 	}
 	t := time.Unix(0, e)
-	up := rl.upConn()
+	rl.upMu.Lock()
+	defer rl.upMu.Unlock()
+	if rl.lp != nil {
+		rl.lp.kick(rl)
+		return
+	}
 	rl.client.SetReadDeadline(t)
 	if !rl.stopping.Load() {
-		up.SetReadDeadline(t)
+		rl.up.SetReadDeadline(t)
 	}
 	rl.client.SetWriteDeadline(t)
-	up.SetWriteDeadline(t)
+	rl.up.SetWriteDeadline(t)
 }
 
 // stop makes the relay close its client with 1012 (Shutdown, or its owner
@@ -644,7 +726,7 @@ func (rl *relay) endIn(d time.Duration) {
 // harm.
 func (rl *relay) stop() {
 	rl.stopping.Store(true)
-	rl.upConn().SetReadDeadline(time.Unix(1, 0))
+	rl.stopUp()
 	rl.endIn(closeWait)
 }
 
@@ -652,7 +734,19 @@ func (rl *relay) stop() {
 // (its owner was superseded), or close it with 1012 when it cannot.
 func (rl *relay) move() {
 	rl.moveReq.Store(true)
-	rl.upConn().SetReadDeadline(time.Unix(1, 0))
+	rl.stopUp()
+}
+
+// stopUp ends the wait for what the sidecar sends: its pump or the relay's
+// loop then sees why.
+func (rl *relay) stopUp() {
+	rl.upMu.Lock()
+	defer rl.upMu.Unlock()
+	if rl.lp != nil {
+		rl.lp.kick(rl)
+		return
+	}
+	rl.up.SetReadDeadline(time.Unix(1, 0))
 }
 
 // abort drops both connections.
@@ -661,17 +755,24 @@ func (rl *relay) abort() {
 	rl.closeBoth()
 }
 
+// closeBoth closes both connections; in a loop, the relay is handed back
+// and closes them then (resume).
 func (rl *relay) closeBoth() {
-	rl.client.Close()
-	rl.upConn().Close()
-}
-
-// upConn is the current sidecar connection, for goroutines other than the
-// relay's own.
-func (rl *relay) upConn() net.Conn {
 	rl.upMu.Lock()
 	defer rl.upMu.Unlock()
-	return rl.up
+	if rl.lp != nil {
+		rl.lp.kick(rl)
+		return
+	}
+	rl.client.Close()
+	rl.up.Close()
+}
+
+// unsettled reports whether anything but relaying is asked of the relay:
+// a stop, a move, an end, an abort, a failed sidecar.
+func (rl *relay) unsettled() bool {
+	return rl.stopping.Load() || rl.moveReq.Load() || rl.switching.Load() || rl.upFailed.Load() ||
+		rl.aborted.Load() || rl.ending.Load() != 0
 }
 
 // setUp makes c the sidecar connection.
@@ -679,6 +780,11 @@ func (rl *relay) setUp(c net.Conn) {
 	rl.upMu.Lock()
 	rl.up = c
 	rl.upMu.Unlock()
+	rl.bindUp(c)
+}
+
+// bindUp has the relay's own goroutines write to and read from c.
+func (rl *relay) bindUp(c net.Conn) {
 	rl.urc = rawConn(c)
 	var deadline int64
 	rl.toUp = func(b []byte) error { return rl.write(c, &deadline, b) }

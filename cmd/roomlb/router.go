@@ -67,6 +67,7 @@ func runRouter(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.HoldTimeout, "hold-timeout", router.DefaultHoldTimeout, "how long a join is held while its room moves or no node can take it")
 	fs.IntVar(&cfg.MaxWaiting, "max-waiting", router.DefaultMaxWaiting, "requests that may wait for a node at once")
 	fs.DurationVar(&cfg.WSIdleTimeout, "ws-idle-timeout", 0, "close relayed WebSockets idle this long (0: never)")
+	fs.BoolVar(&cfg.NoRelayLoops, "no-relay-loops", false, "relay each WebSocket on goroutines of its own, not in the relay loops")
 	fs.DurationVar(&cfg.ReadTimeout, "read-timeout", router.DefaultReadTimeout, "bound on reading a request's header and body")
 	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", router.DefaultWriteTimeout, "bound on writing a response, and on each write of a relayed WebSocket")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", router.DefaultIdleTimeout, "keep-alive idle timeout")
