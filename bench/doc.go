@@ -31,7 +31,10 @@
 //
 //  1. Added latency per message at a paced rate (not saturation): a client
 //     sends a chat; the time until the room's broadcast of it comes back to
-//     the sender; p50 and p99 per peer, and each proxy hop's addition.
+//     the sender; p50 and p99 per peer, and each proxy hop's addition. The
+//     window is cut in three rounds, each of which takes every peer in
+//     turn, and each peer's samples are pooled: the machine's load drifts
+//     less between peers than over one peer's whole window.
 //  2. Messages per second at saturation per proxy core: clients alone in
 //     their rooms keep chats in flight; msgs/s divided by the proxy
 //     process's CPU (router, haproxy and sidecar run as processes of their

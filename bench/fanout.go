@@ -270,7 +270,7 @@ func (e *env) measureFanout(ctx context.Context, pid int, delivered *atomic.Int6
 	}
 	out.idle = median(idle)
 	paced := make(chan error, 1)
-	go func() { paced <- e.pace(ctx, n, e.scale.FanoutRate, send) }()
+	go func() { paced <- e.pace(ctx, n, e.scale.FanoutRate, e.scale.Window, send) }()
 	sleep(ctx, e.scale.Warmup)
 	m := startCPU(pid)
 	d0, f0 := delivered.Load(), frames()

@@ -18,12 +18,15 @@
 // loses its room at once: the router steals it for a live node.
 //
 // WebSocket upgrades are validated at the router, handshaken with the
-// sidecar, and then relayed as bytes in both directions without parsing
-// frames. An idle relay holds no buffer: each direction waits for its source
-// to be readable in the network poller, then copies through a pooled
-// buffer. When a room's owner changes to another node (a higher epoch), the
-// router closes the room's clients it relays to the old owner with 1012, so
-// that a frozen or cut-off owner does not keep them: they reconnect to the
-// new owner. The router holds no state that it cannot rebuild from Redis
+// sidecar, and then relayed as bytes in both directions, following frame
+// boundaries from their headers only (frames.go). While a relay only passes
+// bytes on, a relay loop does it (loop_linux.go: a few epoll loops per
+// process, each a goroutine waiting in epoll_wait, holding no buffer per
+// relay); anything else (an end, a failure, a peer that does not read, a
+// stop) hands the relay back to two goroutines of its own for the rest of
+// its turn (relay.go). When a room's owner lets it go, or a newer owner
+// appears, the router carries the room's clients over to the next owner on
+// the same client connection (carry.go), or closes them with 1012 where it
+// cannot. The router holds no state that it cannot rebuild from Redis
 // within a second.
 package router

@@ -121,6 +121,11 @@ type frameFilter struct {
 	fragBefore bool
 	lead       []byte
 	authBefore bool
+	// leadHdr holds lead when it is a split header (fill reuses hdr);
+	// leadCur says lead is cur, whose array the chunk must then not
+	// reuse for the next frame.
+	leadHdr [maxFrameHeader]byte
+	leadCur bool
 	// failed: a write to the sidecar failed. replay holds what was not
 	// surely written, from a frame boundary on, and every chunk since;
 	// overflow says it outgrew maxReplay.
@@ -206,7 +211,7 @@ func (f *frameFilter) over(h []byte) bool {
 // begin starts following the frame with the whole header h.
 func (f *frameFilter) begin(h []byte) {
 	f.left, f.drop = payloadLen(h), false
-	f.cur = f.cur[:0]
+	f.cur = f.freshCur()
 	f.big = f.left+int64(len(h)) > maxKeptFrame
 	f.keepAuth, f.keepMsg = false, false
 	op := h[0] & 0x0f
@@ -314,8 +319,18 @@ func (f *frameFilter) ended(frame []byte) {
 	if cap(f.cur) > 4<<10 {
 		f.cur = nil
 	} else {
-		f.cur = f.cur[:0]
+		f.cur = f.freshCur()
 	}
+}
+
+// freshCur is cur emptied for the next frame: its array again, unless a
+// failed write's lead still holds it (see scan).
+func (f *frameFilter) freshCur() []byte {
+	if f.leadCur {
+		f.leadCur = false
+		return nil
+	}
+	return f.cur[:0]
 }
 
 // filter passes chunk b on through write, whole as far as it can: a
@@ -346,12 +361,13 @@ func (f *frameFilter) scan(b []byte, write func([]byte) error) (tail []byte, err
 	}
 	// What a failed write leaves to replay: the current frame's bytes
 	// from earlier chunks, or its split header, then all of b.
-	f.lead = nil
+	f.lead, f.leadCur = nil, false
 	switch {
 	case f.n > 0:
-		f.lead = f.hdr[:f.n]
+		f.leadHdr = f.hdr
+		f.lead = f.leadHdr[:f.n]
 	case f.left > 0 && !f.drop:
-		f.lead = f.cur
+		f.lead, f.leadCur = f.cur, true
 	}
 	f.authBefore = f.auth != nil
 	f.seqBefore, f.fragBefore = f.seq, f.frag

@@ -300,3 +300,57 @@ func TestFrameFilterRefusesMessagesOverMax(t *testing.T) {
 		}
 	}
 }
+
+// TestFrameFilterReplaysLateFailure: a relay loop writes a chunk's bytes
+// without waiting and leaves the rest to its relay's goroutine, whose write
+// may fail after the whole chunk was scanned (and the next frame's header
+// begun in it): what the next connection gets is still the stream from the
+// last frame boundary the old one got whole.
+func TestFrameFilterReplaysLateFailure(t *testing.T) {
+	key := [4]byte{9, 7, 5, 3}
+	var stream []byte
+	var bounds []int // frame ends
+	for _, n := range []int{3, 130, 0, 7, 300, 1, 126, 20} {
+		stream = append(stream, clientFrame(0x1, true, bytes.Repeat([]byte{'q'}, n), key)...)
+		bounds = append(bounds, len(stream))
+	}
+	for _, sizes := range [][]int{{1}, {3}, {5, 1}, {7, 2, 11}, {13}, {100, 3}} {
+		for failAt := 0; ; failAt++ {
+			var f frameFilter
+			var old []byte
+			ok := func(b []byte) error { old = append(old, b...); return nil }
+			i := 0
+			for k := 0; k < failAt && i < len(stream); k++ {
+				n := min(sizes[k%len(sizes)], len(stream)-i)
+				f.filter(stream[i:i+n], ok)
+				i += n
+			}
+			if i == len(stream) {
+				break
+			}
+			// The failing chunk: scanned whole, its writes lost.
+			n := min(sizes[failAt%len(sizes)], len(stream)-i)
+			chunk := stream[i : i+n]
+			if _, err := f.scan(chunk, func([]byte) error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+			f.failed2(chunk)
+			i += n
+			whole := 0
+			for _, e := range bounds {
+				if e <= len(old) {
+					whole = e
+				}
+			}
+			var next []byte
+			write := func(b []byte) error { next = append(next, b...); return nil }
+			f.filter(f.takeReplay(), write)
+			if i < len(stream) {
+				f.filter(stream[i:], write)
+			}
+			if got := append(bytes.Clone(old[:whole]), next...); !bytes.Equal(got, stream) {
+				t.Fatalf("chunks %v, failed at chunk %d: stream not the same", sizes, failAt)
+			}
+		}
+	}
+}

@@ -107,6 +107,15 @@ func (c *limitedConn) Close() error {
 	return err
 }
 
+// CloseWrite half-closes the socket, as *net.TCPConn does: a relay whose
+// sidecar finished sending lets its client finish too.
+func (c *limitedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
+}
+
 // SyscallConn exposes the socket, as *net.TCPConn does: relays wait for
 // readability in the network poller.
 func (c *limitedConn) SyscallConn() (syscall.RawConn, error) {

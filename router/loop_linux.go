@@ -52,7 +52,7 @@ type loop struct {
 	mu    sync.Mutex
 	slots []loopSlot
 	free  []uint32
-	kicks []*relay
+	kicks []kickReq
 	dead  bool // run stopped: adopt nothing
 
 	// Of the loop's goroutine only.
@@ -76,11 +76,12 @@ var (
 )
 
 // pickLoop returns a relay loop for a new turn, or nil when the process
-// has none (they could not be set up).
+// has none: they could not be set up, or it runs on one processor
+// (GOMAXPROCS=1), which a loop blocked in epoll_wait would leave to the
+// runtime to take back every time (see README "The hot path: relay loops").
 func pickLoop() *loop {
 	loopsOnce.Do(func() {
-		n := max(runtime.GOMAXPROCS(0)-1, 1)
-		for range n {
+		for range runtime.GOMAXPROCS(0) - 1 {
 			lp, err := newLoop()
 			if err != nil {
 				return
@@ -179,10 +180,17 @@ func (lp *loop) adopt(rl *relay) bool {
 	s := &lp.slots[idx]
 	s.gen++
 	s.rl = rl
+	gen := s.gen
 	rl.lfd = [2]int{cfd, ufd}
-	rl.lslot, rl.lgen = idx, s.gen
+	rl.lslot, rl.lgen = idx, gen
 	lp.mu.Unlock()
 
+	// Into the set before anyone can kick: a kick then finds the sockets
+	// there to take out. (The loop may serve, even hand back, rl from now
+	// on: its goroutines wait for that in turn.)
+	data := uint64(gen)<<32 | uint64(idx)<<1
+	cerr := lp.ctl(syscall.EPOLL_CTL_ADD, cfd, data)
+	uerr := lp.ctl(syscall.EPOLL_CTL_ADD, ufd, data|1)
 	// The originals leave Go's network poller with their descriptors; the
 	// duplicates keep the sockets open.
 	rl.upMu.Lock()
@@ -190,22 +198,34 @@ func (lp *loop) adopt(rl *relay) bool {
 	csock.Close()
 	usock.Close()
 	rl.upMu.Unlock()
-
-	data := uint64(s.gen)<<32 | uint64(idx)<<1
-	cerr := lp.ctl(syscall.EPOLL_CTL_ADD, cfd, data)
-	uerr := lp.ctl(syscall.EPOLL_CTL_ADD, ufd, data|1)
 	if cerr != nil || uerr != nil || rl.unsettled() {
 		// Back to the goroutines (which then see why).
-		lp.kick(rl)
+		lp.queueKick(kickReq{rl, idx, gen})
 	}
 	return true
 }
 
+// kickReq asks a loop to hand back the relay in slot of generation gen,
+// if it is still there: the relay may have been handed back, and put in a
+// slot again (of this loop or another), since.
+type kickReq struct {
+	rl        *relay
+	slot, gen uint32
+}
+
 // kick has the loop hand rl back to its goroutines: another goroutine
-// stops, moves, ends or aborts it. rl.upMu is held.
-func (lp *loop) kick(rl *relay) {
+// stops, moves, ends or aborts it. rl.upMu is held and rl.lp is lp, so
+// rl's slot is this loop's.
+func (lp *loop) kick(rl *relay) { lp.queueKick(kickReq{rl, rl.lslot, rl.lgen}) }
+
+func (lp *loop) queueKick(k kickReq) {
 	lp.mu.Lock()
-	lp.kicks = append(lp.kicks, rl)
+	if lp.dead {
+		// Its relays were all handed back when it stopped.
+		lp.mu.Unlock()
+		return
+	}
+	lp.kicks = append(lp.kicks, k)
 	lp.mu.Unlock()
 	one := uint64(1)
 	syscall.Write(lp.wake, (*[8]byte)(unsafe.Pointer(&one))[:])
@@ -222,9 +242,9 @@ func (lp *loop) run() {
 			// it go back to their goroutines, and the loop takes none.
 			lp.mu.Lock()
 			lp.dead = true
-			for i := range lp.slots {
-				if rl := lp.slots[i].rl; rl != nil {
-					lp.kicks = append(lp.kicks, rl)
+			for i, s := range lp.slots {
+				if s.rl != nil {
+					lp.kicks = append(lp.kicks, kickReq{s.rl, uint32(i), s.gen})
 				}
 			}
 			lp.mu.Unlock()
@@ -355,12 +375,12 @@ func (lp *loop) ejectKicked() {
 	kicks := lp.kicks
 	lp.kicks = nil
 	lp.mu.Unlock()
-	for _, rl := range kicks {
+	for _, k := range kicks {
 		lp.mu.Lock()
-		in := lp.slots[rl.lslot].rl == rl && lp.slots[rl.lslot].gen == rl.lgen
+		in := int(k.slot) < len(lp.slots) && lp.slots[k.slot].rl == k.rl && lp.slots[k.slot].gen == k.gen
 		lp.mu.Unlock()
 		if in {
-			lp.eject(rl, 0, nil, nil, nil)
+			lp.eject(k.rl, 0, nil, nil, nil)
 		}
 	}
 }

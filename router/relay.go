@@ -43,10 +43,11 @@ var relayBufs = sync.Pool{New: func() any {
 
 // relay copies bytes between a client and a sidecar after a WebSocket
 // handshake, following frame boundaries from their headers only (see
-// frames.go). Each direction has a goroutine that reads its source into a
-// pooled buffer it holds only while bytes move, never while it waits (see
-// readChunk). An idle
-// relay holds its two connections, this struct and two parked goroutines.
+// frames.go). A relay loop copies them while nothing else happens (see
+// loop_linux.go); otherwise each direction has a goroutine that reads its
+// source into a pooled buffer it holds only while bytes move, never while
+// it waits (see readChunk). An idle relay holds its two sockets, this
+// struct and one parked goroutine in a loop, two out of one.
 type relay struct {
 	r      *Router
 	client net.Conn // the client's own connection, fasthttp's reader drained
@@ -251,7 +252,7 @@ func (rl *relay) turn() (pumpResult, net.Conn) {
 		}
 	}
 	var hb *handback
-	if lp := pickLoop(); lp != nil && !rl.r.cfg.NoRelayLoops {
+	if lp := rl.loop(); lp != nil {
 		if rl.back == nil {
 			rl.back = make(chan *handback, 1)
 		}
@@ -270,6 +271,14 @@ func (rl *relay) turn() (pumpResult, net.Conn) {
 	rl.upDone.Add(1)
 	go rl.fromClient(up, back[0])
 	return rl.pump(1, rl.client, up, rl.urc, back[1]), up
+}
+
+// loop is the relay loop for a new turn, nil for none.
+func (rl *relay) loop() *loop {
+	if rl.r.cfg.NoRelayLoops {
+		return nil
+	}
+	return pickLoop()
 }
 
 // resume takes the relay's sockets back from its loop as connections.
