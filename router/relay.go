@@ -715,18 +715,14 @@ func (rl *relay) endIn(d time.Duration) {
 		}
 	}
 	t := time.Unix(0, e)
-	rl.upMu.Lock()
-	defer rl.upMu.Unlock()
-	if rl.lp != nil {
-		rl.lp.kick(rl)
-		return
-	}
-	rl.client.SetReadDeadline(t)
-	if !rl.stopping.Load() {
-		rl.up.SetReadDeadline(t)
-	}
-	rl.client.SetWriteDeadline(t)
-	rl.up.SetWriteDeadline(t)
+	rl.onConns(func() {
+		rl.client.SetReadDeadline(t)
+		if !rl.stopping.Load() {
+			rl.up.SetReadDeadline(t)
+		}
+		rl.client.SetWriteDeadline(t)
+		rl.up.SetWriteDeadline(t)
+	})
 }
 
 // stop makes the relay close its client with 1012 (Shutdown, or its owner
@@ -749,13 +745,21 @@ func (rl *relay) move() {
 // stopUp ends the wait for what the sidecar sends: its pump or the relay's
 // loop then sees why.
 func (rl *relay) stopUp() {
+	rl.onConns(func() { rl.up.SetReadDeadline(time.Unix(1, 0)) })
+}
+
+// onConns runs f, which acts on the relay's connections for another
+// goroutine, under upMu; when a relay loop has the relay's sockets, it
+// has the loop hand them back instead, and the relay's goroutines then
+// see the flags that f would have acted on.
+func (rl *relay) onConns(f func()) {
 	rl.upMu.Lock()
 	defer rl.upMu.Unlock()
 	if rl.lp != nil {
 		rl.lp.kick(rl)
 		return
 	}
-	rl.up.SetReadDeadline(time.Unix(1, 0))
+	f()
 }
 
 // abort drops both connections.
@@ -767,14 +771,10 @@ func (rl *relay) abort() {
 // closeBoth closes both connections; in a loop, the relay is handed back
 // and closes them then (resume).
 func (rl *relay) closeBoth() {
-	rl.upMu.Lock()
-	defer rl.upMu.Unlock()
-	if rl.lp != nil {
-		rl.lp.kick(rl)
-		return
-	}
-	rl.client.Close()
-	rl.up.Close()
+	rl.onConns(func() {
+		rl.client.Close()
+		rl.up.Close()
+	})
 }
 
 // unsettled reports whether anything but relaying is asked of the relay:
